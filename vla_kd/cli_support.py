@@ -1,0 +1,113 @@
+"""Shared pieces of the command-line layer: config location, override checks, one-line errors."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.errors import UserError, nearest, unknown_name
+
+#: configs/ ships inside the package as vla_kd.configs (see pyproject.toml).
+CONFIG_MODULE = "vla_kd.configs"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+
+
+def user_errors_exit(func: Callable) -> Callable:
+    """Turn a UserError raised inside a Hydra task into one ``error:`` line and exit status 2.
+
+    SystemExit passes through Hydra's own exception reporting, which would print a traceback.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in cfg.items_ex(resolve=False) if hasattr(cfg, "items_ex") else cfg.items():
+        path = f"{prefix}{key}"
+        keys.append(path)
+        if isinstance(value, DictConfig):
+            keys.extend(_all_keys(value, path + "."))
+    return keys
+
+
+def _first_values(override) -> list[str]:
+    """The values an override asks for (all of a sweep's), as strings."""
+    if override.is_sweep_override():
+        return [str(v) for v in override.sweep_string_iterator()]
+    return [override.get_value_element_as_str()]
+
+
+def check_overrides(config_name: str, overrides: list[str]) -> None:
+    """Reject unknown config keys and group options with a one-line UserError.
+
+    Hydra's own messages are multi-line and stop short of a suggestion; checking here first lets
+    the CLI name the nearest valid key or option.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        base = compose(config_name=config_name)
+        keys = _all_keys(base)
+        groups = {g for g in _groups(loader)}
+        single: list[str] = []
+        for override in parsed:
+            key = override.key_or_group
+            values = _first_values(override) if not override.is_delete() else []
+            if key.startswith("hydra"):
+                continue  # Hydra validates its own node (launchers, run dirs)
+            if key in groups:
+                options = loader.get_group_options(key)
+                for value in values:
+                    if value not in options and value != "null":
+                        raise unknown_name(key, value, options)
+            elif not override.is_add() and key not in keys:
+                hint = nearest(key, keys)
+                suggestion = f"; did you mean '{hint}'?" if hint else ""
+                raise UserError(
+                    f"unknown config key '{key}'{suggestion} (use +{key}=... to add a new key)"
+                )
+            if not override.is_delete():
+                prefix = "+" if override.is_add() else ""
+                single.append(f"{prefix}{key}={values[0]}" if values else override.input_line)
+        try:
+            compose(config_name=config_name, overrides=[o for o in single if not o.startswith("hydra")])
+        except (HydraException, OmegaConfBaseException) as err:
+            raise UserError(str(err).strip().splitlines()[0]) from None
+    GlobalHydra.instance().clear()
+
+
+def _groups(loader, parent: str = "") -> list[str]:
+    found = []
+    for name in loader.list_groups(parent):
+        path = f"{parent}/{name}" if parent else name
+        if path.startswith("hydra"):
+            continue
+        found.append(path)
+        found.extend(_groups(loader, path))
+    return found
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

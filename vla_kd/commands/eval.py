@@ -1,0 +1,125 @@
+"""``vla-kd eval``: evaluate a policy on a suite or one task."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
+from vla_kd.envs import check_task, make_env
+from vla_kd.envs.suites import Suite, suite_from_config
+from vla_kd.errors import UserError
+from vla_kd.evaluator import aggregate, evaluate_task
+from vla_kd.policies.registry import build_policy, check_policy_spec
+from vla_kd.reporting import markdown_table, plot_success, table_rows, write_json_atomic
+from vla_kd.tracking import make_tracker
+
+CONFIG_NAME = "eval"
+log = logging.getLogger(__name__)
+
+
+def env_kwargs(
+    cfg: DictConfig, task: str, max_steps: int | None, needs_privileged: bool, want_frames: bool
+) -> dict:
+    """Constructor arguments for ``task``'s simulator wrapper from the composed config."""
+    backend = check_task(task).backend
+    kwargs: dict = dict(
+        obs_mode=cfg.obs_mode,
+        include_privileged=needs_privileged or None,
+        max_episode_steps=max_steps,  # None: the simulator's / protocol's own limit
+    )
+    if backend == "maniskill":
+        sim = cfg.maniskill
+        if sim.sim_backend != "cpu":
+            raise UserError(
+                "vla-kd eval runs ManiSkill on CPU physics (one env per episode stream); the "
+                "GPU-batched sim (maniskill=gpu) is for on-policy training"
+            )
+        kwargs.update(
+            control_mode=sim.control_mode,
+            sim_backend=sim.sim_backend,
+            render_backend=sim.render_backend,
+            image_size=sim.image_size,
+            ignore_terminations=True,  # measure success at the end, not only the first success
+        )
+        if want_frames and cfg.obs_mode != "rgb":
+            kwargs["render_mode"] = "rgb_array"
+    else:
+        sim = cfg.libero
+        kwargs.update(
+            image_size=sim.image_size,
+            wrist_camera=sim.wrist_camera,
+            fast_render=sim.fast_render,
+            settle_steps=sim.settle_steps,
+        )
+        if want_frames and cfg.obs_mode != "rgb":
+            kwargs["render_mode"] = "rgb_array"
+    return kwargs
+
+
+def resolve_tasks(cfg: DictConfig) -> Suite:
+    if cfg.env:
+        return Suite(name=str(cfg.env), tasks=[str(check_task(cfg.env))], max_episode_steps=None)
+    suite = suite_from_config(cfg.suite)
+    for task in suite.tasks:
+        check_task(task)
+    return suite
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Evaluate and write results.json, results.md, success.png (+ tracker files)."""
+    check_policy_spec(str(cfg.policy))
+    suite = resolve_tasks(cfg)
+    needs_privileged = str(cfg.policy) == "scripted"
+    want_video = bool(cfg.video.enabled)
+    tracker = make_tracker(
+        cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="eval"
+    )
+    per_task = {}
+    try:
+        for task in suite.tasks:
+            max_steps = cfg.max_episode_steps or suite.max_episode_steps
+            kwargs = env_kwargs(cfg, task, max_steps, needs_privileged, want_video)
+            results, protocol = evaluate_task(
+                task,
+                make_env=lambda: make_env(task, **kwargs),
+                make_policy=lambda env: build_policy(str(cfg.policy), env, seed=cfg.seed),
+                episodes=cfg.episodes_per_task,
+                seed=cfg.seed,
+                video_dir=run_dir / "videos" if want_video else None,
+                video_episodes=cfg.video.episodes_per_task,
+                video_fps=cfg.video.fps,
+                progress=cfg.progress,
+            )
+            per_task[task] = (results, protocol)
+            task_rate = sum(r.success_once for r in results) / len(results)
+            tracker.log({f"eval/{task}/success_rate": task_rate})
+            log.info("%s: success %.1f%% over %d episodes", task, 100 * task_rate, len(results))
+        summary = aggregate(per_task, policy=str(cfg.policy))
+        summary["protocol"]["suite"] = suite.name
+        output_json = Path(cfg.output_json)
+        write_json_atomic(summary, output_json)
+        table = markdown_table(summary)
+        output_json.with_suffix(".md").write_text(table)
+        plot = plot_success(summary, output_json.with_name("success.png"))
+        tracker.log_table("eval/results", table_rows(summary))
+        tracker.log_image("eval/success", plot)
+        tracker.summary({k: summary[k] for k in ("success_rate", "ci95", "episodes", "success_at_end")})
+        print(table)
+        print(f"results: {output_json}")
+        return summary
+    finally:
+        tracker.finish()
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

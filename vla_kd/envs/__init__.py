@@ -1,0 +1,41 @@
+"""Simulators behind one gymnasium contract: see :mod:`vla_kd.envs.base`."""
+from __future__ import annotations
+
+from functools import partial
+
+import gymnasium as gym
+
+from vla_kd.envs.base import ACTION_DIM, TaskId
+
+__all__ = ["ACTION_DIM", "TaskId", "make_env", "make_vector_env", "check_task"]
+
+
+def check_task(task: str | TaskId) -> TaskId:
+    """Parse and validate a task name without building the simulator (one-line errors)."""
+    task_id = task if isinstance(task, TaskId) else TaskId.parse(str(task))
+    if task_id.backend == "maniskill":
+        from vla_kd.envs.maniskill import check_task as check
+        check(task_id.name)
+    else:
+        from vla_kd.envs.libero import check_task as check
+        check(task_id.name, task_id.index)
+    return task_id
+
+
+def make_env(task: str | TaskId, **kwargs) -> gym.Env:
+    """Build one contract env; ``kwargs`` go to the simulator's wrapper class."""
+    task_id = check_task(task)
+    if task_id.backend == "maniskill":
+        from vla_kd.envs.maniskill import ManiSkillEnv
+        return ManiSkillEnv(task_id.name, **kwargs)
+    from vla_kd.envs.libero import LiberoEnv
+    return LiberoEnv(task_id.name, task_id.index, **kwargs)
+
+
+def make_vector_env(task: str | TaskId, num_envs: int, **kwargs) -> gym.vector.VectorEnv:
+    """``num_envs`` copies of a task in worker processes (ManiSkill's CPU sim allows one env per
+    process, so CPU parallelism is process parallelism)."""
+    task_id = check_task(task)
+    factories = [partial(make_env, task_id, **kwargs) for _ in range(num_envs)]
+    # forkserver: never fork a parent that already holds a Vulkan/EGL context.
+    return gym.vector.AsyncVectorEnv(factories, context="forkserver")

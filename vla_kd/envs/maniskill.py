@@ -1,0 +1,196 @@
+"""ManiSkill3 behind the suite's gymnasium contract (CPU physics, one env per process)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from vla_kd.envs import base
+from vla_kd.envs.runtime import configure_maniskill
+from vla_kd.errors import UserError, unknown_name
+
+# ManiSkill tasks carry no language; these are the instructions a VLA is conditioned on.
+INSTRUCTIONS = {
+    "PickCube-v1": "pick up the red cube and move it to the goal position",
+    "PushCube-v1": "push the cube to the red and white target",
+    "PullCube-v1": "pull the cube back to the red and white target",
+    "StackCube-v1": "stack the red cube on top of the green cube",
+    "LiftPegUpright-v1": "lift the peg and stand it upright",
+    "PushT-v1": "push the T-shaped block onto the T-shaped target",
+    "PegInsertionSide-v1": "insert the peg into the hole in the box",
+    "PlugCharger-v1": "plug the charger into the socket",
+    "RollBall-v1": "roll the ball to the goal region",
+    "PlaceSphere-v1": "place the sphere into the bin",
+}
+
+
+def _registry() -> dict:
+    configure_maniskill()
+    import mani_skill.envs  # noqa: F401  (registers the tasks)
+    from mani_skill.utils.registration import REGISTERED_ENVS
+
+    return REGISTERED_ENVS
+
+
+def missing_assets(task: str) -> list[str]:
+    """Asset packs ``task`` needs that are not on disk (ManiSkill would try to download them)."""
+    from mani_skill.utils.assets import data
+
+    spec = _registry()[task]
+    wanted: list[str] = []
+    for uid in spec.asset_download_ids or []:
+        if uid in data.DATA_SOURCES:
+            wanted.append(uid)
+        elif uid in data.DATA_GROUPS:
+            wanted.extend(data.expand_data_group_into_individual_data_source_ids(uid))
+    robots = getattr(spec.cls, "SUPPORTED_ROBOTS", None) or []
+    default_robot = robots[0] if robots and isinstance(robots[0], str) else None
+    from mani_skill.agents.registration import REGISTERED_AGENTS
+
+    if default_robot in REGISTERED_AGENTS:
+        wanted.extend(REGISTERED_AGENTS[default_robot].asset_download_ids or [])
+    return sorted({uid for uid in wanted if not data.is_data_source_downloaded(uid)})
+
+
+def check_task(task: str) -> None:
+    """Raise a one-line UserError if ``task`` is unknown or needs downloaded assets."""
+    registry = _registry()
+    if task not in registry:
+        raise unknown_name("ManiSkill task", task, registry)
+    missing = missing_assets(task)
+    if missing:
+        raise UserError(
+            f"ManiSkill task '{task}' needs assets that are not installed ({', '.join(missing)}) "
+            "and this suite never downloads at run time; pick a task that ships with mani-skill"
+        )
+
+
+class ManiSkillEnv(gym.Env):
+    """One ManiSkill3 task as a contract env (see :mod:`vla_kd.envs.base`).
+
+    ``state`` is the robot's qpos/qvel plus the task extras ManiSkill gives visual policies
+    (TCP pose, goal position, ...); ``privileged`` is what ManiSkill adds only in state modes
+    (object poses, relative vectors).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        task: str,
+        obs_mode: str = "state",
+        image_size: int = 128,
+        include_privileged: bool | None = None,
+        max_episode_steps: int | None = None,
+        ignore_terminations: bool = False,
+        control_mode: str = "pd_ee_delta_pose",
+        sim_backend: str = "cpu",
+        render_backend: str = "cpu",
+        render_mode: str | None = None,
+    ) -> None:
+        base.check_obs_mode(obs_mode)
+        check_task(task)
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+
+        self.task = task
+        self.obs_mode = obs_mode
+        self.render_mode = render_mode
+        self.include_privileged = (obs_mode == "state") if include_privileged is None else include_privileged
+        self.instruction = INSTRUCTIONS.get(task, _instruction_from_name(task))
+        self.max_episode_steps = max_episode_steps or _registry()[task].max_episode_steps
+        sim_obs_mode = {"state": "state_dict", "rgb": "rgb"}[obs_mode]
+        if obs_mode == "rgb" and self.include_privileged:
+            sim_obs_mode = "rgb+state_dict"
+        kwargs: dict[str, Any] = dict(
+            obs_mode=sim_obs_mode,
+            control_mode=control_mode,
+            sim_backend=sim_backend,
+            render_backend=render_backend,
+            max_episode_steps=self.max_episode_steps,
+            sensor_configs=dict(width=image_size, height=image_size),
+        )
+        if render_mode:
+            kwargs["render_mode"] = render_mode
+        raw = gym.make(task, **kwargs)
+        self._sim = CPUGymWrapper(raw, ignore_terminations=ignore_terminations)
+        self._base = self._sim.unwrapped
+        self._public_extra_keys = self._find_public_extra_keys()
+        self.layout: dict[str, dict[str, slice]] | None = None
+
+        obs, _ = self._sim.reset(seed=0)
+        contract = self._convert(obs)
+        self.observation_space = base.observation_space(
+            state_dim=contract["state"].shape[0],
+            rgb_shape=contract["rgb"].shape if "rgb" in contract else None,
+            privileged_dim=contract["privileged"].shape[0] if "privileged" in contract else None,
+        )
+        self.action_space = base.action_space()
+        if self._sim.action_space.shape != self.action_space.shape:
+            raise UserError(
+                f"ManiSkill task '{task}' with control_mode={control_mode} has a "
+                f"{self._sim.action_space.shape} action space, not the contract's 7-D EE delta"
+            )
+
+    def _find_public_extra_keys(self) -> list[str]:
+        """Which task extras ManiSkill also shows visual (non-state) observation modes.
+
+        ManiSkill tasks decide by testing ``"state" in self.obs_mode``, so the split is read by
+        asking the task for its extras once under a visual mode name.
+        """
+        self._base.reset(seed=0)
+        info = self._base.get_info()
+        saved = self._base._obs_mode
+        try:
+            self._base._obs_mode = "rgb"
+            return list(self._base._get_obs_extra(info).keys())
+        finally:
+            self._base._obs_mode = saved
+
+    def _convert(self, obs: dict) -> dict[str, np.ndarray]:
+        extra = obs.get("extra", {})
+        public = {k: extra[k] for k in self._public_extra_keys if k in extra}
+        out: dict[str, np.ndarray] = {}
+        if self.obs_mode == "rgb":
+            camera = next(iter(obs["sensor_data"].values()))
+            out["rgb"] = np.ascontiguousarray(camera["rgb"], dtype=np.uint8)
+        state_parts = {**obs["agent"], **public}
+        out["state"] = base.flatten_values(state_parts)
+        if self.include_privileged:
+            private = {k: v for k, v in extra.items() if k not in public}
+            out["privileged"] = base.flatten_values(private)
+        if self.layout is None:  # computed once; keys and sizes never change within a task
+            self.layout = {"state": base.layout_of(state_parts)}
+            if self.include_privileged:
+                self.layout["privileged"] = base.layout_of(private)
+        return out
+
+    def _info(self, info: dict) -> dict:
+        info = dict(info)
+        info["success"] = bool(np.asarray(info.get("success", False)).item())
+        info["instruction"] = self.instruction
+        return info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, info = self._sim.reset(seed=seed, options=options)
+        return self._convert(obs), self._info(info)
+
+    def step(self, action):
+        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        obs, reward, terminated, truncated, info = self._sim.step(action)
+        return self._convert(obs), float(reward), bool(terminated), bool(truncated), self._info(info)
+
+    def render(self):
+        return self._sim.render()
+
+    def close(self) -> None:
+        self._sim.close()
+
+
+def _instruction_from_name(task: str) -> str:
+    """'LiftPegUpright-v1' -> 'lift peg upright'."""
+    stem = task.split("-")[0]
+    words = [w.lower() for w in re.findall(r"[A-Z][a-z]*|\d+", stem)]
+    return " ".join(words)

@@ -1,0 +1,193 @@
+"""Roll policies out on tasks and measure success honestly.
+
+Every number is reported with the protocol that produced it (episodes, seeds or fixed initial
+states, step limit) and a 95% Wilson interval. ManiSkill envs are run with terminations ignored
+so both ``success_once`` (ever succeeded) and ``success_at_end`` (succeeded at the last step) are
+measured; LIBERO ends episodes on success, as its standard protocol does.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from vla_kd.envs.base import TaskId
+from vla_kd.policies.base import Policy, add_batch_dim
+from vla_kd.stats import wilson_interval
+
+
+@dataclass
+class EpisodeResult:
+    """One rolled-out episode."""
+
+    task: str
+    episode: int
+    seed: int
+    init_state_id: int | None
+    success_once: bool
+    success_at_end: bool
+    episode_return: float
+    length: int
+    policy_ms_per_action: float
+    env_ms_per_step: float
+
+
+@dataclass
+class TaskProtocol:
+    """How a task's episodes were produced, stored beside its numbers."""
+
+    task: str
+    episodes: int
+    seeds: list[int]
+    init_states: str
+    max_episode_steps: int
+    terminate_on_success: bool
+    settle_steps: int = 0
+    obs_mode: str = "state"
+    extra: dict = field(default_factory=dict)
+
+
+def run_episode(
+    env: gym.Env,
+    policy: Policy,
+    seed: int,
+    max_steps: int,
+    options: dict | None = None,
+    frames: list[np.ndarray] | None = None,
+) -> tuple[dict, float, float]:
+    """Roll out one episode; returns (episode stats, policy seconds, env seconds)."""
+    obs, info = env.reset(seed=seed, options=options)
+    policy.reset()
+    success_once = bool(info["success"])
+    total_reward, policy_s, env_s, steps = 0.0, 0.0, 0.0, 0
+    for steps in range(1, max_steps + 1):
+        if frames is not None:
+            frames.append(obs["rgb"] if "rgb" in obs else env.render())
+        start = time.perf_counter()
+        action = policy.act(add_batch_dim(obs))[0]
+        policy_s += time.perf_counter() - start
+        start = time.perf_counter()
+        obs, reward, terminated, truncated, info = env.step(action)
+        env_s += time.perf_counter() - start
+        total_reward += reward
+        success_once |= bool(info["success"])
+        if terminated or truncated:
+            break
+    stats = dict(
+        success_once=success_once,
+        success_at_end=bool(info["success"]),
+        episode_return=float(total_reward),
+        length=steps,
+        init_state_id=info.get("init_state_id", (options or {}).get("init_state_id")),
+    )
+    return stats, policy_s, env_s
+
+
+def evaluate_task(
+    task: str,
+    make_env: Callable[[], gym.Env],
+    make_policy: Callable[[gym.Env], Policy],
+    episodes: int,
+    seed: int,
+    video_dir: Path | None = None,
+    video_episodes: int = 0,
+    video_fps: int = 20,
+    progress: bool = True,
+) -> tuple[list[EpisodeResult], TaskProtocol]:
+    """Evaluate one task: ``episodes`` rollouts with seeds ``seed, seed+1, ...``, each up to the
+    env's ``max_episode_steps``."""
+    env = make_env()
+    try:
+        policy = make_policy(env)
+        limit = int(env.max_episode_steps)
+        is_libero = TaskId.parse(task).backend == "libero"
+        results: list[EpisodeResult] = []
+        bar = tqdm(range(episodes), desc=task, disable=not progress, leave=False)
+        for episode in bar:
+            episode_seed = seed + episode
+            options = {"init_state_id": episode % env.num_init_states} if is_libero else None
+            frames = [] if video_dir is not None and episode < video_episodes else None
+            stats, policy_s, env_s = run_episode(env, policy, episode_seed, limit, options, frames)
+            results.append(
+                EpisodeResult(
+                    task=task,
+                    episode=episode,
+                    seed=episode_seed,
+                    policy_ms_per_action=1000 * policy_s / stats["length"],
+                    env_ms_per_step=1000 * env_s / stats["length"],
+                    **stats,
+                )
+            )
+            if frames:
+                save_video(frames, video_dir / f"{task.replace('/', '_')}_ep{episode:03d}.mp4", video_fps)
+            bar.set_postfix(success=f"{np.mean([r.success_once for r in results]):.2f}")
+        protocol = TaskProtocol(
+            task=task,
+            episodes=episodes,
+            seeds=[seed + i for i in range(episodes)],
+            init_states=(
+                f"suite's fixed initial states, episode i -> state i mod {env.num_init_states}"
+                if is_libero
+                else "sampled by the simulator from the episode seed"
+            ),
+            max_episode_steps=limit,
+            terminate_on_success=is_libero,
+            settle_steps=getattr(env, "settle_steps", 0),
+            obs_mode=getattr(env, "obs_mode", "state"),
+        )
+        return results, protocol
+    finally:
+        env.close()
+
+
+def summarize(results: list[EpisodeResult]) -> dict:
+    """Success rates (with Wilson 95% CIs), return, length and latency over ``results``."""
+    n = len(results)
+    once = sum(r.success_once for r in results)
+    at_end = sum(r.success_at_end for r in results)
+    return {
+        "episodes": n,
+        "success_rate": once / n if n else 0.0,
+        "ci95": list(wilson_interval(once, n)),
+        "success_at_end": at_end / n if n else 0.0,
+        "success_at_end_ci95": list(wilson_interval(at_end, n)),
+        "mean_return": float(np.mean([r.episode_return for r in results])) if n else 0.0,
+        "mean_length": float(np.mean([r.length for r in results])) if n else 0.0,
+        "policy_ms_per_action": float(np.mean([r.policy_ms_per_action for r in results])) if n else 0.0,
+        "env_ms_per_step": float(np.mean([r.env_ms_per_step for r in results])) if n else 0.0,
+    }
+
+
+def aggregate(per_task: dict[str, tuple[list[EpisodeResult], TaskProtocol]], policy: str) -> dict:
+    """The results document: overall numbers, the protocol, per-task entries and episodes."""
+    everything = [r for results, _ in per_task.values() for r in results]
+    overall = summarize(everything)
+    tasks = {
+        task: {**summarize(results), "protocol": asdict(protocol)}
+        for task, (results, protocol) in per_task.items()
+    }
+    return {
+        **overall,
+        "policy": policy,
+        "protocol": {
+            "tasks": list(per_task),
+            "episodes_per_task": {t: p.episodes for t, (_, p) in per_task.items()},
+            "success": "success_rate = fraction of episodes that ever succeeded (success_once)",
+            "ci": "95% Wilson score interval",
+            "per_task": "see tasks.<name>.protocol",
+        },
+        "tasks": tasks,
+        "episode_results": [asdict(r) for r in everything],
+    }
+
+
+def save_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
+    import imageio.v2 as imageio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, [np.asarray(f, dtype=np.uint8) for f in frames], fps=fps, macro_block_size=1)

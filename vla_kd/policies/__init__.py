@@ -1,0 +1,1 @@
+"""Policies: the contract and simple baselines; students live here too."""

@@ -1,0 +1,86 @@
+"""Write evaluation results: JSON (atomically), a markdown table, CSV rows and a bar plot."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_json_atomic(data: dict, path: str | Path) -> Path:
+    """Write JSON to a temp file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=float)
+    os.replace(tmp, path)
+    return path
+
+
+def table_rows(results: dict) -> list[dict]:
+    """One flat row per task plus an 'overall' row."""
+    rows = []
+    for task, entry in {**results["tasks"], "overall": results}.items():
+        low, high = entry["ci95"]
+        rows.append(
+            {
+                "task": task,
+                "policy": results["policy"],
+                "episodes": entry["episodes"],
+                "success_rate": round(entry["success_rate"], 4),
+                "ci95_low": round(low, 4),
+                "ci95_high": round(high, 4),
+                "success_at_end": round(entry["success_at_end"], 4),
+                "mean_return": round(entry["mean_return"], 3),
+                "mean_length": round(entry["mean_length"], 1),
+                "policy_ms_per_action": round(entry["policy_ms_per_action"], 3),
+                "env_ms_per_step": round(entry["env_ms_per_step"], 2),
+                "max_steps": entry.get("protocol", {}).get("max_episode_steps"),
+            }
+        )
+    return rows
+
+
+def markdown_table(results: dict) -> str:
+    """A GitHub-flavoured markdown table of the per-task and overall numbers."""
+    lines = [
+        f"Policy: `{results['policy']}`. Success = ever succeeded in the episode; CI = 95% Wilson.",
+        "",
+        "| task | episodes | success | 95% CI | success at end | return | length | max steps | policy ms/action |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in table_rows(results):
+        name = f"**{row['task']}**" if row["task"] == "overall" else row["task"]
+        lines.append(
+            f"| {name} | {row['episodes']} | {row['success_rate']:.1%} "
+            f"| [{row['ci95_low']:.1%}, {row['ci95_high']:.1%}] | {row['success_at_end']:.1%} "
+            f"| {row['mean_return']:.2f} | {row['mean_length']:.0f} | {row['max_steps'] or ''} "
+            f"| {row['policy_ms_per_action']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_success(results: dict, path: str | Path) -> Path:
+    """Per-task success bars with Wilson 95% error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(results["tasks"])
+    rates = [results["tasks"][t]["success_rate"] for t in tasks]
+    # max(0, .): at 0% or 100% the bound equals the rate up to rounding.
+    lows = [max(0.0, r - results["tasks"][t]["ci95"][0]) for r, t in zip(rates, tasks)]
+    highs = [max(0.0, results["tasks"][t]["ci95"][1] - r) for r, t in zip(rates, tasks)]
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(tasks) + 1.5), 3.6))
+    ax.bar(range(len(tasks)), rates, yerr=[lows, highs], capsize=4, color="#4C72B0")
+    ax.set_xticks(range(len(tasks)), [t.split("/", 1)[-1] for t in tasks], rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95% Wilson CI)")
+    ax.set_title(f"{results['policy']}: {results['success_rate']:.1%} over {results['episodes']} episodes")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

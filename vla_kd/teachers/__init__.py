@@ -1,0 +1,1 @@
+"""Teacher policies: scripted experts now; VLA teachers later."""

@@ -1,0 +1,145 @@
+"""Scripted experts that read privileged state (object and goal poses) and emit contract actions.
+
+They exist to show the evaluator measures success honestly (a competent policy scores > 0, a
+random one 0) and to seed demonstrations. They are finite-state controllers on end-effector
+deltas (``pd_ee_delta_pose``: 1.0 = 10 cm / 0.1 rad per step), written by hand because no
+library ships EE-delta experts for these tasks. ManiSkill's own motion-planning solutions drive
+the simulator directly in joint-position control, so they cannot be run through ``act(obs)``;
+they are used for demonstrations instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vla_kd.envs.base import ACTION_DIM
+from vla_kd.errors import UserError
+from vla_kd.policies.base import Policy
+
+OPEN, CLOSED = 1.0, -1.0
+POS_SCALE = 0.1  # metres per unit action in ManiSkill's pd_ee_delta_pose
+
+
+def _move(tcp: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
+    action = np.zeros(ACTION_DIM, np.float32)
+    action[:3] = np.clip(gain * (target - tcp) / POS_SCALE, -1.0, 1.0)
+    action[6] = gripper
+    return action
+
+
+class _StateReader:
+    """Reads named fields out of the contract's state/privileged vectors via the env layout."""
+
+    def __init__(self, layout: dict[str, dict[str, slice]]) -> None:
+        self.layout = layout
+
+    def get(self, obs: dict, i: int, name: str) -> np.ndarray:
+        for part in ("state", "privileged"):
+            if name in self.layout.get(part, {}):
+                return np.asarray(obs[part][i][self.layout[part][name]], dtype=np.float64)
+        raise KeyError(name)
+
+
+class ScriptedExpert(Policy):
+    """Base for per-task experts: one phase counter per batch element."""
+
+    uses_privileged = True
+    needs = ("tcp_pose", "obj_pose", "goal_pos")
+
+    def __init__(self, layout: dict[str, dict[str, slice]]) -> None:
+        missing = [n for n in self.needs if not any(n in p for p in layout.values())]
+        if "privileged" not in layout or missing:
+            raise UserError(
+                f"scripted expert '{self.name}' needs privileged state ({', '.join(missing) or 'privileged'}); "
+                "set include_privileged=true for the env"
+            )
+        self.read = _StateReader(layout)
+        self._phase: dict[int, int] = {}
+        self._timer: dict[int, int] = {}
+
+    def reset(self) -> None:
+        self._phase.clear()
+        self._timer.clear()
+
+    def act(self, obs: dict) -> np.ndarray:
+        batch = len(obs["state"])
+        return np.stack([self._act_one(obs, i) for i in range(batch)]).astype(np.float32)
+
+    def _act_one(self, obs: dict, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PickAndPlaceExpert(ScriptedExpert):
+    """Above the object, down, close, carry to the goal (PickCube)."""
+
+    name = "scripted_pick_place"
+
+    def _act_one(self, obs: dict, i: int) -> np.ndarray:
+        tcp = self.read.get(obs, i, "tcp_pose")[:3]
+        obj = self.read.get(obs, i, "obj_pose")[:3]
+        goal = self.read.get(obs, i, "goal_pos")
+        phase = self._phase.setdefault(i, 0)
+        if phase == 0:  # hover above the object, gripper open
+            target = obj + np.array([0.0, 0.0, 0.06])
+            if np.linalg.norm(target - tcp) < 0.01:
+                self._phase[i] = 1
+            return _move(tcp, target, OPEN)
+        if phase == 1:  # descend onto it
+            if np.linalg.norm(obj - tcp) < 0.006:
+                self._phase[i], self._timer[i] = 2, 0
+            return _move(tcp, obj, OPEN)
+        if phase == 2:  # close the gripper and wait for the fingers
+            self._timer[i] += 1
+            if self._timer[i] >= 6:
+                self._phase[i] = 3
+            return _move(tcp, obj, CLOSED)
+        return _move(tcp, goal, CLOSED)  # carry to the goal and hold
+
+
+class PushToGoalExpert(ScriptedExpert):
+    """Get behind the object (seen from the goal), lower, push it onto the goal (PushCube,
+    PullCube: pulling toward the robot is pushing from the far side)."""
+
+    name = "scripted_push"
+    #: How far behind the object's centre the TCP starts, and the object's half-size.
+    standoff, half_size = 0.05, 0.02
+
+    def _act_one(self, obs: dict, i: int) -> np.ndarray:
+        tcp = self.read.get(obs, i, "tcp_pose")[:3]
+        obj = self.read.get(obs, i, "obj_pose")[:3]
+        goal = self.read.get(obs, i, "goal_pos")[:3]
+        direction = goal[:2] - obj[:2]
+        direction /= np.linalg.norm(direction) + 1e-9
+        behind = obj.copy()
+        behind[:2] -= direction * self.standoff
+        phase = self._phase.setdefault(i, 0)
+        if phase == 0:  # above the start point
+            target = behind + np.array([0.0, 0.0, 0.08])
+            if np.linalg.norm(target - tcp) < 0.01:
+                self._phase[i] = 1
+            return _move(tcp, target, CLOSED)
+        if phase == 1:  # down to the object's height
+            target = behind.copy()
+            target[2] = self.half_size
+            if np.linalg.norm(target - tcp) < 0.008:
+                self._phase[i] = 2
+            return _move(tcp, target, CLOSED)
+        target = np.array([goal[0], goal[1], self.half_size])
+        target[:2] -= direction * (self.standoff - self.half_size)
+        return _move(tcp, target, CLOSED, gain=0.6)
+
+
+EXPERTS: dict[str, type[ScriptedExpert]] = {
+    "PickCube-v1": PickAndPlaceExpert,
+    "PushCube-v1": PushToGoalExpert,
+    "PullCube-v1": PushToGoalExpert,
+}
+
+
+def scripted_policy_for(env) -> ScriptedExpert:
+    """The scripted expert for ``env``'s task, or a one-line error naming the tasks that have one."""
+    task = getattr(env, "task", "?")
+    if task not in EXPERTS:
+        raise UserError(
+            f"no scripted expert for task '{task}' yet; tasks with one: {', '.join(sorted(EXPERTS))}"
+        )
+    return EXPERTS[task](env.layout)
