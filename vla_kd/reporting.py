@@ -47,7 +47,8 @@ def markdown_table(results: dict) -> str:
     lines = [
         f"Policy: `{results['policy']}`. Success = ever succeeded in the episode; CI = 95% Wilson.",
         "",
-        "| task | episodes | success | 95% CI | success at end | return | length | max steps | policy ms/action |",
+        "| task | episodes | success | 95% CI | success at end | return | length | max steps "
+        "| policy ms/action |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in table_rows(results):
@@ -71,8 +72,8 @@ def plot_success(results: dict, path: str | Path) -> Path:
     tasks = list(results["tasks"])
     rates = [results["tasks"][t]["success_rate"] for t in tasks]
     # max(0, .): at 0% or 100% the bound equals the rate up to rounding.
-    lows = [max(0.0, r - results["tasks"][t]["ci95"][0]) for r, t in zip(rates, tasks)]
-    highs = [max(0.0, results["tasks"][t]["ci95"][1] - r) for r, t in zip(rates, tasks)]
+    lows = [max(0.0, r - results["tasks"][t]["ci95"][0]) for r, t in zip(rates, tasks, strict=True)]
+    highs = [max(0.0, results["tasks"][t]["ci95"][1] - r) for r, t in zip(rates, tasks, strict=True)]
     fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(tasks) + 1.5), 3.6))
     ax.bar(range(len(tasks)), rates, yerr=[lows, highs], capsize=4, color="#4C72B0")
     ax.set_xticks(range(len(tasks)), [t.split("/", 1)[-1] for t in tasks], rotation=30, ha="right")

@@ -96,7 +96,7 @@ class Tracker:
 class NullTracker(Tracker):
     """``tracker=none``: records nothing."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # noqa: D107 - nothing to set up
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -115,7 +115,9 @@ class NullTracker(Tracker):
         pass
 
 
-def make_tracker(cfg, run_dir: str | Path, config: dict | None = None, job_type: str | None = None) -> Tracker:
+def make_tracker(
+    cfg, run_dir: str | Path, config: dict | None = None, job_type: str | None = None
+) -> Tracker:
     """Build the tracker named by the ``tracker`` config node."""
     backend = cfg.get("backend", "wandb")
     if backend not in BACKENDS:

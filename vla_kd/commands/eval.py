@@ -85,7 +85,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             kwargs = env_kwargs(cfg, task, max_steps, needs_privileged, want_video)
             results, protocol = evaluate_task(
                 task,
-                make_env=lambda: make_env(task, **kwargs),
+                make_env=lambda task=task, kwargs=kwargs: make_env(task, **kwargs),
                 make_policy=lambda env: build_policy(str(cfg.policy), env, seed=cfg.seed),
                 episodes=cfg.episodes_per_task,
                 seed=cfg.seed,

@@ -7,7 +7,7 @@ import gymnasium as gym
 
 from vla_kd.envs.base import ACTION_DIM, TaskId
 
-__all__ = ["ACTION_DIM", "TaskId", "make_env", "make_vector_env", "check_task"]
+__all__ = ["ACTION_DIM", "TaskId", "check_task", "make_env", "make_vector_env"]
 
 
 def check_task(task: str | TaskId) -> TaskId:

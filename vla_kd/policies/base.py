@@ -25,7 +25,7 @@ class Policy(abc.ABC):
     #: True if the policy reads ``obs["privileged"]`` (never allowed for students of a VLA).
     uses_privileged: bool = False
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook; stateless policies need nothing
         """Forget per-episode state."""
 
     @abc.abstractmethod

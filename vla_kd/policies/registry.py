@@ -33,7 +33,7 @@ def check_policy_spec(spec: str) -> None:
     if spec in BUILTIN:
         return
     if not looks_like_path(spec):
-        raise unknown_name("policy", spec, BUILTIN + ("<path to a saved policy folder>",))
+        raise unknown_name("policy", spec, (*BUILTIN, "<path to a saved policy folder>"))
     folder = Path(spec)
     if not folder.is_dir():
         raise UserError(f"policy folder '{spec}' does not exist")

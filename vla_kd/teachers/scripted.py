@@ -48,8 +48,9 @@ class ScriptedExpert(Policy):
     def __init__(self, layout: dict[str, dict[str, slice]]) -> None:
         missing = [n for n in self.needs if not any(n in p for p in layout.values())]
         if "privileged" not in layout or missing:
+            needed = ", ".join(missing) or "privileged"
             raise UserError(
-                f"scripted expert '{self.name}' needs privileged state ({', '.join(missing) or 'privileged'}); "
+                f"scripted expert '{self.name}' needs privileged state ({needed}); "
                 "set include_privileged=true for the env"
             )
         self.read = _StateReader(layout)

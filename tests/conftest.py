@@ -1,0 +1,34 @@
+"""Shared fixtures; simulator tests skip cleanly when their optional extra is not installed."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+HAS_MANISKILL = importlib.util.find_spec("mani_skill") is not None
+HAS_LIBERO = importlib.util.find_spec("libero") is not None
+
+requires_maniskill = pytest.mark.skipif(not HAS_MANISKILL, reason="extra 'maniskill' not installed")
+requires_libero = pytest.mark.skipif(not HAS_LIBERO, reason="extra 'libero' not installed")
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``vla-kd`` in a subprocess with no stdin (an input() prompt would fail, not hang)."""
+    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, "-m", "vla_kd.cli", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    """The stderr lines that are not simulator noise."""
+    lines = proc.stderr.splitlines()
+    return [line for line in lines if line.strip() and not line.startswith("WARNING: Location")]

@@ -1,0 +1,86 @@
+"""Bad input gets one clear line (no traceback) that suggests the nearest valid name."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import error_lines, requires_maniskill, run_cli
+
+from vla_kd.cli import main
+from vla_kd.errors import UserError
+from vla_kd.policies.registry import check_policy_spec
+
+
+def one_line_error(capsys_or_proc) -> str:
+    lines = error_lines(capsys_or_proc)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in capsys_or_proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["eval", "episodes_per_tsk=3"], "did you mean 'episodes_per_task'"),
+        (["eval", "suite=maniskill_smal"], "did you mean 'maniskill_small'"),
+        (["eval", "tracker=wandbb"], "did you mean 'wandb'"),
+        (["eval", "experiment=debgu"], "did you mean 'debug'"),
+        (["eval", "-m", "seed=0,1", "suite=libero_spatil"], "did you mean 'libero_spatial'"),
+        (["eval", "maniskill.sim_backnd=cpu"], "did you mean 'maniskill.sim_backend'"),
+        (["evl"], "did you mean 'eval'"),
+    ],
+)
+def test_config_mistakes_are_one_line_with_a_suggestion(argv, expected, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+def test_unknown_policy_suggests_builtin():
+    with pytest.raises(UserError, match="did you mean 'scripted'"):
+        check_policy_spec("scriptd")
+
+
+def test_missing_and_corrupt_policy_folders(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        check_policy_spec(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match=r"no config\.json"):
+        check_policy_spec(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="corrupt"):
+        check_policy_spec(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"policy_type": "mystery"}))
+    with pytest.raises(UserError, match="unknown policy_type"):
+        check_policy_spec(str(tmp_path))
+
+
+def test_bad_task_names_parse_errors():
+    from vla_kd.envs.base import TaskId
+
+    with pytest.raises(UserError, match="did you mean 'maniskill'"):
+        TaskId.parse("maniskil/PickCube-v1")
+    with pytest.raises(UserError, match="libero/libero_spatial/0"):
+        TaskId.parse("libero/libero_spatial")
+
+
+@requires_maniskill
+def test_unknown_maniskill_task_via_cli():
+    proc = run_cli("eval", "env=maniskill/PickCub-v1", "tracker=none")
+    assert proc.returncode == 2
+    assert "did you mean 'PickCube-v1'" in one_line_error(proc)
+
+
+@requires_maniskill
+def test_task_needing_downloaded_assets_is_refused_without_prompt():
+    proc = run_cli("eval", "env=maniskill/PickSingleYCB-v1", "tracker=none", timeout=120)
+    assert proc.returncode == 2
+    line = one_line_error(proc)
+    assert "PickSingleYCB-v1" in line and "ycb" in line and "never downloads" in line
+
+
+@requires_maniskill
+def test_scripted_policy_on_task_without_expert_is_one_line():
+    proc = run_cli("eval", "env=maniskill/RollBall-v1", "episodes_per_task=1", "tracker=none")
+    assert proc.returncode == 2
+    assert "no scripted expert for task 'RollBall-v1'" in one_line_error(proc)
