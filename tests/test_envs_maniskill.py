@@ -92,3 +92,32 @@ def test_vector_env_runs_workers_in_parallel_processes():
         assert reward.shape == (2,) and info["success"].shape == (2,)
     finally:
         envs.close()
+
+
+def test_batched_env_matches_the_single_env_contract():
+    """The GPU-batched path, run with one env on CPU physics, gives the single env's numbers."""
+    import torch
+
+    from vla_kd.envs import make_env
+    from vla_kd.envs.maniskill_gpu import ManiSkillBatchedEnv
+
+    single = make_env("maniskill/PushCube-v1", obs_mode="state")
+    try:
+        expected, _ = single.reset(seed=11)
+        layout = single.layout
+    finally:
+        single.close()
+    batched = ManiSkillBatchedEnv(
+        "PushCube-v1", num_envs=1, obs_mode="state", sim_backend="cpu", render_backend="cpu"
+    )
+    try:
+        obs, _ = batched.reset(seed=11)
+        for key in ("state", "privileged"):
+            assert obs[key].shape == (1, *expected[key].shape) and obs[key].dtype == torch.float32
+            np.testing.assert_allclose(obs[key][0].cpu().numpy(), expected[key], atol=1e-6)
+        assert batched.single_observation_space["state"].shape == expected["state"].shape
+        obs, reward, _, _, info = batched.step(torch.zeros(1, 7))
+        assert reward.shape == (1,) and info["success"].shape == (1,)
+        assert obs["state"].shape[1] == max(part.stop for part in layout["state"].values())
+    finally:
+        batched.close()

@@ -67,6 +67,34 @@ def check_task(task: str) -> None:
         )
 
 
+def public_extra_keys(task_env) -> list[str]:
+    """Which task extras ManiSkill also shows visual (non-state) observation modes.
+
+    Tasks decide by testing ``"state" in self.obs_mode`` or ``self.obs_mode_struct.use_state``,
+    so the split is read by asking the (unwrapped) task for its extras once under a visual mode.
+    Everything else in its state-mode extras is privileged.
+    """
+    from mani_skill.envs.utils.observations import parse_obs_mode_to_struct
+
+    task_env.reset(seed=0)
+    info = task_env.get_info()
+    saved = task_env._obs_mode, task_env.obs_mode_struct
+    try:
+        task_env._obs_mode = "rgb"
+        task_env.obs_mode_struct = parse_obs_mode_to_struct("rgb")
+        return list(task_env._get_obs_extra(info).keys())
+    finally:
+        task_env._obs_mode, task_env.obs_mode_struct = saved
+
+
+def sim_obs_mode(obs_mode: str, include_privileged: bool) -> str:
+    """ManiSkill's obs_mode for a contract obs_mode (state_dict keeps the extras apart)."""
+    base.check_obs_mode(obs_mode)
+    if obs_mode == "state":
+        return "state_dict"
+    return "rgb+state_dict" if include_privileged else "rgb"
+
+
 class ManiSkillEnv(gym.Env):
     """One ManiSkill3 task as a contract env (see :mod:`vla_kd.envs.base`).
 
@@ -100,11 +128,8 @@ class ManiSkillEnv(gym.Env):
         self.include_privileged = (obs_mode == "state") if include_privileged is None else include_privileged
         self.instruction = INSTRUCTIONS.get(task, _instruction_from_name(task))
         self.max_episode_steps = max_episode_steps or _registry()[task].max_episode_steps
-        sim_obs_mode = {"state": "state_dict", "rgb": "rgb"}[obs_mode]
-        if obs_mode == "rgb" and self.include_privileged:
-            sim_obs_mode = "rgb+state_dict"
         kwargs: dict[str, Any] = dict(
-            obs_mode=sim_obs_mode,
+            obs_mode=sim_obs_mode(obs_mode, self.include_privileged),
             control_mode=control_mode,
             sim_backend=sim_backend,
             render_backend=render_backend,
@@ -116,7 +141,7 @@ class ManiSkillEnv(gym.Env):
         raw = gym.make(task, **kwargs)
         self._sim = CPUGymWrapper(raw, ignore_terminations=ignore_terminations)
         self._base = self._sim.unwrapped
-        self._public_extra_keys = self._find_public_extra_keys()
+        self._public_extra_keys = public_extra_keys(self._base)
         self.layout: dict[str, dict[str, slice]] | None = None
 
         obs, _ = self._sim.reset(seed=0)
@@ -134,24 +159,6 @@ class ManiSkillEnv(gym.Env):
                 f"ManiSkill task '{task}' with control_mode={control_mode} has a "
                 f"{self._sim.action_space.shape} action space, not the contract's 7-D EE delta"
             )
-
-    def _find_public_extra_keys(self) -> list[str]:
-        """Which task extras ManiSkill also shows visual (non-state) observation modes.
-
-        Tasks decide by testing ``"state" in self.obs_mode`` or ``self.obs_mode_struct.use_state``,
-        so the split is read by asking the task for its extras once under a visual mode.
-        """
-        from mani_skill.envs.utils.observations import parse_obs_mode_to_struct
-
-        self._base.reset(seed=0)
-        info = self._base.get_info()
-        saved = self._base._obs_mode, self._base.obs_mode_struct
-        try:
-            self._base._obs_mode = "rgb"
-            self._base.obs_mode_struct = parse_obs_mode_to_struct("rgb")
-            return list(self._base._get_obs_extra(info).keys())
-        finally:
-            self._base._obs_mode, self._base.obs_mode_struct = saved
 
     def _convert(self, obs: dict) -> dict[str, np.ndarray]:
         extra = obs.get("extra", {})
