@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 
-from vla_kd.cli_support import CONFIG_MODULE, _groups
+from vla_kd.cli_support import CONFIG_MODULE, config_groups
 
 LAUNCHER_PLUGINS = {
     "local": "hydra_plugins.hydra_joblib_launcher",
@@ -25,7 +25,7 @@ def loader():
 
 
 def test_every_group_option_composes(loader):
-    groups = _groups(loader)
+    groups = config_groups(loader)
     assert {"suite", "tracker", "maniskill", "libero", "experiment"} <= set(groups)
     composed = 0
     for group in groups:

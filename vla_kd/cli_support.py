@@ -5,7 +5,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vla_kd.errors import UserError, nearest, unknown_name
 
@@ -33,7 +33,7 @@ def user_errors_exit(func: Callable) -> Callable:
 
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     keys = []
-    for key, value in cfg.items_ex(resolve=False) if hasattr(cfg, "items_ex") else cfg.items():
+    for key, value in cfg.items_ex(resolve=False):
         path = f"{prefix}{key}"
         keys.append(path)
         if isinstance(value, DictConfig):
@@ -41,7 +41,7 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
-def _first_values(override) -> list[str]:
+def _override_values(override) -> list[str]:
     """The values an override asks for (all of a sweep's), as strings."""
     if override.is_sweep_override():
         return [str(v) for v in override.sweep_string_iterator()]
@@ -70,11 +70,11 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         loader = GlobalHydra.instance().config_loader()
         base = compose(config_name=config_name)
         keys = _all_keys(base)
-        groups = {g for g in _groups(loader)}
+        groups = {g for g in config_groups(loader)}
         single: list[str] = []
         for override in parsed:
             key = override.key_or_group
-            values = _first_values(override) if not override.is_delete() else []
+            values = _override_values(override) if not override.is_delete() else []
             if key.startswith("hydra"):
                 continue  # Hydra validates its own node (launchers, run dirs)
             if key in groups:
@@ -98,16 +98,14 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
     GlobalHydra.instance().clear()
 
 
-def _groups(loader, parent: str = "") -> list[str]:
+def config_groups(loader, parent: str = "") -> list[str]:
+    """Every config group (nested ones as ``a/b``) except Hydra's own."""
     found = []
     for name in loader.list_groups(parent):
         path = f"{parent}/{name}" if parent else name
         if path.startswith("hydra"):
             continue
         found.append(path)
-        found.extend(_groups(loader, path))
+        found.extend(config_groups(loader, path))
     return found
 
-
-def to_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

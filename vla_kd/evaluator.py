@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -49,7 +49,7 @@ class TaskProtocol:
     terminate_on_success: bool
     settle_steps: int = 0
     obs_mode: str = "state"
-    extra: dict = field(default_factory=dict)
+    policy_uses_privileged_state: bool = False
 
 
 def run_episode(
@@ -140,6 +140,7 @@ def evaluate_task(
             terminate_on_success=is_libero,
             settle_steps=getattr(env, "settle_steps", 0),
             obs_mode=getattr(env, "obs_mode", "state"),
+            policy_uses_privileged_state=policy.uses_privileged,
         )
         return results, protocol
     finally:

@@ -1,7 +1,7 @@
 """Named task suites and their evaluation protocol, read from ``configs/suite/*.yaml``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vla_kd.envs.base import TaskId
 from vla_kd.errors import UserError
@@ -15,7 +15,6 @@ class Suite:
     tasks: list[str]
     max_episode_steps: int | None = None
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def expand_tasks(patterns: list[str]) -> list[str]:
