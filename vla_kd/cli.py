@@ -9,6 +9,7 @@ from vla_kd.errors import UserError, unknown_name
 #: command -> module with CONFIG_NAME and a Hydra ``main``.
 COMMANDS = {
     "eval": ("vla_kd.commands.eval", "evaluate a policy on a suite or task"),
+    "demos": ("vla_kd.commands.demos", "generate demonstrations into a LeRobot v3 dataset"),
 }
 
 HYDRA_FLAGS_WITH_VALUE = (
