@@ -50,7 +50,7 @@ def test_missing_and_corrupt_policy_folders(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt"):
         check_policy_spec(str(tmp_path))
-    (tmp_path / "config.json").write_text(json.dumps({"policy_type": "mystery"}))
+    (tmp_path / "config.json").write_text(json.dumps({"policy_type": "mystery", "config": {}}))
     with pytest.raises(UserError, match="unknown policy_type"):
         check_policy_spec(str(tmp_path))
 

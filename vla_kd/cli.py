@@ -10,6 +10,7 @@ from vla_kd.errors import UserError, unknown_name
 COMMANDS = {
     "eval": ("vla_kd.commands.eval", "evaluate a policy on a suite or task"),
     "demos": ("vla_kd.commands.demos", "generate demonstrations into a LeRobot v3 dataset"),
+    "train": ("vla_kd.commands.train", "train a policy on a dataset with the shared trainer"),
 }
 
 HYDRA_FLAGS_WITH_VALUE = (

@@ -5,7 +5,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError, nearest, unknown_name
 
@@ -39,6 +39,18 @@ def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
         if isinstance(value, DictConfig):
             keys.extend(_all_keys(value, path + "."))
     return keys
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Paths of mandatory ``???`` values, without resolving interpolations (``${hydra:...}``
+    only resolves inside a Hydra run)."""
+    missing = []
+    for key, value in cfg.items_ex(resolve=False):
+        if isinstance(value, DictConfig):
+            missing.extend(_missing_keys(value, f"{prefix}{key}."))
+        elif value == "???":
+            missing.append(f"{prefix}{key}")
+    return missing
 
 
 def _override_values(override) -> list[str]:
@@ -77,7 +89,9 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
             values = _override_values(override) if not override.is_delete() else []
             if key.startswith("hydra"):
                 continue  # Hydra validates its own node (launchers, run dirs)
-            if key in groups:
+            # A config group, unless this config uses the name for a plain value (eval's
+            # `policy=<path>` is a string, not a choice of config file).
+            if key in groups and not isinstance(OmegaConf.select(base, key, default=None), str | int | float):
                 options = loader.get_group_options(key)
                 for value in values:
                     if value not in options and value != "null":
@@ -92,9 +106,15 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
                 prefix = "+" if override.is_add() else ""
                 single.append(f"{prefix}{key}={values[0]}" if values else override.input_line)
         try:
-            compose(config_name=config_name, overrides=[o for o in single if not o.startswith("hydra")])
+            composed = compose(config_name=config_name, overrides=single)
         except (HydraException, OmegaConfBaseException) as err:
             raise UserError(str(err).strip().splitlines()[0]) from None
+        missing = _missing_keys(composed)
+        if missing:
+            raise UserError(
+                f"missing required value{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
+                f"(e.g. vla-kd {config_name} {missing[0]}=...)"
+            )
     GlobalHydra.instance().clear()
 
 

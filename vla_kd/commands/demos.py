@@ -19,7 +19,9 @@ CONFIG_NAME = "demos"
 def main(cfg: DictConfig) -> None:
     task = check_task(cfg.env)
     if task.backend != "maniskill":
-        raise UserError("demonstrations are generated for ManiSkill tasks so far; LIBERO's expert is not built yet")
+        raise UserError(
+            "demonstrations are generated for ManiSkill tasks so far; LIBERO's expert is not built yet"
+        )
     from vla_kd.data.demos import generate_maniskill_demos
 
     report = generate_maniskill_demos(

@@ -10,8 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
 from vla_kd.envs import check_task, make_env
+from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
-from vla_kd.errors import UserError
 from vla_kd.evaluator import aggregate, evaluate_task
 from vla_kd.policies.registry import build_policy, check_policy_spec
 from vla_kd.reporting import markdown_table, plot_success, table_rows, write_json_atomic
@@ -19,45 +19,6 @@ from vla_kd.tracking import make_tracker
 
 CONFIG_NAME = "eval"
 log = logging.getLogger(__name__)
-
-
-def env_kwargs(
-    cfg: DictConfig, task: str, max_steps: int | None, needs_privileged: bool, want_frames: bool
-) -> dict:
-    """Constructor arguments for ``task``'s simulator wrapper from the composed config."""
-    backend = check_task(task).backend
-    kwargs: dict = dict(
-        obs_mode=cfg.obs_mode,
-        include_privileged=needs_privileged or None,
-        max_episode_steps=max_steps,  # None: the simulator's / protocol's own limit
-    )
-    if backend == "maniskill":
-        sim = cfg.maniskill
-        if sim.sim_backend != "cpu":
-            raise UserError(
-                "vla-kd eval runs ManiSkill on CPU physics (one env per episode stream); the "
-                "GPU-batched sim (maniskill=gpu) is for on-policy training"
-            )
-        kwargs.update(
-            control_mode=sim.control_mode,
-            sim_backend=sim.sim_backend,
-            render_backend=sim.render_backend,
-            image_size=sim.image_size,
-            ignore_terminations=True,  # measure success at the end, not only the first success
-        )
-        if want_frames and cfg.obs_mode != "rgb":
-            kwargs["render_mode"] = "rgb_array"
-    else:
-        sim = cfg.libero
-        kwargs.update(
-            image_size=sim.image_size,
-            wrist_camera=sim.wrist_camera,
-            fast_render=sim.fast_render,
-            settle_steps=sim.settle_steps,
-        )
-        if want_frames and cfg.obs_mode != "rgb":
-            kwargs["render_mode"] = "rgb_array"
-    return kwargs
 
 
 def resolve_tasks(cfg: DictConfig) -> Suite:
@@ -82,7 +43,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         for task in suite.tasks:
             max_steps = cfg.max_episode_steps or suite.max_episode_steps
-            kwargs = env_kwargs(cfg, task, max_steps, needs_privileged, want_video)
+            kwargs = env_kwargs(cfg, task, cfg.obs_mode, max_steps, needs_privileged, want_video)
             results, protocol = evaluate_task(
                 task,
                 make_env=lambda task=task, kwargs=kwargs: make_env(task, **kwargs),

@@ -1,0 +1,99 @@
+"""``vla-kd train``: fit a policy on a dataset with the shared trainer, save it, evaluate it."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
+from vla_kd.errors import unknown_name
+from vla_kd.tracking import make_tracker
+from vla_kd.trainer import Trainer, TrainerConfig
+
+CONFIG_NAME = "train"
+METHODS = ("bc",)
+log = logging.getLogger(__name__)
+
+
+def build_bc(cfg: DictConfig, dataset):
+    """A ChunkedBCPolicy sized and normalised from the dataset, and its BC method."""
+    from vla_kd.methods.bc import ChunkedBC
+    from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
+
+    if cfg.student.type != "chunked_bc":
+        raise unknown_name("student for method=bc", cfg.student.type, ("chunked_bc",))
+    cameras = [k for k in dataset.camera_keys if k.endswith(".rgb")]
+    image_size = dataset.info["features"][cameras[0]]["shape"][0] if cameras else 128
+    policy = ChunkedBCPolicy(ChunkedBCConfig(
+        state_dim=dataset.states.shape[1], horizon=cfg.student.horizon, image_size=image_size,
+        use_image=cfg.student.use_image and bool(cameras), hidden=cfg.student.hidden,
+    ))
+    policy.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"))
+    return ChunkedBC(policy, shift_pad=cfg.student.shift_pad)
+
+
+def make_evaluator(cfg: DictConfig, policy):
+    """A callback rolling ``policy`` out on ``cfg.eval.env`` (held-out seeds), or None."""
+    if not cfg.eval.env:
+        return None
+    from vla_kd.envs import make_env
+    from vla_kd.envs.from_config import env_kwargs
+    from vla_kd.evaluator import evaluate_task, summarize
+
+    task = str(cfg.eval.env)
+    kwargs = env_kwargs(cfg, task, cfg.eval.obs_mode, cfg.eval.max_episode_steps)
+
+    def evaluate(step: int) -> dict:
+        results, _ = evaluate_task(
+            task, make_env=lambda: make_env(task, **kwargs), make_policy=lambda env: policy,
+            episodes=cfg.eval.episodes, seed=cfg.eval.seed, progress=cfg.eval.progress,
+        )
+        summary = summarize(results)
+        log.info("step %d: %s success %.1f%% over %d episodes", step, task,
+                 100 * summary["success_rate"], summary["episodes"])
+        return {"eval/success_rate": summary["success_rate"], "eval/ci95_low": summary["ci95"][0],
+                "eval/ci95_high": summary["ci95"][1], "eval/episodes": summary["episodes"]}
+
+    return evaluate
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    from vla_kd.data.lerobot_dataset import LeRobotDataset
+
+    if cfg.method not in METHODS:
+        raise unknown_name("method", cfg.method, METHODS)
+    dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.student.horizon)
+    method = build_bc(cfg, dataset)
+    trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train")
+    started = time.perf_counter()
+    try:
+        trainer = Trainer(method, dataset, trainer_cfg, run_dir, tracker, make_evaluator(cfg, method.model))
+        metrics = trainer.fit()
+        method.model.save_pretrained(cfg.output, extra={"dataset": str(cfg.dataset), "steps": trainer.step})
+        summary = {
+            "method": cfg.method, "policy": str(cfg.output), "steps": trainer.step,
+            "samples": trainer.step * trainer_cfg.batch_size, "dataset_frames": len(dataset),
+            "wall_seconds": time.perf_counter() - started, **metrics,
+        }
+        tracker.summary(summary)
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        print(json.dumps(summary, indent=2, default=float))
+        return summary
+    finally:
+        tracker.finish()
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

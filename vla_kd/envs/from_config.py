@@ -1,0 +1,48 @@
+"""Turn the composed ``maniskill`` / ``libero`` config nodes into env constructor arguments."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from vla_kd.envs import check_task
+from vla_kd.errors import UserError
+
+
+def env_kwargs(
+    cfg: DictConfig,
+    task: str,
+    obs_mode: str,
+    max_steps: int | None = None,
+    needs_privileged: bool = False,
+    want_frames: bool = False,
+) -> dict:
+    """Arguments for ``make_env(task, **kwargs)`` for evaluation-style rollouts.
+
+    ``cfg`` holds the ``maniskill`` and ``libero`` nodes. ManiSkill runs with terminations
+    ignored so success at the end of the episode is measured too.
+    """
+    backend = check_task(task).backend
+    kwargs: dict = {
+        "obs_mode": obs_mode,
+        "include_privileged": needs_privileged or None,
+        "max_episode_steps": max_steps,  # None: the simulator's / protocol's own limit
+    }
+    if want_frames and obs_mode != "rgb":
+        kwargs["render_mode"] = "rgb_array"
+    if backend == "maniskill":
+        sim = cfg.maniskill
+        if sim.sim_backend != "cpu":
+            raise UserError(
+                "evaluation runs ManiSkill on CPU physics (one env per episode stream); the "
+                "GPU-batched sim (maniskill=gpu) is for on-policy training"
+            )
+        kwargs.update(
+            control_mode=sim.control_mode, sim_backend=sim.sim_backend,
+            render_backend=sim.render_backend, image_size=sim.image_size, ignore_terminations=True,
+        )
+    else:
+        sim = cfg.libero
+        kwargs.update(
+            image_size=sim.image_size, wrist_camera=sim.wrist_camera,
+            fast_render=sim.fast_render, settle_steps=sim.settle_steps,
+        )
+    return kwargs

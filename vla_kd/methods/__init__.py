@@ -1,0 +1,1 @@
+"""Training methods: each turns a batch into a loss for the shared trainer."""

@@ -1,0 +1,124 @@
+"""Save and load trainable policies as folders: ``config.json`` + ``model.safetensors``.
+
+The same layout as Hugging Face models, so a folder is self-describing: ``config.json`` names
+the ``policy_type`` (which class to build) and the constructor arguments; the weights round-trip
+exactly. Writes go to a temporary sibling folder that is renamed into place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+from vla_kd.errors import UserError
+from vla_kd.policies.base import Policy
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def replace_dir_atomically(staged: Path, target: Path) -> None:
+    """Move a fully written ``staged`` folder to ``target``; an old ``target`` is kept until then."""
+    backup = target.with_name(target.name + ".old")
+    shutil.rmtree(backup, ignore_errors=True)
+    if target.exists():
+        os.replace(target, backup)
+    os.replace(staged, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+class PretrainedPolicy(nn.Module, Policy):
+    """A torch policy with a dataclass config and exact save/load.
+
+    Subclasses set ``policy_type`` and ``config_class`` and take the config as their only
+    constructor argument.
+    """
+
+    policy_type: ClassVar[str] = ""
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+
+    def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
+        """Write config and weights (and optional JSON-able ``extra`` metadata) to ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        staged = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(staged, ignore_errors=True)
+        staged.mkdir(parents=True)
+        config = {"policy_type": self.policy_type, "config": dataclasses.asdict(self.config)}
+        if extra:
+            config["extra"] = extra
+        (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        # contiguous copies: safetensors refuses views and tied storage
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        save_file(tensors, str(staged / WEIGHTS_NAME))
+        replace_dir_atomically(staged, folder)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> PretrainedPolicy:
+        """Build the policy a folder describes and load its weights (strictly)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config = read_config(folder)
+        if cls.policy_type and config["policy_type"] != cls.policy_type:
+            raise UserError(f"'{folder}' holds a '{config['policy_type']}' policy, not '{cls.policy_type}'")
+        target = cls if cls.policy_type else _registered_class(config["policy_type"], folder)
+        try:
+            model = target(target.config_class(**config["config"]))
+        except TypeError as err:
+            raise UserError(f"'{folder / CONFIG_NAME}' does not fit {target.__name__}: {err}") from None
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise UserError(f"'{folder}' has no {WEIGHTS_NAME}")
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as err:
+            raise UserError(f"'{weights}' is corrupt: {err}") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"'{weights}' does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        model.eval()
+        return model
+
+
+def read_config(folder: Path) -> dict:
+    """``config.json`` of a saved policy, with one-line errors for every way it can be wrong."""
+    if not folder.is_dir():
+        raise UserError(f"policy folder '{folder}' does not exist")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        raise UserError(f"'{folder}' is not a saved policy: it has no {CONFIG_NAME}")
+    try:
+        config = json.loads(path.read_text())
+        missing = {"policy_type", "config"} - set(config)
+        if missing:
+            raise KeyError(", ".join(sorted(missing)))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UserError(f"'{path}' is corrupt or has no 'policy_type' ({err})") from None
+    return config
+
+
+def _registered_class(policy_type: str, folder: Path) -> type[PretrainedPolicy]:
+    from vla_kd.policies.registry import POLICY_CLASSES, _import_policy_modules
+
+    _import_policy_modules()
+    if policy_type not in POLICY_CLASSES:
+        from vla_kd.errors import unknown_name
+
+        raise unknown_name(f"policy_type in {folder / CONFIG_NAME}", policy_type, POLICY_CLASSES)
+    return POLICY_CLASSES[policy_type]
+

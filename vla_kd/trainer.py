@@ -1,0 +1,181 @@
+"""One training loop for every offline method: dataset -> ``method.loss`` -> optimiser.
+
+Reproducible and resumable by construction: the batch at step ``s`` is a pure function of
+``(seed, s)`` (epoch permutations are seeded by the epoch number) and torch's global RNG is
+re-seeded from ``(seed, s)`` before each step, so stopping at step 2 and resuming to 4 gives
+the same weights and metrics as running to 4 straight. Checkpoints are written to a temporary
+folder and renamed into place: a crash never leaves a torn checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vla_kd.methods.base import Method
+from vla_kd.policies.pretrained import replace_dir_atomically
+from vla_kd.tracking import NullTracker, Tracker
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation and bookkeeping settings (the ``trainer`` config group)."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    lr_schedule: str = "cosine"  # cosine | constant
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    eval_every: int = 0  # 0: only at the end (if an evaluator is given)
+    resume: bool = False
+    progress: bool = True
+
+
+def _lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class Trainer:
+    """Runs ``method`` on ``dataset`` for ``cfg.steps`` steps, checkpointing under ``run_dir``."""
+
+    def __init__(
+        self,
+        method: Method,
+        dataset: torch.utils.data.Dataset,
+        cfg: TrainerConfig,
+        run_dir: str | Path,
+        tracker: Tracker | None = None,
+        evaluate: Callable[[int], dict] | None = None,
+    ) -> None:
+        self.method, self.dataset, self.cfg = method, dataset, cfg
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints" / "last"
+        self.tracker = tracker or NullTracker()
+        self.evaluate = evaluate
+        self.optimizer = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
+        self.step = 0
+        self._permutations: dict[int, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ data
+    def batch_indices(self, step: int) -> np.ndarray:
+        """Dataset indices of the batch at ``step``: consecutive slices of seeded permutations."""
+        n, size = len(self.dataset), self.cfg.batch_size
+        positions = np.arange(step * size, (step + 1) * size)
+        out = np.empty(size, dtype=np.int64)
+        for i, position in enumerate(positions):
+            epoch = int(position // n)
+            if epoch not in self._permutations:
+                self._permutations = {epoch: np.random.default_rng([self.cfg.seed, epoch]).permutation(n)}
+            out[i] = self._permutations[epoch][position % n]
+        return out
+
+    def batch(self, step: int) -> dict:
+        items = [self.dataset[int(i)] for i in self.batch_indices(step)]
+        return torch.utils.data.default_collate(items)
+
+    # ----------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        model = self.method.model
+        staged = self.checkpoint_dir.with_name("last.tmp")
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(staged)
+        else:
+            staged.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), staged / "model.pt")
+        torch.save(
+            {"step": self.step, "optimizer": self.optimizer.state_dict(),
+             "scheduler": self.scheduler.state_dict()},
+            staged / STATE_FILE,
+        )
+        replace_dir_atomically(staged, self.checkpoint_dir)
+        return self.checkpoint_dir
+
+    def load_checkpoint(self) -> bool:
+        """Restore model, optimiser, schedule and step from the last checkpoint, if there is one."""
+        state_path = self.checkpoint_dir / STATE_FILE
+        if not state_path.is_file():
+            return False
+        model = self.method.model
+        if hasattr(model, "save_pretrained"):
+            loaded = type(model).from_pretrained(self.checkpoint_dir)
+            model.load_state_dict(loaded.state_dict())
+            model.train()
+        else:
+            model.load_state_dict(torch.load(self.checkpoint_dir / "model.pt"))
+        state = torch.load(state_path, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", self.checkpoint_dir, self.step)
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, until: int | None = None) -> dict[str, float]:
+        """Train to ``cfg.steps`` (or stop early at ``until``, as an interruption would, with a
+        checkpoint); returns the last logged metrics (plus the final evaluation)."""
+        cfg = self.cfg
+        stop = cfg.steps if until is None else min(until, cfg.steps)
+        if cfg.resume:
+            self.load_checkpoint()
+        model = self.method.model
+        model.train()
+        last: dict[str, float] = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not cfg.progress)
+        started = time.perf_counter()
+        while self.step < stop:
+            torch.manual_seed(cfg.seed * 1_000_003 + self.step)
+            loss, metrics = self.method.loss(self.batch(self.step), self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                last = {**metrics, "train/grad_norm": float(grad_norm),
+                        "train/lr": self.scheduler.get_last_lr()[0],
+                        "time/samples": self.step * cfg.batch_size,
+                        "time/seconds": time.perf_counter() - started}
+                self.tracker.log(last, step=self.step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items()})
+            if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, stop):
+                self.save_checkpoint()
+            if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self._run_eval(last)
+        bar.close()
+        if self.evaluate and self.step == cfg.steps:
+            self._run_eval(last)
+        return last
+
+    def _run_eval(self, last: dict) -> None:
+        model = self.method.model
+        model.eval()
+        results = self.evaluate(self.step)
+        model.train()
+        self.tracker.log(results, step=self.step)
+        last.update(results)
