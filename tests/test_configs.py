@@ -29,7 +29,7 @@ COMMAND_CONFIGS = ("eval", "train", "demos")
 
 def test_every_group_option_composes_in_a_command_that_uses_it(loader):
     groups = config_groups(loader)
-    assert {"suite", "tracker", "maniskill", "libero", "experiment", "trainer", "student"} <= set(groups)
+    assert {"suite", "tracker", "maniskill", "libero", "experiment", "trainer", "model"} <= set(groups)
     composed = 0
     for group in groups:
         for option in loader.get_group_options(group):

@@ -26,7 +26,7 @@ def tiny_dataset(tmp_path):
 def test_train_debug_saves_a_policy(tiny_dataset, tmp_path):
     out = tmp_path / "policy"
     proc = run_cli("train", f"dataset={tiny_dataset}", "trainer=debug", "tracker=none",
-                   "student.hidden=32", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}",
+                   "model.hidden=32", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}",
                    "trainer.progress=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
@@ -40,7 +40,7 @@ def test_train_debug_saves_a_policy(tiny_dataset, tmp_path):
 def test_trained_policy_folder_is_evaluable(tiny_dataset, tmp_path):
     out = tmp_path / "policy"
     proc = run_cli("train", f"dataset={tiny_dataset}", "trainer=debug", "tracker=none",
-                   "student.hidden=32", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}",
+                   "model.hidden=32", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}",
                    "eval.env=maniskill/PushCube-v1", "eval.episodes=1", "eval.max_episode_steps=5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())

@@ -69,8 +69,10 @@ def run_episode(
         steps += 1
         if frames is not None:
             frames.append(obs["rgb"] if "rgb" in obs else env.render())
+        batch = add_batch_dim(obs)
+        batch["instruction"] = [info["instruction"]]  # language-conditioned policies read it
         start = time.perf_counter()
-        action = policy.act(add_batch_dim(obs))[0]
+        action = policy.act(batch)[0]
         policy_s += time.perf_counter() - start
         start = time.perf_counter()
         obs, reward, terminated, truncated, info = env.step(action)

@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
-from vla_kd.errors import unknown_name
+from vla_kd.errors import UserError, unknown_name
 from vla_kd.tracking import make_tracker
 from vla_kd.trainer import Trainer, TrainerConfig
 
@@ -20,21 +20,39 @@ METHODS = ("bc",)
 log = logging.getLogger(__name__)
 
 
-def build_bc(cfg: DictConfig, dataset):
-    """A ChunkedBCPolicy sized and normalised from the dataset, and its BC method."""
-    from vla_kd.methods.bc import ChunkedBC
-    from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
+MODELS = ("chunked_bc", "token_vla")
 
-    if cfg.student.type != "chunked_bc":
-        raise unknown_name("student for method=bc", cfg.student.type, ("chunked_bc",))
+
+def build_method(cfg: DictConfig, dataset):
+    """The model named by ``cfg.model``, sized and normalised from the dataset, and its BC method."""
+    from vla_kd.methods.bc import ChunkedBC, TokenBC
+
+    m = cfg.model
     cameras = [k for k in dataset.camera_keys if k.endswith(".rgb")]
     image_size = dataset.info["features"][cameras[0]]["shape"][0] if cameras else 128
-    policy = ChunkedBCPolicy(ChunkedBCConfig(
-        state_dim=dataset.states.shape[1], horizon=cfg.student.horizon, image_size=image_size,
-        use_image=cfg.student.use_image and bool(cameras), hidden=cfg.student.hidden,
-    ))
-    policy.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"))
-    return ChunkedBC(policy, shift_pad=cfg.student.shift_pad)
+    state_stats = dataset.feature_stats("observation.state")
+    if m.type == "chunked_bc":
+        from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
+
+        policy = ChunkedBCPolicy(ChunkedBCConfig(
+            state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
+            use_image=m.use_image and bool(cameras), hidden=m.hidden,
+        ))
+        policy.set_normalization(state_stats, dataset.feature_stats("action"))
+        return ChunkedBC(policy, shift_pad=m.shift_pad)
+    if m.type == "token_vla":
+        from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+        if not cameras:
+            raise UserError("token_vla needs a dataset with an rgb camera")
+        policy = TokenVLA(TokenVLAConfig(
+            state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
+            vision=m.vision, hidden=m.hidden, layers=m.layers, heads=m.heads,
+            intermediate=m.intermediate,
+        ))
+        policy.set_normalization(state_stats, dataset.actions)
+        return TokenBC(policy, shift_pad=m.shift_pad)
+    raise unknown_name("model", m.type, MODELS)
 
 
 def make_evaluator(cfg: DictConfig, policy):
@@ -67,8 +85,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     if cfg.method not in METHODS:
         raise unknown_name("method", cfg.method, METHODS)
-    dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.student.horizon)
-    method = build_bc(cfg, dataset)
+    dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.model.horizon)
+    method = build_method(cfg, dataset)
     trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train")
     started = time.perf_counter()

