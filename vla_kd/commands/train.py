@@ -20,7 +20,7 @@ METHODS = ("bc",)
 log = logging.getLogger(__name__)
 
 
-MODELS = ("chunked_bc", "token_vla")
+MODELS = ("chunked_bc", "token_vla", "diffusion_action_expert")
 
 
 def build_method(cfg: DictConfig, dataset):
@@ -52,6 +52,17 @@ def build_method(cfg: DictConfig, dataset):
         ))
         policy.set_normalization(state_stats, dataset.actions)
         return TokenBC(policy, shift_pad=m.shift_pad)
+    if m.type == "diffusion_action_expert":
+        from vla_kd.methods.bc import DiffusionBC
+        from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+
+        policy = DiffusionActionExpert(ActionExpertConfig(
+            state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
+            features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
+            inference_steps=m.inference_steps,
+        ))
+        policy.set_normalization(state_stats, dataset.feature_stats("action"))
+        return DiffusionBC(policy, shift_pad=m.shift_pad)
     raise unknown_name("model", m.type, MODELS)
 
 

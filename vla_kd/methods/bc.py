@@ -61,3 +61,27 @@ class TokenBC(Method):
         loss = (ce * keep.flatten()).sum() / keep.sum()
         accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
         return loss, {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
+
+
+class DiffusionBC(Method):
+    """Denoising loss of the action expert: MSE between true and predicted noise (DDPM)."""
+
+    def __init__(self, policy, shift_pad: int = 4) -> None:
+        self.model = policy
+        self.shift_pad = shift_pad
+        self.scheduler = policy.decoder.scheduler("ddpm")
+
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        policy = self.model
+        rgb = batch["observation.images.rgb"]
+        if policy.training:
+            rgb = random_shift(rgb, self.shift_pad)
+        features = policy.encoder(rgb, batch["observation.state"])
+        clean = policy.normalize_actions(batch["action"])
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
+        noisy = self.scheduler.add_noise(clean, noise, t)
+        predicted = policy.decoder(noisy, t, features)
+        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
+        mse = (((predicted - noise) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
+        return mse, {"losses/denoise_mse": float(mse.detach())}

@@ -1,12 +1,18 @@
 """Resolve the ``policy=`` argument: ``random``, ``scripted`` or a saved policy folder."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from vla_kd.errors import unknown_name
 from vla_kd.policies.base import Policy, RandomPolicy
 
 BUILTIN = ("random", "scripted")
+POLICY_MODULES = (
+    "vla_kd.policies.mlp_bc",
+    "vla_kd.teachers.token_vla",
+    "vla_kd.teachers.action_expert",
+)
 
 #: policy_type (in a saved folder's config.json) -> PretrainedPolicy subclass.
 POLICY_CLASSES: dict[str, type] = {}
@@ -20,8 +26,8 @@ def register_policy_type(cls: type) -> type:
 
 def _import_policy_modules() -> None:
     """Import every module that registers a policy type (kept lazy: torch models are heavy)."""
-    import vla_kd.policies.mlp_bc
-    import vla_kd.teachers.token_vla  # noqa: F401
+    for module in POLICY_MODULES:
+        importlib.import_module(module)
 
 
 def looks_like_path(spec: str) -> bool:

@@ -1,0 +1,146 @@
+"""The action expert: a small diffusion policy with separable encoder and action decoder.
+
+``encoder(rgb, state) -> features`` and ``decoder.sample(features) -> action chunk`` are
+separate modules on purpose: action-expert alignment (VITA-VLA) later maps a VLM's hidden
+states into ``features`` and reuses this decoder unchanged. The decoder denoises a whole
+action chunk (diffusion policy, Chi et al. 2023) with diffusers' DDPM schedule for training
+and DDIM for fast sampling.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_kd.envs.base import ACTION_DIM
+from vla_kd.policies.mlp_bc import ConvEncoder
+from vla_kd.policies.pretrained import PretrainedPolicy
+from vla_kd.policies.registry import register_policy_type
+
+
+@dataclass
+class ActionExpertConfig:
+    """Encoder width, denoiser size and the diffusion schedule."""
+
+    state_dim: int
+    horizon: int = 4
+    action_dim: int = ACTION_DIM
+    image_size: int = 128
+    features: int = 256
+    hidden: int = 512
+    train_timesteps: int = 100
+    inference_steps: int = 10
+
+
+class ObservationEncoder(nn.Module):
+    """rgb + proprio -> one feature vector (the decoder's conditioning input)."""
+
+    def __init__(self, c: ActionExpertConfig) -> None:
+        super().__init__()
+        self.image = ConvEncoder(c.image_size, c.features)
+        self.fuse = nn.Sequential(nn.Linear(c.features + c.state_dim, c.features), nn.Mish())
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
+
+    def forward(self, rgb: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        state = (state.float() - self.state_mean) / self.state_std
+        return self.fuse(torch.cat([self.image(rgb), state], dim=-1))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class DiffusionActionDecoder(nn.Module):
+    """Predicts the noise in a (normalised) action chunk given features and the timestep."""
+
+    def __init__(self, c: ActionExpertConfig) -> None:
+        super().__init__()
+        self.config = c
+        size = c.horizon * c.action_dim
+        self.net = nn.Sequential(
+            nn.Linear(size + c.features + 64, c.hidden), nn.Mish(),
+            nn.Linear(c.hidden, c.hidden), nn.Mish(),
+            nn.Linear(c.hidden, c.hidden), nn.Mish(),
+            nn.Linear(c.hidden, size),
+        )
+
+    def scheduler(self, kind: str = "ddpm"):
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        cls = DDPMScheduler if kind == "ddpm" else DDIMScheduler
+        return cls(num_train_timesteps=self.config.train_timesteps, beta_schedule="squaredcos_cap_v2",
+                   clip_sample=True, prediction_type="epsilon")
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([noisy.flatten(1), features, timestep_embedding(t, 64)], dim=-1)
+        return self.net(x).view_as(noisy)
+
+    @torch.no_grad()
+    def sample(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM sampling of a normalised action chunk ``(B, horizon, action_dim)``."""
+        c = self.config
+        scheduler = self.scheduler("ddim")
+        scheduler.set_timesteps(c.inference_steps)
+        x = torch.randn(len(features), c.horizon, c.action_dim, generator=generator, device=features.device)
+        for t in scheduler.timesteps:
+            noise = self(x, t.expand(len(x)), features)
+            x = scheduler.step(noise, t, x).prev_sample
+        return x
+
+
+@register_policy_type
+class DiffusionActionExpert(PretrainedPolicy):
+    """encoder + diffusion decoder; actions normalised to [-1, 1] by dataset min/max."""
+
+    policy_type = "diffusion_action_expert"
+    config_class = ActionExpertConfig
+
+    def __init__(self, config: ActionExpertConfig) -> None:
+        super().__init__(config)
+        self.encoder = ObservationEncoder(config)
+        self.decoder = DiffusionActionDecoder(config)
+        self.register_buffer("action_low", -torch.ones(config.action_dim))
+        self.register_buffer("action_high", torch.ones(config.action_dim))
+        self.sample_seed = 0
+        self._queue: np.ndarray | None = None
+        self._cursor = 0
+
+    def set_normalization(self, state_stats: dict, action_stats: dict) -> None:
+        self.encoder.state_mean.copy_(torch.as_tensor(state_stats["mean"]))
+        self.encoder.state_std.copy_(torch.as_tensor(state_stats["std"]).clamp_min(1e-3))
+        low = torch.as_tensor(action_stats["min"])
+        self.action_low.copy_(low)
+        self.action_high.copy_(low + (torch.as_tensor(action_stats["max"]) - low).clamp_min(1e-3))
+
+    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1
+
+    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        return (actions + 1) / 2 * (self.action_high - self.action_low) + self.action_low
+
+    def reset(self) -> None:
+        self._queue, self._cursor = None, 0
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: dict) -> np.ndarray:
+        features = self.encoder(torch.as_tensor(obs["rgb"]), torch.as_tensor(obs["state"]))
+        # A fixed, advancing seed: rollouts are reproducible, samples still differ per call.
+        generator = torch.Generator().manual_seed(self.sample_seed)
+        self.sample_seed += 1
+        chunk = self.unnormalize_actions(self.decoder.sample(features, generator))
+        return chunk.clamp(-1, 1).numpy()
+
+    def act(self, obs: dict) -> np.ndarray:
+        exhausted = self._queue is None or self._cursor >= self.config.horizon
+        if exhausted or len(self._queue) != len(obs["state"]):
+            self._queue, self._cursor = self.predict_action_chunk(obs), 0
+        action = self._queue[:, self._cursor]
+        self._cursor += 1
+        return action.astype(np.float32)
