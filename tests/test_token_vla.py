@@ -89,7 +89,7 @@ def test_token_bc_lowers_the_loss():
     method = TokenBC(model, shift_pad=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = float(method.loss(batch, 0)[0])
-    for step in range(40):
+    for step in range(80):
         loss, metrics = method.loss(batch, step)
         optimizer.zero_grad()
         loss.backward()

@@ -47,7 +47,7 @@ def build_method(cfg: DictConfig, dataset):
             raise UserError("token_vla needs a dataset with an rgb camera")
         policy = TokenVLA(TokenVLAConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
-            vision=m.vision, hidden=m.hidden, layers=m.layers, heads=m.heads,
+            vision=m.vision, patch_grid=m.patch_grid, hidden=m.hidden, layers=m.layers, heads=m.heads,
             intermediate=m.intermediate,
         ))
         policy.set_normalization(state_stats, dataset.actions)

@@ -31,22 +31,24 @@ class TokenVLAConfig:
     n_bins: int = 256
     image_size: int = 128
     vision: str = "cnn"  # cnn (trained here) | efficientnet_lite0 (frozen, ImageNet)
-    hidden: int = 256
+    patch_grid: int = 4  # image tokens = patch_grid ** 2 (the trunk's cost grows with them)
+    hidden: int = 128
     layers: int = 4
     heads: int = 4
-    intermediate: int = 512
+    intermediate: int = 256
     instruction_dim: int = EMBEDDING_DIM
 
 
 class PatchCNN(nn.Module):
-    """uint8 images -> a grid of patch tokens ``(B, tokens, hidden)``."""
+    """uint8 images -> a ``grid x grid`` of patch tokens ``(B, grid**2, hidden)``."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, grid: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, 32, 8, stride=4), nn.GELU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.GELU(),
-            nn.Conv2d(64, hidden, 3, stride=2),
+            nn.Conv2d(64, hidden, 3, stride=1),
+            nn.AdaptiveAvgPool2d(grid),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -87,7 +89,14 @@ class TokenVLA(PretrainedPolicy):
         from transformers import LlamaConfig, LlamaModel
 
         c = config
-        self.vision = PatchCNN(c.hidden) if c.vision == "cnn" else EfficientNetPatches(c.hidden)
+        if c.vision not in ("cnn", "efficientnet_lite0"):
+            from vla_kd.errors import unknown_name
+
+            raise unknown_name("vision encoder", c.vision, ("cnn", "efficientnet_lite0"))
+        if c.vision == "cnn":
+            self.vision: nn.Module = PatchCNN(c.hidden, c.patch_grid)
+        else:
+            self.vision = EfficientNetPatches(c.hidden)
         self.instruction_proj = nn.Linear(c.instruction_dim, c.hidden)
         self.state_proj = nn.Linear(c.state_dim, c.hidden)
         self.action_embed = nn.Embedding(c.n_bins + 1, c.hidden)  # last id = begin-of-action
