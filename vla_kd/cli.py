@@ -11,6 +11,7 @@ COMMANDS = {
     "eval": ("vla_kd.commands.eval", "evaluate a policy on a suite or task"),
     "demos": ("vla_kd.commands.demos", "generate demonstrations into a LeRobot v3 dataset"),
     "train": ("vla_kd.commands.train", "train a policy on a dataset with the shared trainer"),
+    "pipeline": ("vla_kd.commands.pipeline", "demos -> teacher + action expert -> evaluation"),
 }
 
 HYDRA_FLAGS_WITH_VALUE = (

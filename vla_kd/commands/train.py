@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 MODELS = ("chunked_bc", "token_vla", "diffusion_action_expert")
 
 
-def build_method(cfg: DictConfig, dataset):
-    """The model named by ``cfg.model``, sized and normalised from the dataset, and its BC method."""
+def build_method(m: DictConfig, dataset):
+    """The model described by the ``model`` node ``m``, sized and normalised from the dataset,
+    and its BC method."""
     from vla_kd.methods.bc import ChunkedBC, TokenBC
 
-    m = cfg.model
     cameras = [k for k in dataset.camera_keys if k.endswith(".rgb")]
     image_size = dataset.info["features"][cameras[0]]["shape"][0] if cameras else 128
     state_stats = dataset.feature_stats("observation.state")
@@ -66,21 +66,23 @@ def build_method(cfg: DictConfig, dataset):
     raise unknown_name("model", m.type, MODELS)
 
 
-def make_evaluator(cfg: DictConfig, policy):
-    """A callback rolling ``policy`` out on ``cfg.eval.env`` (held-out seeds), or None."""
-    if not cfg.eval.env:
+def make_evaluator(cfg: DictConfig, eval_cfg: DictConfig, policy):
+    """A callback rolling ``policy`` out on ``eval_cfg.env`` (held-out seeds), or None.
+
+    ``cfg`` holds the simulator nodes (``maniskill``, ``libero``)."""
+    if not eval_cfg.env:
         return None
     from vla_kd.envs import make_env
     from vla_kd.envs.from_config import env_kwargs
     from vla_kd.evaluator import evaluate_task, summarize
 
-    task = str(cfg.eval.env)
-    kwargs = env_kwargs(cfg, task, cfg.eval.obs_mode, cfg.eval.max_episode_steps)
+    task = str(eval_cfg.env)
+    kwargs = env_kwargs(cfg, task, eval_cfg.obs_mode, eval_cfg.max_episode_steps)
 
     def evaluate(step: int) -> dict:
         results, _ = evaluate_task(
             task, make_env=lambda: make_env(task, **kwargs), make_policy=lambda env: policy,
-            episodes=cfg.eval.episodes, seed=cfg.eval.seed, progress=cfg.eval.progress,
+            episodes=eval_cfg.episodes, seed=eval_cfg.seed, progress=eval_cfg.progress,
         )
         summary = summarize(results)
         log.info("step %d: %s success %.1f%% over %d episodes", step, task,
@@ -91,31 +93,43 @@ def make_evaluator(cfg: DictConfig, policy):
     return evaluate
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def train_model(
+    cfg: DictConfig, model_cfg: DictConfig, trainer_cfg: DictConfig, dataset_path: str | Path,
+    run_dir: Path, output: str | Path, eval_cfg: DictConfig | None = None, job_type: str = "train",
+) -> tuple[dict, object]:
+    """Train ``model_cfg`` on a dataset, save it to ``output``; returns (summary, policy).
+
+    ``cfg`` is the whole composed config (tracked, and the source of simulator settings)."""
     from vla_kd.data.lerobot_dataset import LeRobotDataset
 
-    if cfg.method not in METHODS:
-        raise unknown_name("method", cfg.method, METHODS)
-    dataset = LeRobotDataset(cfg.dataset, action_horizon=cfg.model.horizon)
-    method = build_method(cfg, dataset)
-    trainer_cfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train")
+    dataset = LeRobotDataset(dataset_path, action_horizon=model_cfg.horizon)
+    method = build_method(model_cfg, dataset)
+    settings = TrainerConfig(**OmegaConf.to_container(trainer_cfg, resolve=True))
+    tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type=job_type)
+    evaluate = make_evaluator(cfg, eval_cfg, method.model) if eval_cfg is not None else None
     started = time.perf_counter()
     try:
-        trainer = Trainer(method, dataset, trainer_cfg, run_dir, tracker, make_evaluator(cfg, method.model))
+        trainer = Trainer(method, dataset, settings, run_dir, tracker, evaluate)
         metrics = trainer.fit()
-        method.model.save_pretrained(cfg.output, extra={"dataset": str(cfg.dataset), "steps": trainer.step})
+        method.model.save_pretrained(output, extra={"dataset": str(dataset_path), "steps": trainer.step})
         summary = {
-            "method": cfg.method, "policy": str(cfg.output), "steps": trainer.step,
-            "samples": trainer.step * trainer_cfg.batch_size, "dataset_frames": len(dataset),
+            "model": model_cfg.type, "policy": str(output), "steps": trainer.step,
+            "samples": trainer.step * settings.batch_size, "dataset_frames": len(dataset),
             "wall_seconds": time.perf_counter() - started, **metrics,
         }
         tracker.summary(summary)
         (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
-        print(json.dumps(summary, indent=2, default=float))
-        return summary
+        return summary, method.model
     finally:
         tracker.finish()
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    if cfg.method not in METHODS:
+        raise unknown_name("method", cfg.method, METHODS)
+    summary, _ = train_model(cfg, cfg.model, cfg.trainer, cfg.dataset, run_dir, cfg.output, cfg.eval)
+    print(json.dumps(summary, indent=2, default=float))
+    return summary
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")

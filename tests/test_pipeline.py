@@ -1,0 +1,26 @@
+"""`vla-kd pipeline` runs every stage for real at toy sizes and writes its results table."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import requires_maniskill, run_cli
+
+from vla_kd.policies.pretrained import read_config
+
+pytestmark = [requires_maniskill, pytest.mark.maniskill, pytest.mark.slow]
+
+
+def test_pipeline_debug_end_to_end(tmp_path):
+    proc = run_cli("pipeline", "experiment=pipeline_debug", f"hydra.run.dir={tmp_path}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["demos"]["attempts"] == 2 and doc["demos"]["recorded_success"] >= 1
+    names = [row["name"] for row in doc["policies"]]
+    assert names == ["teacher", "action_expert"]
+    for row in doc["policies"]:
+        assert row["episodes"] == 2 and 0.0 <= row["success_rate"] <= 1.0 and row["samples"] == 32
+    assert read_config(tmp_path / "teacher")["policy_type"] == "token_vla"
+    assert read_config(tmp_path / "action_expert")["policy_type"] == "diffusion_action_expert"
+    assert "| teacher |" in (tmp_path / "results.md").read_text()
+    assert doc["protocol"]["eval_seeds_from"] >= 100000 and doc["protocol"]["demo_seeds"] == "0..1"

@@ -1,0 +1,144 @@
+"""``vla-kd pipeline``: the main job. Demonstrations, then the teacher and the action expert
+trained on them, then both evaluated on held-out seeds, side by side in one results table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
+from vla_kd.commands.train import train_model
+from vla_kd.envs import check_task
+from vla_kd.errors import UserError
+from vla_kd.reporting import write_json_atomic
+
+CONFIG_NAME = "pipeline"
+log = logging.getLogger(__name__)
+
+
+def evaluate_saved(cfg: DictConfig, folder: Path) -> dict:
+    """Evaluate a saved policy folder on the pipeline's task with the shared evaluator."""
+    from vla_kd.envs import make_env
+    from vla_kd.envs.from_config import env_kwargs
+    from vla_kd.evaluator import aggregate, evaluate_task
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    task = str(cfg.task)
+    kwargs = env_kwargs(cfg, task, cfg.eval.obs_mode, cfg.eval.max_episode_steps)
+    policy = PretrainedPolicy.from_pretrained(folder)
+    results, protocol = evaluate_task(
+        task,
+        make_env=lambda: make_env(task, **kwargs),
+        make_policy=lambda env: policy,
+        episodes=cfg.eval.episodes,
+        seed=cfg.eval.seed,
+        progress=cfg.eval.progress,
+    )
+    return aggregate({task: (results, protocol)}, policy=str(folder))
+
+
+def results_table(rows: list[dict]) -> str:
+    lines = [
+        "| policy | task | episodes | success | 95% CI | ms/action | train samples | train wall s |",
+        "|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['task']} | {r['episodes']} | {r['success_rate']:.1%} "
+            f"| [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | {r['policy_ms_per_action']:.2f} "
+            f"| {r['samples']} | {r['wall_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    task = check_task(cfg.task)
+    if task.backend != "maniskill":
+        raise UserError("the pipeline generates ManiSkill demonstrations so far; pick a maniskill/ task")
+    from vla_kd.data.demos import generate_maniskill_demos
+
+    started = time.perf_counter()
+    dataset = run_dir / "dataset"
+    report = generate_maniskill_demos(
+        task.name,
+        int(cfg.demos.n),
+        dataset,
+        image_size=int(cfg.demos.image_size),
+        overwrite=True,
+        progress=bool(cfg.eval.progress),
+    )
+    log.info(
+        "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success
+    )
+    rows = []
+    for name, model_cfg, trainer_cfg in (
+        ("teacher", cfg.teacher, cfg.teacher_trainer),
+        ("action_expert", cfg.action_expert, cfg.action_expert_trainer),
+    ):
+        summary, _ = train_model(
+            cfg,
+            model_cfg,
+            trainer_cfg,
+            dataset,
+            run_dir / f"{name}_training",
+            run_dir / name,
+            job_type=f"train_{name}",
+        )
+        evaluation = evaluate_saved(cfg, run_dir / name)
+        write_json_atomic(evaluation, run_dir / f"{name}_results.json")
+        rows.append(
+            {
+                "name": name,
+                "task": str(task),
+                "episodes": evaluation["episodes"],
+                "success_rate": evaluation["success_rate"],
+                "ci95": evaluation["ci95"],
+                "policy_ms_per_action": evaluation["policy_ms_per_action"],
+                "samples": summary["samples"],
+                "wall_seconds": summary["wall_seconds"],
+            }
+        )
+        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+    table = results_table(rows)
+    doc = {
+        "task": str(task),
+        "demos": {**report.__dict__, "planner_success_rate": report.planner_success_rate},
+        "policies": rows,
+        "protocol": {
+            "eval_seeds_from": cfg.eval.seed,
+            "episodes": cfg.eval.episodes,
+            "max_episode_steps": cfg.eval.max_episode_steps,
+            "demo_seeds": f"0..{cfg.demos.n - 1}",
+        },
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_json_atomic(doc, run_dir / "results.json")
+    (run_dir / "results.md").write_text(table)
+    from vla_kd.tracking import make_tracker
+
+    tracker = make_tracker(cfg.tracker, run_dir / "summary_run", job_type="pipeline")
+    tracker.log_table(
+        "pipeline/results",
+        [{k: (v if not isinstance(v, list) else str(v)) for k, v in r.items()} for r in rows],
+    )
+    tracker.summary({f"{r['name']}/success_rate": r["success_rate"] for r in rows})
+    tracker.finish()
+    print(table)
+    print(json.dumps({"results": str(run_dir / "results.json"), "wall_seconds": doc["wall_seconds"]}))
+    return doc
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()
