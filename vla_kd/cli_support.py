@@ -31,6 +31,21 @@ def user_errors_exit(func: Callable) -> Callable:
     return wrapper
 
 
+def hydra_command(config_name: str, run: Callable) -> Callable[[], None]:
+    """A Hydra entry point that calls ``run(cfg, run_dir)``, with one-line user errors."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")
+    @user_errors_exit
+    def main(cfg: DictConfig) -> None:
+        from pathlib import Path
+
+        run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+    return main
+
+
 def _all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     keys = []
     for key, value in cfg.items_ex(resolve=False):

@@ -3,20 +3,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
+from vla_kd.cli_support import hydra_command
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
 
 CONFIG_NAME = "demos"
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig, run_dir: Path) -> dict:
     task = check_task(cfg.env)
     if task.backend != "maniskill":
         raise UserError(
@@ -28,8 +26,12 @@ def main(cfg: DictConfig) -> None:
         task.name, int(cfg.n), cfg.output, image_size=int(cfg.image_size),
         overwrite=bool(cfg.overwrite), progress=bool(cfg.progress),
     )
-    print(json.dumps({**asdict(report), "planner_success_rate": report.planner_success_rate}, indent=2))
+    doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}
+    print(json.dumps(doc, indent=2))
+    return doc
 
+
+main = hydra_command(CONFIG_NAME, run)
 
 if __name__ == "__main__":
     main()

@@ -4,11 +4,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
+from vla_kd.cli_support import hydra_command
 from vla_kd.envs import check_task, make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
@@ -76,11 +74,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         tracker.finish()
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
-
+main = hydra_command(CONFIG_NAME, run)
 
 if __name__ == "__main__":
     main()

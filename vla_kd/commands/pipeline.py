@@ -8,11 +8,9 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vla_kd.cli_support import CONFIG_PATH, user_errors_exit
+from vla_kd.cli_support import hydra_command
 from vla_kd.commands.train import train_model
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
@@ -134,11 +132,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return doc
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name=CONFIG_NAME, version_base="1.3")
-@user_errors_exit
-def main(cfg: DictConfig) -> None:
-    run(cfg, Path(HydraConfig.get().runtime.output_dir))
-
+main = hydra_command(CONFIG_NAME, run)
 
 if __name__ == "__main__":
     main()

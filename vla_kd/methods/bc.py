@@ -36,7 +36,7 @@ class ChunkedBC(Method):
         if rgb is not None and policy.training:
             rgb = random_shift(rgb, self.shift_pad)
         predicted = policy(batch["observation.state"], rgb)
-        target = policy.normalize_actions(batch["action"])
+        target = policy.action_norm.normalize(batch["action"])
         keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
         l1 = ((predicted - target).abs() * keep).sum() / (keep.sum() * target.shape[-1])
         return l1, {"losses/l1": float(l1.detach())}
@@ -77,7 +77,7 @@ class DiffusionBC(Method):
         if policy.training:
             rgb = random_shift(rgb, self.shift_pad)
         features = policy.encoder(rgb, batch["observation.state"])
-        clean = policy.normalize_actions(batch["action"])
+        clean = policy.action_norm.normalize(batch["action"])
         noise = torch.randn_like(clean)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
         noisy = self.scheduler.add_noise(clean, noise, t)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
-from vla_kd.policies.pretrained import PretrainedPolicy
+from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
+from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
 
@@ -52,7 +53,7 @@ class ConvEncoder(nn.Module):
 
 
 @register_policy_type
-class ChunkedBCPolicy(PretrainedPolicy):
+class ChunkedBCPolicy(ChunkedPolicy):
     """CNN + MLP behaviour cloning with action chunks."""
 
     policy_type = "chunked_bc"
@@ -68,51 +69,26 @@ class ChunkedBCPolicy(PretrainedPolicy):
             nn.Linear(c.hidden, c.hidden), nn.ReLU(),
             nn.Linear(c.hidden, c.horizon * c.action_dim),
         )
-        # Normalisation (filled from dataset stats before training; saved with the weights).
-        self.register_buffer("state_mean", torch.zeros(c.state_dim))
-        self.register_buffer("state_std", torch.ones(c.state_dim))
-        self.register_buffer("action_low", -torch.ones(c.action_dim))
-        self.register_buffer("action_high", torch.ones(c.action_dim))
-        self._queue: torch.Tensor | None = None
-        self._cursor = 0
+        # Filled from dataset stats before training; saved with the weights.
+        self.state_norm = Standardizer(c.state_dim)
+        self.action_norm = MinMaxNormalizer(c.action_dim)
 
     def set_normalization(self, state_stats: dict, action_stats: dict) -> None:
-        self.state_mean.copy_(torch.as_tensor(state_stats["mean"]))
-        self.state_std.copy_(torch.as_tensor(state_stats["std"]).clamp_min(1e-3))
-        low = torch.as_tensor(action_stats["min"])
-        high = torch.as_tensor(action_stats["max"])
-        span = (high - low).clamp_min(1e-3)  # constant dims (e.g. a gripper always closed)
-        self.action_low.copy_(low)
-        self.action_high.copy_(low + span)
-
-    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1
-
-    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return (actions + 1) / 2 * (self.action_high - self.action_low) + self.action_low
+        self.state_norm.fit(state_stats)
+        self.action_norm.fit(action_stats)
 
     def forward(self, state: torch.Tensor, rgb: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised action chunk ``(B, horizon, action_dim)``."""
-        features = [(state.float() - self.state_mean) / self.state_std]
+        features = [self.state_norm(state)]
         if self.image_encoder is not None:
             features.append(self.image_encoder(rgb))
         out = self.head(torch.cat(features, dim=-1))
         return out.view(-1, self.config.horizon, self.config.action_dim)
 
-    def reset(self) -> None:
-        self._queue, self._cursor = None, 0
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
         state = torch.as_tensor(obs["state"])
         rgb = torch.as_tensor(obs["rgb"]) if self.image_encoder is not None else None
-        chunk = self.unnormalize_actions(self(state, rgb))
+        chunk = self.action_norm.unnormalize(self(state, rgb))
         return chunk.clamp(-1, 1).numpy()
-
-    def act(self, obs: dict) -> np.ndarray:
-        exhausted = self._queue is None or self._cursor >= self.config.horizon
-        if exhausted or len(self._queue) != len(obs["state"]):
-            self._queue, self._cursor = self.predict_action_chunk(obs), 0
-        action = self._queue[:, self._cursor]
-        self._cursor += 1
-        return action.astype(np.float32)

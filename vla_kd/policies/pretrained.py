@@ -95,6 +95,27 @@ class PretrainedPolicy(nn.Module, Policy):
         return model
 
 
+class ChunkedPolicy(PretrainedPolicy):
+    """A policy that predicts ``config.horizon`` actions at a time and executes the whole chunk
+    open-loop before predicting again (action chunking, as in ACT and diffusion policy)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._queue = None
+        self._cursor = 0
+
+    def reset(self) -> None:
+        self._queue, self._cursor = None, 0
+
+    def act(self, obs: dict):
+        exhausted = self._queue is None or self._cursor >= self.config.horizon
+        if exhausted or len(self._queue) != len(obs["state"]):
+            self._queue, self._cursor = self.predict_action_chunk(obs), 0
+        action = self._queue[:, self._cursor]
+        self._cursor += 1
+        return action.astype("float32")
+
+
 def read_config(folder: Path) -> dict:
     """``config.json`` of a saved policy, with one-line errors for every way it can be wrong."""
     if not folder.is_dir():

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
+from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
 from vla_kd.policies.mlp_bc import ConvEncoder
-from vla_kd.policies.pretrained import PretrainedPolicy
+from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
 
@@ -42,12 +43,10 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         self.image = ConvEncoder(c.image_size, c.features)
         self.fuse = nn.Sequential(nn.Linear(c.features + c.state_dim, c.features), nn.Mish())
-        self.register_buffer("state_mean", torch.zeros(c.state_dim))
-        self.register_buffer("state_std", torch.ones(c.state_dim))
+        self.state_norm = Standardizer(c.state_dim)
 
     def forward(self, rgb: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        state = (state.float() - self.state_mean) / self.state_std
-        return self.fuse(torch.cat([self.image(rgb), state], dim=-1))
+        return self.fuse(torch.cat([self.image(rgb), self.state_norm(state)], dim=-1))
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -96,7 +95,7 @@ class DiffusionActionDecoder(nn.Module):
 
 
 @register_policy_type
-class DiffusionActionExpert(PretrainedPolicy):
+class DiffusionActionExpert(ChunkedPolicy):
     """encoder + diffusion decoder; actions normalised to [-1, 1] by dataset min/max."""
 
     policy_type = "diffusion_action_expert"
@@ -106,27 +105,13 @@ class DiffusionActionExpert(PretrainedPolicy):
         super().__init__(config)
         self.encoder = ObservationEncoder(config)
         self.decoder = DiffusionActionDecoder(config)
-        self.register_buffer("action_low", -torch.ones(config.action_dim))
-        self.register_buffer("action_high", torch.ones(config.action_dim))
+        self.action_norm = MinMaxNormalizer(config.action_dim)
         self.sample_seed = 0
-        self._queue: np.ndarray | None = None
-        self._cursor = 0
 
     def set_normalization(self, state_stats: dict, action_stats: dict) -> None:
-        self.encoder.state_mean.copy_(torch.as_tensor(state_stats["mean"]))
-        self.encoder.state_std.copy_(torch.as_tensor(state_stats["std"]).clamp_min(1e-3))
-        low = torch.as_tensor(action_stats["min"])
-        self.action_low.copy_(low)
-        self.action_high.copy_(low + (torch.as_tensor(action_stats["max"]) - low).clamp_min(1e-3))
+        self.encoder.state_norm.fit(state_stats)
+        self.action_norm.fit(action_stats)
 
-    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return 2 * (actions - self.action_low) / (self.action_high - self.action_low) - 1
-
-    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return (actions + 1) / 2 * (self.action_high - self.action_low) + self.action_low
-
-    def reset(self) -> None:
-        self._queue, self._cursor = None, 0
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
@@ -134,13 +119,5 @@ class DiffusionActionExpert(PretrainedPolicy):
         # A fixed, advancing seed: rollouts are reproducible, samples still differ per call.
         generator = torch.Generator().manual_seed(self.sample_seed)
         self.sample_seed += 1
-        chunk = self.unnormalize_actions(self.decoder.sample(features, generator))
+        chunk = self.action_norm.unnormalize(self.decoder.sample(features, generator))
         return chunk.clamp(-1, 1).numpy()
-
-    def act(self, obs: dict) -> np.ndarray:
-        exhausted = self._queue is None or self._cursor >= self.config.horizon
-        if exhausted or len(self._queue) != len(obs["state"]):
-            self._queue, self._cursor = self.predict_action_chunk(obs), 0
-        action = self._queue[:, self._cursor]
-        self._cursor += 1
-        return action.astype(np.float32)

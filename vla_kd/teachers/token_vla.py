@@ -17,7 +17,8 @@ from torch import nn
 from vla_kd.envs.base import ACTION_DIM
 from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
-from vla_kd.policies.pretrained import PretrainedPolicy
+from vla_kd.nn.normalization import Standardizer
+from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
 
@@ -78,7 +79,7 @@ class EfficientNetPatches(nn.Module):
 
 
 @register_policy_type
-class TokenVLA(PretrainedPolicy):
+class TokenVLA(ChunkedPolicy):
     """Images + instruction + proprio -> autoregressive action tokens."""
 
     policy_type = "token_vla"
@@ -108,18 +109,14 @@ class TokenVLA(PretrainedPolicy):
         self.trunk.embed_tokens = None  # inputs come as embeddings; the vocab table is unused
         self.head = nn.Linear(c.hidden, c.n_bins)
         self.tokenizer = ActionTokenizer(c.action_dim, c.n_bins)
-        self.register_buffer("state_mean", torch.zeros(c.state_dim))
-        self.register_buffer("state_std", torch.ones(c.state_dim))
-        self._queue: np.ndarray | None = None
-        self._cursor = 0
+        self.state_norm = Standardizer(c.state_dim)
 
     @property
     def n_action_tokens(self) -> int:
         return self.config.horizon * self.config.action_dim
 
     def set_normalization(self, state_stats: dict, actions: np.ndarray) -> None:
-        self.state_mean.copy_(torch.as_tensor(state_stats["mean"]))
-        self.state_std.copy_(torch.as_tensor(state_stats["std"]).clamp_min(1e-3))
+        self.state_norm.fit(state_stats)
         self.tokenizer.fit(torch.as_tensor(actions))
 
     # ------------------------------------------------------------- encoding
@@ -130,7 +127,7 @@ class TokenVLA(PretrainedPolicy):
         parts = [
             self.vision(rgb),
             self.instruction_proj(instruction)[:, None],
-            self.state_proj((state.float() - self.state_mean) / self.state_std)[:, None],
+            self.state_proj(self.state_norm(state))[:, None],
             self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)),
         ]
         return torch.cat(parts, dim=1)
@@ -174,14 +171,3 @@ class TokenVLA(PretrainedPolicy):
         instructions = list(obs["instruction"])
         tokens = self.generate_tokens(torch.as_tensor(obs["rgb"]), state, instructions)
         return self.tokens_to_actions(tokens).clamp(-1, 1).numpy()
-
-    def reset(self) -> None:
-        self._queue, self._cursor = None, 0
-
-    def act(self, obs: dict) -> np.ndarray:
-        exhausted = self._queue is None or self._cursor >= self.config.horizon
-        if exhausted or len(self._queue) != len(obs["state"]):
-            self._queue, self._cursor = self.predict_action_chunk(obs), 0
-        action = self._queue[:, self._cursor]
-        self._cursor += 1
-        return action.astype(np.float32)
