@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from vla_kd.envs import base
+from vla_kd.envs.base import flatten_values, layout_of
 from vla_kd.envs.runtime import configure_mujoco
 from vla_kd.errors import UserError, unknown_name
 
@@ -102,6 +103,10 @@ class LiberoEnv(gym.Env):
         self.settle_steps = settle_steps
         self.max_episode_steps = max_episode_steps or MAX_STEPS[suite]
         self.instruction = bench.get_task(task_index).language
+        #: Name -> slice of each vector; ``privileged`` holds ``<object>_pos`` / ``<object>_quat``.
+        self.layout: dict[str, dict[str, slice]] = {
+            "state": {"eef_pos": slice(0, 3), "eef_axisangle": slice(3, 6), "gripper_qpos": slice(6, 8)}
+        }
         self._init_states = init_states(suite, task_index)
         cameras = ["agentview"] + (["robot0_eye_in_hand"] if wrist_camera else [])
         # Static fixtures (e.g. a cabinet) are placed with numpy's global RNG when robosuite
@@ -118,6 +123,9 @@ class LiberoEnv(gym.Env):
                 use_camera_obs=obs_mode == "rgb" or render_mode == "rgb_array",
                 hard_reset=False,
             )
+        #: The task's goal predicates from its BDDL file, e.g. [["in", "bowl_1", "basket_1_contain_region"]].
+        self.goal = [list(p) for p in self._sim.env.parsed_problem["goal_state"]]
+        self._objects = list(self._sim.env.objects_dict)
         self._elapsed = 0
         self._last_raw: dict = {}
         first, _ = self.reset(seed=0)
@@ -155,11 +163,12 @@ class LiberoEnv(gym.Env):
             [raw["robot0_eef_pos"], quat2axisangle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"]]
         ).astype(np.float32)
         if self.include_privileged:
-            out["privileged"] = np.asarray(raw["object-state"], dtype=np.float32)
+            keys = [f"{name}_{part}" for name in self._objects for part in ("pos", "quat")]
+            parts = {key: raw[key] for key in keys}
+            out["privileged"] = flatten_values(parts)
+            if "privileged" not in self.layout:
+                self.layout["privileged"] = layout_of(parts)
         return out
-
-    #: Name -> slice of the ``state`` vector (``privileged`` is robosuite's object-state).
-    layout = {"state": {"eef_pos": slice(0, 3), "eef_axisangle": slice(3, 6), "gripper_qpos": slice(6, 8)}}
 
     def _info(self) -> dict:
         return {

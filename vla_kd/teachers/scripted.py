@@ -19,14 +19,17 @@ OPEN, CLOSED = 1.0, -1.0
 POS_SCALE = 0.1  # metres per unit action in ManiSkill's pd_ee_delta_pose
 
 
-def _move(tcp: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
+def move_toward(
+    tcp: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0, scale: float = POS_SCALE
+) -> np.ndarray:
+    """A contract action moving the end effector toward ``target`` (``scale`` metres per unit)."""
     action = np.zeros(ACTION_DIM, np.float32)
-    action[:3] = np.clip(gain * (target - tcp) / POS_SCALE, -1.0, 1.0)
+    action[:3] = np.clip(gain * (target - tcp) / scale, -1.0, 1.0)
     action[6] = gripper
     return action
 
 
-class _StateReader:
+class StateReader:
     """Reads named fields out of the contract's state/privileged vectors via the env layout."""
 
     def __init__(self, layout: dict[str, dict[str, slice]]) -> None:
@@ -53,7 +56,7 @@ class ScriptedExpert(Policy):
                 f"scripted expert '{self.name}' needs privileged state ({needed}); "
                 "set include_privileged=true for the env"
             )
-        self.read = _StateReader(layout)
+        self.read = StateReader(layout)
         self._phase: dict[int, int] = {}
         self._timer: dict[int, int] = {}
 
@@ -83,17 +86,17 @@ class PickAndPlaceExpert(ScriptedExpert):
             target = obj + np.array([0.0, 0.0, 0.06])
             if np.linalg.norm(target - tcp) < 0.01:
                 self._phase[i] = 1
-            return _move(tcp, target, OPEN)
+            return move_toward(tcp, target, OPEN)
         if phase == 1:  # descend onto it
             if np.linalg.norm(obj - tcp) < 0.006:
                 self._phase[i], self._timer[i] = 2, 0
-            return _move(tcp, obj, OPEN)
+            return move_toward(tcp, obj, OPEN)
         if phase == 2:  # close the gripper and wait for the fingers
             self._timer[i] += 1
             if self._timer[i] >= 6:
                 self._phase[i] = 3
-            return _move(tcp, obj, CLOSED)
-        return _move(tcp, goal, CLOSED)  # carry to the goal and hold
+            return move_toward(tcp, obj, CLOSED)
+        return move_toward(tcp, goal, CLOSED)  # carry to the goal and hold
 
 
 class PushToGoalExpert(ScriptedExpert):
@@ -117,16 +120,16 @@ class PushToGoalExpert(ScriptedExpert):
             target = behind + np.array([0.0, 0.0, 0.08])
             if np.linalg.norm(target - tcp) < 0.01:
                 self._phase[i] = 1
-            return _move(tcp, target, CLOSED)
+            return move_toward(tcp, target, CLOSED)
         if phase == 1:  # down to the object's height
             target = behind.copy()
             target[2] = self.half_size
             if np.linalg.norm(target - tcp) < 0.008:
                 self._phase[i] = 2
-            return _move(tcp, target, CLOSED)
+            return move_toward(tcp, target, CLOSED)
         target = np.array([goal[0], goal[1], self.half_size])
         target[:2] -= direction * (self.standoff - self.half_size)
-        return _move(tcp, target, CLOSED, gain=0.6)
+        return move_toward(tcp, target, CLOSED, gain=0.6)
 
 
 EXPERTS: dict[str, type[ScriptedExpert]] = {
@@ -136,8 +139,12 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def scripted_policy_for(env) -> ScriptedExpert:
+def scripted_policy_for(env) -> Policy:
     """The scripted expert for ``env``'s task, or a one-line error naming the tasks that have one."""
+    if hasattr(env, "goal"):  # LIBERO: one pick-and-place expert driven by the BDDL goal
+        from vla_kd.teachers.scripted_libero import LiberoPickPlaceExpert
+
+        return LiberoPickPlaceExpert(env.layout, env.goal)
     task = getattr(env, "task", "?")
     if task not in EXPERTS:
         raise UserError(
