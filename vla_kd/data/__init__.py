@@ -1,0 +1,1 @@
+"""Demonstrations and datasets (LeRobot v3.0 layout)."""

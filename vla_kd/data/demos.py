@@ -1,0 +1,156 @@
+"""Demonstrations from ManiSkill3's motion planners, recorded through the suite's contract.
+
+Three stages, each reported honestly:
+1. plan: ManiSkill's mplib solutions (joint-position control), episode seeds ``0..n-1``;
+2. convert: ManiSkill's trajectory replay turns them into ``pd_ee_delta_pose`` actions;
+3. record: the converted actions are replayed open-loop in :class:`ManiSkillEnv` from the same
+   seed, recording rgb, state and instruction; only episodes that succeed are kept.
+The planner and converter run as ManiSkill's own command-line tools in a subprocess (their
+supported interface), writing their HDF5 files into a scratch folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vla_kd.data.lerobot_writer import LeRobotWriter
+from vla_kd.envs.runtime import configure_maniskill
+from vla_kd.errors import UserError
+
+#: ManiSkill ships motion-planning solutions for these tasks (Panda arm).
+PLANNABLE = (
+    "PickCube-v1", "PushCube-v1", "PullCube-v1", "StackCube-v1", "LiftPegUpright-v1",
+    "PegInsertionSide-v1", "PlugCharger-v1", "PlaceSphere-v1",
+)
+FPS = 20  # ManiSkill's control frequency for these tasks
+
+
+@dataclass
+class DemoReport:
+    """What each stage produced; the expert's own success rate is ``planned_success / attempts``."""
+
+    task: str
+    attempts: int
+    planned_success: int
+    converted_success: int
+    recorded_success: int
+    frames: int
+    seconds: float
+    dataset: str
+
+    @property
+    def planner_success_rate(self) -> float:
+        return self.planned_success / self.attempts if self.attempts else 0.0
+
+
+def _maniskill_tool(module: str, *args: str, cwd: Path) -> None:
+    configure_maniskill()
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, env=dict(os.environ), check=False,
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"{module} failed ({proc.returncode}):\n{tail}")
+
+
+def plan_and_convert(task: str, n: int, workdir: Path) -> tuple[list[dict], Path]:
+    """Run the planner for seeds ``0..n-1`` and convert; returns planner episodes and the
+    converted HDF5 file."""
+    _maniskill_tool(
+        "mani_skill.examples.motionplanning.panda.run", "-e", task, "-n", str(n), "-b", "cpu",
+        "--record-dir", str(workdir), "--traj-name", "plan", cwd=workdir,
+    )
+    planned = workdir / task / "motionplanning" / "plan.h5"
+    episodes = json.loads(planned.with_suffix(".json").read_text())["episodes"]
+    _maniskill_tool(
+        "mani_skill.trajectory.replay_trajectory", "--traj-path", str(planned),
+        "-c", "pd_ee_delta_pose", "-o", "none", "--save-traj", "-b", "cpu", cwd=workdir,
+    )
+    converted = next(planned.parent.glob("plan.none.pd_ee_delta_pose*.h5"), None)
+    if converted is None:
+        raise RuntimeError(f"ManiSkill's converter wrote no pd_ee_delta_pose file for {task}")
+    return episodes, converted
+
+
+def record_episode(env, seed: int, actions: np.ndarray) -> dict | None:
+    """Replay ``actions`` from ``reset(seed)``; the recording if the episode succeeds, else None."""
+    obs, info = env.reset(seed=seed)
+    frames = {"rgb": [], "state": [], "privileged": []}
+    success = []
+    for action in actions:
+        for key in frames:
+            frames[key].append(obs[key])
+        obs, _, _, _, info = env.step(action)
+        success.append(info["success"])
+    if not success[-1]:
+        return None
+    return {
+        "images": {"rgb": np.stack(frames["rgb"])},
+        "states": np.stack(frames["state"]),
+        "env_states": np.stack(frames["privileged"]),
+        "actions": np.asarray(actions, np.float32),
+        "successes": np.asarray(success),
+    }
+
+
+def generate_maniskill_demos(
+    task: str, n: int, output: str | Path, image_size: int = 128, overwrite: bool = False,
+    progress: bool = True,
+) -> DemoReport:
+    """Plan, convert and record ``n`` attempts at ``task`` into a LeRobot dataset at ``output``."""
+    if task not in PLANNABLE:
+        raise UserError(f"no motion-planning expert for '{task}'; tasks with one: {', '.join(PLANNABLE)}")
+    import h5py
+
+    from vla_kd.envs import make_env
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="vla_kd_plan_") as scratch:
+        planned, converted_path = plan_and_convert(task, n, Path(scratch))
+        converted_meta = json.loads(converted_path.with_suffix(".json").read_text())["episodes"]
+        with h5py.File(converted_path, "r") as h5:
+            trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
+                            for e in converted_meta if e.get("success", True)}
+    longest = max((len(a) for a in trajectories.values()), default=1)
+    env = make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True, image_size=image_size,
+                   max_episode_steps=longest + 1, ignore_terminations=True)
+    writer = None
+    recorded = frames = 0
+    try:
+        for seed, actions in tqdm(sorted(trajectories.items()), desc=f"record {task}", disable=not progress):
+            episode = record_episode(env, int(seed), actions)
+            if episode is None:
+                continue
+            if writer is None:
+                writer = LeRobotWriter(
+                    output, fps=FPS, robot_type="panda", cameras={"rgb": (image_size, image_size)},
+                    state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
+                    overwrite=overwrite,
+                )
+            writer.add_episode(env.instruction, **episode)
+            recorded += 1
+            frames += len(episode["actions"])
+    finally:
+        env.close()
+    if writer is None:
+        raise RuntimeError(f"no successful {task} demonstration out of {n} attempts")
+    writer.finalize()
+    report = DemoReport(
+        task=task, attempts=n, planned_success=sum(bool(e.get("success")) for e in planned),
+        converted_success=len(trajectories), recorded_success=recorded, frames=frames,
+        seconds=time.perf_counter() - start, dataset=str(output),
+    )
+    (Path(output) / "meta" / "demos_report.json").write_text(
+        json.dumps({**asdict(report), "planner_success_rate": report.planner_success_rate}, indent=2)
+    )
+    return report
