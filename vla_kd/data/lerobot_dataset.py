@@ -1,4 +1,5 @@
 """Read LeRobot v3.0 datasets (ours or LeRobot's) as a torch Dataset with action chunks."""
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,13 @@ class LeRobotDataset(torch.utils.data.Dataset):
         tasks = pd.read_parquet(self.root / "meta" / "tasks.parquet")
         self.tasks = {int(i): str(t) for t, i in zip(tasks.index, tasks["task_index"], strict=True)}
         # Episode bounds per frame, for chunking without crossing into the next episode.
-        ends = dict(zip(self.episodes["episode_index"].to_pylist(), self.episodes["dataset_to_index"].to_pylist(), strict=True))
+        ends = dict(
+            zip(
+                self.episodes["episode_index"].to_pylist(),
+                self.episodes["dataset_to_index"].to_pylist(),
+                strict=True,
+            )
+        )
         self._episode_end = np.array([ends[e] for e in self.episode_index])
         self.camera_keys = [k for k, f in self.info["features"].items() if f["dtype"] == "video"]
         self.images = {k: self._decode_camera(k) for k in self.camera_keys} if load_images else {}
@@ -65,8 +72,15 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return pa.concat_tables([pq.read_table(f) for f in files])
 
     def _data_files(self) -> list[Path]:
-        pairs = sorted(set(zip(self.episodes["data/chunk_index"].to_pylist(),
-                               self.episodes["data/file_index"].to_pylist(), strict=True)))
+        pairs = sorted(
+            set(
+                zip(
+                    self.episodes["data/chunk_index"].to_pylist(),
+                    self.episodes["data/file_index"].to_pylist(),
+                    strict=True,
+                )
+            )
+        )
         return [self.root / self.info["data_path"].format(chunk_index=c, file_index=f) for c, f in pairs]
 
     def _decode_camera(self, key: str) -> np.ndarray:
@@ -78,7 +92,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         rows = self.episodes.to_pylist()
         for row in rows:
             path = self.root / self.info["video_path"].format(
-                video_key=key, chunk_index=row[f"videos/{key}/chunk_index"],
+                video_key=key,
+                chunk_index=row[f"videos/{key}/chunk_index"],
                 file_index=row[f"videos/{key}/file_index"],
             )
             if path not in decoded:

@@ -12,6 +12,7 @@ LeRobot itself cannot be installed beside this project's torch, so the layout is
 with pyarrow, pandas and imageio-ffmpeg. Everything goes to ``root.partial`` first and is renamed
 into place by :meth:`LeRobotWriter.finalize`: a crash never leaves a half-written dataset.
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,13 @@ class _RunningImageStats:
         mean = self.total / self.pixels
         std = np.sqrt(np.maximum(self.total_sq / self.pixels - mean**2, 0.0))
         shape = lambda v: [[[float(x)]] for x in v]  # noqa: E731 - (3,) -> (3, 1, 1)
-        return {"min": shape(self.low), "max": shape(self.high), "mean": shape(mean),
-                "std": shape(std), "count": [self.frames]}
+        return {
+            "min": shape(self.low),
+            "max": shape(self.high),
+            "mean": shape(mean),
+            "std": shape(std),
+            "count": [self.frames],
+        }
 
 
 class LeRobotWriter:
@@ -98,7 +104,9 @@ class LeRobotWriter:
         self.fps, self.robot_type, self.cameras = fps, robot_type, dict(cameras)
         self.state_dim, self.env_state_dim, self.action_dim = state_dim, env_state_dim, action_dim
         self.video_crf = video_crf
-        self._frames: dict[str, list[np.ndarray]] = {k: [] for k in ("state", "action", "env_state", "reward", "success")}
+        self._frames: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("state", "action", "env_state", "reward", "success")
+        }
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
         self._image_stats = {name: _RunningImageStats() for name in self.cameras}
@@ -112,7 +120,11 @@ class LeRobotWriter:
             path = self.partial / VIDEO_PATH.format(video_key=camera_key(name), chunk_index=0, file_index=0)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._video_writers[name] = imageio.get_writer(
-                path, fps=self.fps, codec="libx264", macro_block_size=1, pixelformat="yuv420p",
+                path,
+                fps=self.fps,
+                codec="libx264",
+                macro_block_size=1,
+                pixelformat="yuv420p",
                 ffmpeg_params=["-crf", str(self.video_crf), "-g", "1"],  # all key frames: exact seeks
                 ffmpeg_log_level="error",
             )
@@ -131,7 +143,9 @@ class LeRobotWriter:
         """Append one episode of ``T`` frames; returns its episode index."""
         length = len(actions)
         if length == 0 or len(states) != length:
-            raise ValueError(f"episode needs equal, non-zero lengths (states {len(states)}, actions {length})")
+            raise ValueError(
+                f"episode needs equal, non-zero lengths (states {len(states)}, actions {length})"
+            )
         if set(images) != set(self.cameras):
             raise ValueError(f"episode cameras {sorted(images)} != dataset cameras {sorted(self.cameras)}")
         if (env_states is None) != (self.env_state_dim is None):
@@ -140,15 +154,23 @@ class LeRobotWriter:
         start = sum(e["length"] for e in self._episodes)
         task_index = self._tasks.setdefault(task, len(self._tasks))
         record = {
-            "episode_index": index, "tasks": [task], "length": length,
-            "data/chunk_index": 0, "data/file_index": 0,
-            "dataset_from_index": start, "dataset_to_index": start + length,
-            "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0, "task_index": task_index,
+            "episode_index": index,
+            "tasks": [task],
+            "length": length,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": start,
+            "dataset_to_index": start + length,
+            "meta/episodes/chunk_index": 0,
+            "meta/episodes/file_index": 0,
+            "task_index": task_index,
         }
         for name, frames in images.items():
             frames = np.asarray(frames, dtype=np.uint8)
             if frames.shape != (length, *self.cameras[name], 3):
-                raise ValueError(f"camera '{name}' frames {frames.shape} != ({length}, {self.cameras[name]}, 3)")
+                raise ValueError(
+                    f"camera '{name}' frames {frames.shape} != ({length}, {self.cameras[name]}, 3)"
+                )
             writer = self._video_writer(name)
             for frame in frames:
                 writer.append_data(frame)
@@ -156,36 +178,62 @@ class LeRobotWriter:
             self._video_frames[name] += length
             self._image_stats[name].update(frames)
             key = camera_key(name)
-            record.update({
-                f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0,
-                f"videos/{key}/from_timestamp": first / self.fps,
-                f"videos/{key}/to_timestamp": (first + length) / self.fps,
-            })
+            record.update(
+                {
+                    f"videos/{key}/chunk_index": 0,
+                    f"videos/{key}/file_index": 0,
+                    f"videos/{key}/from_timestamp": first / self.fps,
+                    f"videos/{key}/to_timestamp": (first + length) / self.fps,
+                }
+            )
         self._frames["state"].append(np.asarray(states, np.float32))
         self._frames["action"].append(np.asarray(actions, np.float32))
         if env_states is not None:
             self._frames["env_state"].append(np.asarray(env_states, np.float32))
-        self._frames["reward"].append(np.zeros(length, np.float32) if rewards is None else np.asarray(rewards, np.float32))
-        self._frames["success"].append(np.zeros(length, bool) if successes is None else np.asarray(successes, bool))
+        self._frames["reward"].append(
+            np.zeros(length, np.float32) if rewards is None else np.asarray(rewards, np.float32)
+        )
+        self._frames["success"].append(
+            np.zeros(length, bool) if successes is None else np.asarray(successes, bool)
+        )
         self._episodes.append(record)
         return index
 
     def _features(self) -> dict:
         features = {
             camera_key(name): {
-                "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
-                "info": {"video.fps": self.fps, "video.codec": "h264", "video.pix_fmt": "yuv420p",
-                         "video.height": h, "video.width": w, "video.channels": 3, "has_audio": False},
+                "dtype": "video",
+                "shape": [h, w, 3],
+                "names": ["height", "width", "channels"],
+                "info": {
+                    "video.fps": self.fps,
+                    "video.codec": "h264",
+                    "video.pix_fmt": "yuv420p",
+                    "video.height": h,
+                    "video.width": w,
+                    "video.channels": 3,
+                    "has_audio": False,
+                },
             }
             for name, (h, w) in self.cameras.items()
         }
         features[STATE] = {"dtype": "float32", "shape": [self.state_dim], "names": None}
         if self.env_state_dim is not None:
             features[ENV_STATE] = {"dtype": "float32", "shape": [self.env_state_dim], "names": None}
-        features[ACTION] = {"dtype": "float32", "shape": [self.action_dim], "names": ACTION_NAMES[: self.action_dim]}
-        for name, dtype in (("next.reward", "float32"), ("next.success", "bool"), ("timestamp", "float32"),
-                            ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),
-                            ("task_index", "int64")):
+        features[ACTION] = {
+            "dtype": "float32",
+            "shape": [self.action_dim],
+            "names": ACTION_NAMES[: self.action_dim],
+        }
+        for name, dtype in (
+            ("next.reward", "float32"),
+            ("next.success", "bool"),
+            ("timestamp", "float32"),
+            ("frame_index", "int64"),
+            ("episode_index", "int64"),
+            ("index", "int64"),
+            ("task_index", "int64"),
+        ):
             features[name] = {"dtype": dtype, "shape": [1], "names": None}
         return features
 
@@ -205,30 +253,43 @@ class LeRobotWriter:
         }
         if self.env_state_dim is not None:
             columns[ENV_STATE] = np.concatenate(self._frames["env_state"])
-        table = pa.table({
-            **{k: pa.array(list(v), type=pa.list_(pa.float32(), v.shape[1])) for k, v in columns.items()},
-            "next.reward": np.concatenate(self._frames["reward"]),
-            "next.success": np.concatenate(self._frames["success"]),
-            "timestamp": (frame_index / self.fps).astype(np.float32),
-            "frame_index": frame_index.astype(np.int64),
-            "episode_index": episode_index.astype(np.int64),
-            "index": np.arange(total, dtype=np.int64),
-            "task_index": np.repeat([e["task_index"] for e in self._episodes], lengths).astype(np.int64),
-        })
+        table = pa.table(
+            {
+                **{k: pa.array(list(v), type=pa.list_(pa.float32(), v.shape[1])) for k, v in columns.items()},
+                "next.reward": np.concatenate(self._frames["reward"]),
+                "next.success": np.concatenate(self._frames["success"]),
+                "timestamp": (frame_index / self.fps).astype(np.float32),
+                "frame_index": frame_index.astype(np.int64),
+                "episode_index": episode_index.astype(np.int64),
+                "index": np.arange(total, dtype=np.int64),
+                "task_index": np.repeat([e["task_index"] for e in self._episodes], lengths).astype(np.int64),
+            }
+        )
         self._write_parquet(table, DATA_PATH.format(chunk_index=0, file_index=0))
-        self._write_parquet(pa.Table.from_pylist(self._episodes), EPISODES_PATH.format(chunk_index=0, file_index=0))
+        self._write_parquet(
+            pa.Table.from_pylist(self._episodes), EPISODES_PATH.format(chunk_index=0, file_index=0)
+        )
         import pandas as pd
 
-        tasks = pd.DataFrame({"task_index": list(self._tasks.values())}, index=pd.Index(list(self._tasks), name="task"))
+        tasks = pd.DataFrame(
+            {"task_index": list(self._tasks.values())}, index=pd.Index(list(self._tasks), name="task")
+        )
         tasks.to_parquet(self.partial / "meta" / "tasks.parquet")
         stats = {k: _vector_stats(v) for k, v in columns.items()}
         stats.update({camera_key(n): s.as_dict() for n, s in self._image_stats.items()})
         info = {
-            "codebase_version": CODEBASE_VERSION, "robot_type": self.robot_type,
-            "total_episodes": len(self._episodes), "total_frames": total, "total_tasks": len(self._tasks),
-            "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
-            "fps": self.fps, "splits": {"train": f"0:{len(self._episodes)}"},
-            "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.cameras else None,
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.robot_type,
+            "total_episodes": len(self._episodes),
+            "total_frames": total,
+            "total_tasks": len(self._tasks),
+            "chunks_size": 1000,
+            "data_files_size_in_mb": 100,
+            "video_files_size_in_mb": 500,
+            "fps": self.fps,
+            "splits": {"train": f"0:{len(self._episodes)}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if self.cameras else None,
             "features": self._features(),
         }
         (self.partial / "meta" / "info.json").write_text(json.dumps(info, indent=2))
