@@ -161,16 +161,12 @@ class ManiSkillEnv(gym.Env):
             )
 
     def _convert(self, obs: dict) -> dict[str, np.ndarray]:
-        extra = obs.get("extra", {})
-        public = {k: extra[k] for k in self._public_extra_keys if k in extra}
+        rgb, state_parts, private = split_observation(obs, self._public_extra_keys)
         out: dict[str, np.ndarray] = {}
         if self.obs_mode == "rgb":
-            camera = next(iter(obs["sensor_data"].values()))
-            out["rgb"] = np.ascontiguousarray(camera["rgb"], dtype=np.uint8)
-        state_parts = {**obs["agent"], **public}
+            out["rgb"] = np.ascontiguousarray(rgb, dtype=np.uint8)
         out["state"] = base.flatten_values(state_parts)
         if self.include_privileged:
-            private = {k: v for k, v in extra.items() if k not in public}
             out["privileged"] = base.flatten_values(private)
         if self.layout is None:  # computed once; keys and sizes never change within a task
             self.layout = {"state": base.layout_of(state_parts)}
@@ -199,6 +195,19 @@ class ManiSkillEnv(gym.Env):
 
     def close(self) -> None:
         self._sim.close()
+
+
+def split_observation(obs: dict, public_extra_keys) -> tuple[object, dict, dict]:
+    """A ManiSkill observation -> (first camera's rgb or None, public state parts, private parts).
+
+    Public = the robot's own readings plus the task extras ManiSkill shows visual policies;
+    private = every other extra (object and goal poses). Works on numpy and batched tensors."""
+    extra = obs.get("extra", {})
+    public = {k: extra[k] for k in public_extra_keys if k in extra}
+    private = {k: v for k, v in extra.items() if k not in public}
+    sensors = obs.get("sensor_data") or {}
+    rgb = next(iter(sensors.values()))["rgb"] if sensors else None
+    return rgb, {**obs["agent"], **public}, private
 
 
 def _instruction_from_name(task: str) -> str:

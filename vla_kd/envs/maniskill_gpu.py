@@ -11,7 +11,13 @@ import gymnasium as gym
 import torch
 
 from vla_kd.envs import base
-from vla_kd.envs.maniskill import INSTRUCTIONS, check_task, public_extra_keys, sim_obs_mode
+from vla_kd.envs.maniskill import (
+    INSTRUCTIONS,
+    check_task,
+    public_extra_keys,
+    sim_obs_mode,
+    split_observation,
+)
 
 
 def flatten_batched(parts: dict, batch: int) -> torch.Tensor:
@@ -78,14 +84,12 @@ class ManiSkillBatchedEnv:
         self.single_action_space = base.action_space()
 
     def _convert(self, obs: dict) -> dict[str, torch.Tensor]:
-        extra = obs.get("extra", {})
-        public = {k: extra[k] for k in self._public if k in extra}
+        rgb, state_parts, private = split_observation(obs, self._public)
         out: dict[str, torch.Tensor] = {}
         if self.obs_mode == "rgb":
-            out["rgb"] = next(iter(obs["sensor_data"].values()))["rgb"].to(torch.uint8)
-        out["state"] = flatten_batched({**obs["agent"], **public}, self.num_envs)
+            out["rgb"] = rgb.to(torch.uint8)
+        out["state"] = flatten_batched(state_parts, self.num_envs)
         if self.include_privileged:
-            private = {k: v for k, v in extra.items() if k not in public}
             out["privileged"] = flatten_batched(private, self.num_envs)
         return out
 
