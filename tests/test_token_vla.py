@@ -26,6 +26,35 @@ def test_tokenizer_round_trip_within_half_a_bin_and_edges():
     assert torch.equal(tok.encode(tok.high[None] * 10), torch.full((1, 7), 255)), "out of range clamps"
 
 
+def test_soft_targets_are_distributions_peaked_at_the_hard_token():
+    actions = torch.as_tensor(np.random.default_rng(1).uniform(-0.3, 0.3, size=(64, 7)), dtype=torch.float32)
+    tok = ActionTokenizer(7, 256).fit(actions)
+    soft = tok.soft_targets(actions, sigma=2.0)
+    assert soft.shape == (64, 7, 256)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(64, 7))
+    assert (soft.argmax(-1) - tok.encode(actions)).abs().max() <= 1  # ties at bin edges
+    wider = tok.soft_targets(actions, sigma=6.0)
+    assert torch.all(wider.max(-1).values < soft.max(-1).values)
+
+
+def test_observation_reaches_the_first_action_token():
+    """Changing only proprioception must change the first decoded token's logits (the prefix is
+    read through attention, not bypassed by the action-token embeddings)."""
+    model = tiny_vla(horizon=1)
+    rgb, state, text = inputs(batch=2)
+    tokens = torch.zeros(2, 7, dtype=torch.long)
+    with torch.no_grad():
+        base = model.token_logits(rgb, state, text, tokens)[:, 0]
+        moved = model.token_logits(rgb, state + 1.0, text, tokens)[:, 0]
+    assert (base - moved).abs().max() > 1e-3
+    # Inputs on one scale: action-token embeddings far larger than the prefix tokens made the
+    # model copy the previous token and ignore the observation.
+    with torch.no_grad():
+        prefix_norm = model.prefix(rgb, state, text)[:, :-1].norm(dim=-1).mean()
+        action_norm = model.action_embed.weight.norm(dim=-1).mean()
+    assert action_norm < 5 * prefix_norm
+
+
 def tiny_vla(horizon=2, seed=0):
     from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
 
@@ -87,9 +116,9 @@ def test_token_bc_lowers_the_loss():
     batch = {"observation.images.rgb": rgb, "observation.state": state, "task": text,
              "action": actions, "action_is_pad": torch.zeros(3, 1, dtype=torch.bool)}
     method = TokenBC(model, shift_pad=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     first = float(method.loss(batch, 0)[0])
-    for step in range(80):
+    for step in range(120):
         loss, metrics = method.loss(batch, step)
         optimizer.zero_grad()
         loss.backward()

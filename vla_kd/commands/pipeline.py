@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from vla_kd.cli_support import hydra_command
-from vla_kd.commands.train import train_model
+from vla_kd.commands.train import evaluate_policy, train_model
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
 from vla_kd.reporting import write_json_atomic
@@ -21,24 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_saved(cfg: DictConfig, folder: Path) -> dict:
-    """Evaluate a saved policy folder on the pipeline's task with the shared evaluator."""
-    from vla_kd.envs import make_env
-    from vla_kd.envs.from_config import env_kwargs
-    from vla_kd.evaluator import aggregate, evaluate_task
+    """Evaluate a saved policy folder (as ``vla-kd eval policy=<folder>`` would load it)."""
     from vla_kd.policies.pretrained import PretrainedPolicy
 
-    task = str(cfg.task)
-    kwargs = env_kwargs(cfg, task, cfg.eval.obs_mode, cfg.eval.max_episode_steps)
     policy = PretrainedPolicy.from_pretrained(folder)
-    results, protocol = evaluate_task(
-        task,
-        make_env=lambda: make_env(task, **kwargs),
-        make_policy=lambda env: policy,
-        episodes=cfg.eval.episodes,
-        seed=cfg.eval.seed,
-        progress=cfg.eval.progress,
-    )
-    return aggregate({task: (results, protocol)}, policy=str(folder))
+    return evaluate_policy(cfg, cfg.eval, policy, str(cfg.task), name=str(folder))
 
 
 def results_table(rows: list[dict]) -> str:

@@ -45,11 +45,11 @@ def build_method(m: DictConfig, dataset):
             raise UserError("token_vla needs a dataset with an rgb camera")
         policy = TokenVLA(TokenVLAConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
-            vision=m.vision, patch_grid=m.patch_grid, hidden=m.hidden, layers=m.layers, heads=m.heads,
-            intermediate=m.intermediate,
+            vision=m.vision, patch_grid=m.patch_grid,
+            hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
         ))
         policy.set_normalization(state_stats, dataset.actions)
-        return TokenBC(policy, shift_pad=m.shift_pad)
+        return TokenBC(policy, shift_pad=m.shift_pad, label_sigma=m.label_sigma, state_noise=m.state_noise)
     if m.type == "diffusion_action_expert":
         from vla_kd.methods.bc import DiffusionBC
         from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
@@ -64,25 +64,30 @@ def build_method(m: DictConfig, dataset):
     raise unknown_name("model", m.type, MODELS)
 
 
-def make_evaluator(cfg: DictConfig, eval_cfg: DictConfig, policy):
-    """A callback rolling ``policy`` out on ``eval_cfg.env`` (held-out seeds), or None.
+def evaluate_policy(cfg: DictConfig, eval_cfg: DictConfig, policy, task: str, name: str = "") -> dict:
+    """Roll ``policy`` out on ``task`` over ``eval_cfg``'s held-out seeds; the aggregated results.
 
     ``cfg`` holds the simulator nodes (``maniskill``, ``libero``)."""
-    if not eval_cfg.env:
-        return None
     from vla_kd.envs import make_env
     from vla_kd.envs.from_config import env_kwargs
-    from vla_kd.evaluator import evaluate_task, summarize
+    from vla_kd.evaluator import aggregate, evaluate_task
 
-    task = str(eval_cfg.env)
     kwargs = env_kwargs(cfg, task, eval_cfg.obs_mode, eval_cfg.max_episode_steps)
+    results, protocol = evaluate_task(
+        task, make_env=lambda: make_env(task, **kwargs), make_policy=lambda env: policy,
+        episodes=eval_cfg.episodes, seed=eval_cfg.seed, progress=eval_cfg.progress,
+    )
+    return aggregate({task: (results, protocol)}, policy=name or type(policy).__name__)
+
+
+def make_evaluator(cfg: DictConfig, eval_cfg: DictConfig, policy):
+    """A trainer callback evaluating ``policy`` on ``eval_cfg.env`` (held-out seeds), or None."""
+    if not eval_cfg.env:
+        return None
+    task = str(eval_cfg.env)
 
     def evaluate(step: int) -> dict:
-        results, _ = evaluate_task(
-            task, make_env=lambda: make_env(task, **kwargs), make_policy=lambda env: policy,
-            episodes=eval_cfg.episodes, seed=eval_cfg.seed, progress=eval_cfg.progress,
-        )
-        summary = summarize(results)
+        summary = evaluate_policy(cfg, eval_cfg, policy, task)
         log.info("step %d: %s success %.1f%% over %d episodes", step, task,
                  100 * summary["success_rate"], summary["episodes"])
         return {"eval/success_rate": summary["success_rate"], "eval/ci95_low": summary["ci95"][0],

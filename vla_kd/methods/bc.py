@@ -43,21 +43,38 @@ class ChunkedBC(Method):
 
 
 class TokenBC(Method):
-    """Cross-entropy on a TokenVLA's action tokens (teacher forcing), padding masked out."""
+    """Cross-entropy on a TokenVLA's action tokens (teacher forcing), padding masked out.
 
-    def __init__(self, policy, shift_pad: int = 4) -> None:
+    ``label_sigma > 0`` replaces one-hot targets by Gaussian-smoothed ones over the ordered bins
+    (see ``ActionTokenizer.soft_targets``); 0 is OpenVLA's plain cross-entropy. ``state_noise``
+    adds Gaussian noise (in standard deviations of each state feature) to proprioception while
+    training: on a few dozen demos the exact joint angles and velocities identify the training
+    frame, and a model that fits them need not look at the camera."""
+
+    def __init__(
+        self, policy, shift_pad: int = 4, label_sigma: float = 0.0, state_noise: float = 0.0
+    ) -> None:
         self.model = policy
         self.shift_pad = shift_pad
+        self.label_sigma = label_sigma
+        self.state_noise = state_noise
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         policy = self.model
         rgb = batch["observation.images.rgb"]
         if policy.training:
             rgb = random_shift(rgb, self.shift_pad)
+        state = batch["observation.state"]
+        if policy.training and self.state_noise > 0:
+            state = state + self.state_noise * policy.state_norm.std * torch.randn_like(state)
         tokens = policy.tokenizer.encode(batch["action"]).flatten(1)  # (B, horizon * 7)
-        logits = policy.token_logits(rgb, batch["observation.state"], list(batch["task"]), tokens)
+        logits = policy.token_logits(rgb, state, list(batch["task"]), tokens)
         keep = (~batch["action_is_pad"]).repeat_interleave(policy.config.action_dim, dim=1).float()
-        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")
+        if self.label_sigma > 0:
+            soft = policy.tokenizer.soft_targets(batch["action"], self.label_sigma).flatten(1, 2)
+            ce = -(soft * F.log_softmax(logits, dim=-1)).sum(-1).flatten()
+        else:
+            ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")
         loss = (ce * keep.flatten()).sum() / keep.sum()
         accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
         return loss, {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}

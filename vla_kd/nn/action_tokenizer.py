@@ -38,6 +38,18 @@ class ActionTokenizer(nn.Module):
         scaled = (self.normalize(actions) + 1) / 2 * self.n_bins
         return scaled.floor().long().clamp(0, self.n_bins - 1)
 
+    def soft_targets(self, actions: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Gaussian-smoothed token targets ``(..., action_dim, n_bins)`` (sigma in bins).
+
+        Classification over ordered bins learns faster when a near miss costs less than a far
+        one; smoothing the one-hot target over neighbouring bins ("HL-Gauss", Imani & White 2018;
+        Farebrother et al. 2024) gives it that ordinal signal while decoding stays argmax.
+        """
+        position = (self.normalize(actions) + 1) / 2 * self.n_bins - 0.5  # in bin-centre units
+        centres = torch.arange(self.n_bins, device=actions.device, dtype=position.dtype)
+        logits = -0.5 * ((centres - position.unsqueeze(-1)) / sigma) ** 2
+        return torch.softmax(logits, dim=-1)
+
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens -> actions at the bin centres (in the original action units)."""
         centres = (tokens.float() + 0.5) / self.n_bins * 2 - 1

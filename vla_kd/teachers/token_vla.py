@@ -1,10 +1,11 @@
 """TokenVLA: an OpenVLA-style vision-language-action model, small enough to train on a CPU.
 
-Prefix = image patch tokens + one instruction token (MiniLM sentence embedding) + one
-proprioception token; then ``horizon * 7`` action tokens (256 bins per dimension) decoded
-autoregressively by a Llama trunk from transformers. Training is teacher-forced cross-entropy
-(the BC method); inference is greedy decoding with a KV cache. ``token_logits`` and
-``hidden_states`` are exposed for distillation methods.
+Prefix = image patch tokens (with learned 2-D positions) + one instruction token (MiniLM
+sentence embedding) + one observation token (proprioception fused with the image features); then
+``horizon * 7`` action tokens (256 bins per dimension) decoded autoregressively by a Llama trunk
+from transformers. Training is teacher-forced cross-entropy (the BC method); inference is
+greedy decoding with a KV cache. ``token_logits`` and ``hidden_states`` are exposed for
+distillation methods.
 """
 from __future__ import annotations
 
@@ -41,24 +42,26 @@ class TokenVLAConfig:
 
 
 class PatchCNN(nn.Module):
-    """uint8 images -> a ``grid x grid`` of patch tokens ``(B, grid**2, hidden)``."""
+    """uint8 images -> (``grid x grid`` patch tokens with learned 2-D positions, the unpooled
+    feature map flattened)."""
 
     def __init__(self, hidden: int, grid: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(
+        self.features = nn.Sequential(
             nn.Conv2d(3, 32, 8, stride=4), nn.GELU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.GELU(),
-            nn.Conv2d(64, hidden, 3, stride=1),
-            nn.AdaptiveAvgPool2d(grid),
+            nn.Conv2d(64, hidden, 3, stride=1), nn.GELU(),
         )
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.position = nn.Parameter(torch.zeros(grid * grid, hidden))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.permute(0, 3, 1, 2).float() / 255.0
-        return self.net(x).flatten(2).transpose(1, 2)
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(images.permute(0, 3, 1, 2).float() / 255.0)
+        return self.pool(x).flatten(2).transpose(1, 2) + self.position, x.flatten(1)
 
 
 class EfficientNetPatches(nn.Module):
-    """Frozen ImageNet EfficientNet-Lite0 (from its PyPI wheel): 4x4 grid at 128 px -> tokens."""
+    """Frozen ImageNet EfficientNet-Lite0 (from its PyPI wheel): its 4x4 grid at 128 px -> tokens."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -70,12 +73,13 @@ class EfficientNetPatches(nn.Module):
         ).requires_grad_(False)
         self.project = nn.Linear(1280, hidden)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # the model expects [-1, 1]
         self.backbone.eval()
         with torch.no_grad():
             features = self.backbone.extract_features(x)
-        return self.project(features.flatten(2).transpose(1, 2))
+        tokens = self.project(features.flatten(2).transpose(1, 2))
+        return tokens, tokens.flatten(1)
 
 
 @register_policy_type
@@ -98,13 +102,30 @@ class TokenVLA(ChunkedPolicy):
             self.vision: nn.Module = PatchCNN(c.hidden, c.patch_grid)
         else:
             self.vision = EfficientNetPatches(c.hidden)
+        with torch.no_grad():
+            _, flat = self.vision(torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8))
         self.instruction_proj = nn.Linear(c.instruction_dim, c.hidden)
-        self.state_proj = nn.Linear(c.state_dim, c.hidden)
+        # The observation token fuses proprioception with the whole, unpooled image feature map.
+        # A separate proprio token let the trunk fit the demos from joint angles alone and
+        # ignore the camera (measured: shuffling images left its error unchanged), and pooled
+        # patches blur where a small object sits inside its patch.
+        # The image is projected to the hidden width first so the few proprio numbers are not
+        # drowned among thousands of feature-map values (as in the chunked-BC encoder).
+        self.image_summary = nn.Sequential(nn.Linear(flat.shape[1], c.hidden), nn.GELU())
+        self.observation_proj = nn.Sequential(
+            nn.Linear(c.hidden + c.state_dim, c.hidden), nn.GELU(), nn.Linear(c.hidden, c.hidden)
+        )
         self.action_embed = nn.Embedding(c.n_bins + 1, c.hidden)  # last id = begin-of-action
+        # At torch's default N(0, 1) the action embeddings are ~40x larger than the trunk's
+        # attention outputs at its 0.02 init, so each position sees little but its own input
+        # token: the model learns to copy the previous action token and ignores the observation.
+        # The trunk's own init scale keeps every input on an equal footing.
+        nn.init.normal_(self.action_embed.weight, std=0.02)
         self.trunk = LlamaModel(LlamaConfig(
             vocab_size=1, hidden_size=c.hidden, num_hidden_layers=c.layers,
             num_attention_heads=c.heads, num_key_value_heads=c.heads,
             intermediate_size=c.intermediate, max_position_embeddings=512,
+            bos_token_id=None, eos_token_id=None, pad_token_id=None,  # no text vocabulary here
         ))
         self.trunk.embed_tokens = None  # inputs come as embeddings; the vocab table is unused
         self.head = nn.Linear(c.hidden, c.n_bins)
@@ -121,13 +142,15 @@ class TokenVLA(ChunkedPolicy):
 
     # ------------------------------------------------------------- encoding
     def prefix(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """Prefix embeddings ``(B, patches + 2 + 1, hidden)``, ending with begin-of-action."""
+        """Prefix embeddings ``(B, image tokens + 2 + 1, hidden)``, ending with begin-of-action."""
         batch = len(state)
         instruction = embed_instructions(instructions).to(state.device)
+        patches, flat = self.vision(rgb)
+        observation = torch.cat([self.image_summary(flat), self.state_norm(state)], dim=-1)
         parts = [
-            self.vision(rgb),
+            patches,
             self.instruction_proj(instruction)[:, None],
-            self.state_proj(self.state_norm(state))[:, None],
+            self.observation_proj(observation)[:, None],
             self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)),
         ]
         return torch.cat(parts, dim=1)
