@@ -11,7 +11,7 @@ from vla_kd.envs import check_task, make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
 from vla_kd.evaluator import aggregate, evaluate_task
-from vla_kd.policies.registry import build_policy, check_policy_spec
+from vla_kd.policies.registry import build_policy, check_policy_spec, policy_image_size
 from vla_kd.reporting import markdown_table, plot_success, table_rows, write_json_atomic
 from vla_kd.tracking import make_tracker
 
@@ -41,7 +41,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         for task in suite.tasks:
             max_steps = cfg.max_episode_steps or suite.max_episode_steps
-            kwargs = env_kwargs(cfg, task, cfg.obs_mode, max_steps, needs_privileged, want_video)
+            kwargs = env_kwargs(cfg, task, cfg.obs_mode, max_steps, needs_privileged, want_video,
+                                image_size=policy_image_size(str(cfg.policy)))
             results, protocol = evaluate_task(
                 task,
                 make_env=lambda task=task, kwargs=kwargs: make_env(task, **kwargs),

@@ -72,7 +72,8 @@ def evaluate_policy(cfg: DictConfig, eval_cfg: DictConfig, policy, task: str, na
     from vla_kd.envs.from_config import env_kwargs
     from vla_kd.evaluator import aggregate, evaluate_task
 
-    kwargs = env_kwargs(cfg, task, eval_cfg.obs_mode, eval_cfg.max_episode_steps)
+    kwargs = env_kwargs(cfg, task, eval_cfg.obs_mode, eval_cfg.max_episode_steps,
+                        image_size=getattr(policy.config, "image_size", None))
     results, protocol = evaluate_task(
         task, make_env=lambda: make_env(task, **kwargs), make_policy=lambda env: policy,
         episodes=eval_cfg.episodes, seed=eval_cfg.seed, progress=eval_cfg.progress,

@@ -14,11 +14,13 @@ def env_kwargs(
     max_steps: int | None = None,
     needs_privileged: bool = False,
     want_frames: bool = False,
+    image_size: int | None = None,
 ) -> dict:
     """Arguments for ``make_env(task, **kwargs)`` for evaluation-style rollouts.
 
     ``cfg`` holds the ``maniskill`` and ``libero`` nodes. ManiSkill runs with terminations
-    ignored so success at the end of the episode is measured too.
+    ignored so success at the end of the episode is measured too. ``image_size`` (a trained
+    policy's input size) overrides the simulator node's camera size.
     """
     backend = check_task(task).backend
     kwargs: dict = {
@@ -37,12 +39,13 @@ def env_kwargs(
             )
         kwargs.update(
             control_mode=sim.control_mode, sim_backend=sim.sim_backend,
-            render_backend=sim.render_backend, image_size=sim.image_size, ignore_terminations=True,
+            render_backend=sim.render_backend, image_size=image_size or sim.image_size,
+            ignore_terminations=True,
         )
     else:
         sim = cfg.libero
         kwargs.update(
-            image_size=sim.image_size, wrist_camera=sim.wrist_camera,
+            image_size=image_size or sim.image_size, wrist_camera=sim.wrist_camera,
             fast_render=sim.fast_render, settle_steps=sim.settle_steps,
         )
     return kwargs

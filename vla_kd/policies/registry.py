@@ -60,3 +60,14 @@ def build_policy(spec: str, env, seed: int = 0) -> Policy:
     from vla_kd.policies.pretrained import PretrainedPolicy
 
     return PretrainedPolicy.from_pretrained(spec)
+
+
+def policy_image_size(spec: str) -> int | None:
+    """The camera size a saved policy folder was trained at (None for built-in policies)."""
+    if spec in ("random", "scripted"):
+        return None
+    from pathlib import Path
+
+    from vla_kd.policies.pretrained import read_config
+
+    return read_config(Path(spec)).get("config", {}).get("image_size")
