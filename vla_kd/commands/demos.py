@@ -24,7 +24,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     report = generate_maniskill_demos(
         task.name, int(cfg.n), cfg.output, image_size=int(cfg.image_size),
-        overwrite=bool(cfg.overwrite), progress=bool(cfg.progress),
+        overwrite=bool(cfg.overwrite), progress=bool(cfg.progress), workers=int(cfg.workers),
     )
     doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}
     print(json.dumps(doc, indent=2))

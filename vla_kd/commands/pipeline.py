@@ -57,6 +57,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         image_size=int(cfg.demos.image_size),
         overwrite=True,
         progress=bool(cfg.eval.progress),
+        workers=int(cfg.demos.workers),
     )
     log.info(
         "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success

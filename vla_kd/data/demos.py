@@ -63,18 +63,23 @@ def _maniskill_tool(module: str, *args: str, cwd: Path) -> None:
         raise RuntimeError(f"{module} failed ({proc.returncode}):\n{tail}")
 
 
-def plan_and_convert(task: str, n: int, workdir: Path) -> tuple[list[dict], Path]:
+def plan_and_convert(task: str, n: int, workdir: Path, workers: int = 1) -> tuple[list[dict], Path]:
     """Run the planner for seeds ``0..n-1`` and convert; returns planner episodes and the
-    converted HDF5 file."""
+    converted HDF5 file. Both tools split their episodes over ``workers`` processes."""
+    # The planner gives each process a contiguous block of n // workers seeds, so seeds stay
+    # 0..n-1 only when the split is exact (and it runs single-process unless workers < n).
+    planner_procs = workers if 1 < workers < n and n % workers == 0 else 1
     _maniskill_tool(
         "mani_skill.examples.motionplanning.panda.run", "-e", task, "-n", str(n), "-b", "cpu",
-        "--record-dir", str(workdir), "--traj-name", "plan", cwd=workdir,
+        "--record-dir", str(workdir), "--traj-name", "plan", "--num-procs", str(planner_procs),
+        cwd=workdir,
     )
     planned = workdir / task / "motionplanning" / "plan.h5"
     episodes = json.loads(planned.with_suffix(".json").read_text())["episodes"]
     _maniskill_tool(
         "mani_skill.trajectory.replay_trajectory", "--traj-path", str(planned),
-        "-c", "pd_ee_delta_pose", "-o", "none", "--save-traj", "-b", "cpu", cwd=workdir,
+        "-c", "pd_ee_delta_pose", "-o", "none", "--save-traj", "-b", "cpu",
+        "--num-envs", str(max(1, min(workers, len(episodes)))), cwd=workdir,
     )
     converted = next(planned.parent.glob("plan.none.pd_ee_delta_pose*.h5"), None)
     if converted is None:
@@ -103,45 +108,83 @@ def record_episode(env, seed: int, actions: np.ndarray) -> dict | None:
     }
 
 
+_worker_env = None  # one contract env per recording process
+
+
+def _start_recorder(task: str, image_size: int, max_steps: int) -> None:
+    global _worker_env
+    from vla_kd.envs import make_env
+
+    _worker_env = make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True,
+                           image_size=image_size, max_episode_steps=max_steps, ignore_terminations=True)
+
+
+def _record_in_worker(item: tuple[int, np.ndarray]) -> dict | None:
+    seed, actions = item
+    return record_episode(_worker_env, seed, actions)
+
+
+def record_all(
+    task: str, trajectories: dict[int, np.ndarray], image_size: int, workers: int, progress: bool
+):
+    """Yield (seed, recording or None) in seed order, rendering in ``workers`` processes."""
+    items = [(int(seed), actions) for seed, actions in sorted(trajectories.items())]
+    max_steps = max((len(a) for _, a in items), default=1) + 1
+    bar = tqdm(total=len(items), desc=f"record {task}", disable=not progress)
+    if workers <= 1:
+        _start_recorder(task, image_size, max_steps)
+        try:
+            for item in items:
+                yield item[0], _record_in_worker(item)
+                bar.update()
+        finally:
+            _worker_env.close()
+            bar.close()
+        return
+    import multiprocessing
+
+    # forkserver: a fresh interpreter per worker; a forked SAPIEN renderer is not safe to reuse.
+    context = multiprocessing.get_context("forkserver")
+    with context.Pool(workers, initializer=_start_recorder, initargs=(task, image_size, max_steps)) as pool:
+        for (seed, _), episode in zip(items, pool.imap(_record_in_worker, items), strict=True):
+            yield seed, episode
+            bar.update()
+    bar.close()
+
+
 def generate_maniskill_demos(
     task: str, n: int, output: str | Path, image_size: int = 128, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, workers: int = 1,
 ) -> DemoReport:
-    """Plan, convert and record ``n`` attempts at ``task`` into a LeRobot dataset at ``output``."""
+    """Plan, convert and record ``n`` attempts at ``task`` into a LeRobot dataset at ``output``,
+    spreading each stage over ``workers`` processes."""
     if task not in PLANNABLE:
         raise UserError(f"no motion-planning expert for '{task}'; tasks with one: {', '.join(PLANNABLE)}")
     import h5py
 
-    from vla_kd.envs import make_env
+    from vla_kd.envs.maniskill import instruction_for
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vla_kd_plan_") as scratch:
-        planned, converted_path = plan_and_convert(task, n, Path(scratch))
+        planned, converted_path = plan_and_convert(task, n, Path(scratch), workers)
         converted_meta = json.loads(converted_path.with_suffix(".json").read_text())["episodes"]
         with h5py.File(converted_path, "r") as h5:
             trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
                             for e in converted_meta if e.get("success", True)}
-    longest = max((len(a) for a in trajectories.values()), default=1)
-    env = make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True, image_size=image_size,
-                   max_episode_steps=longest + 1, ignore_terminations=True)
     writer = None
     recorded = frames = 0
-    try:
-        for seed, actions in tqdm(sorted(trajectories.items()), desc=f"record {task}", disable=not progress):
-            episode = record_episode(env, int(seed), actions)
-            if episode is None:
-                continue
-            if writer is None:
-                writer = LeRobotWriter(
-                    output, fps=FPS, robot_type="panda", cameras={"rgb": (image_size, image_size)},
-                    state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
-                    overwrite=overwrite,
-                )
-            writer.add_episode(env.instruction, **episode)
-            recorded += 1
-            frames += len(episode["actions"])
-    finally:
-        env.close()
+    for _, episode in record_all(task, trajectories, image_size, workers, progress):
+        if episode is None:
+            continue
+        if writer is None:
+            writer = LeRobotWriter(
+                output, fps=FPS, robot_type="panda", cameras={"rgb": (image_size, image_size)},
+                state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
+                overwrite=overwrite,
+            )
+        writer.add_episode(instruction_for(task), **episode)
+        recorded += 1
+        frames += len(episode["actions"])
     if writer is None:
         raise RuntimeError(f"no successful {task} demonstration out of {n} attempts")
     writer.finalize()

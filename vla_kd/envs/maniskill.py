@@ -126,7 +126,7 @@ class ManiSkillEnv(gym.Env):
         self.obs_mode = obs_mode
         self.render_mode = render_mode
         self.include_privileged = (obs_mode == "state") if include_privileged is None else include_privileged
-        self.instruction = INSTRUCTIONS.get(task, _instruction_from_name(task))
+        self.instruction = instruction_for(task)
         self.max_episode_steps = max_episode_steps or _registry()[task].max_episode_steps
         kwargs: dict[str, Any] = dict(
             obs_mode=sim_obs_mode(obs_mode, self.include_privileged),
@@ -208,6 +208,11 @@ def split_observation(obs: dict, public_extra_keys) -> tuple[object, dict, dict]
     sensors = obs.get("sensor_data") or {}
     rgb = next(iter(sensors.values()))["rgb"] if sensors else None
     return rgb, {**obs["agent"], **public}, private
+
+
+def instruction_for(task: str) -> str:
+    """The language instruction of a ManiSkill task (written for the common ones, else from its name)."""
+    return INSTRUCTIONS.get(task, _instruction_from_name(task))
 
 
 def _instruction_from_name(task: str) -> str:
