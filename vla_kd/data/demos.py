@@ -10,6 +10,7 @@ supported interface), writing their HDF5 files into a scratch folder.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -127,29 +128,26 @@ def _record_in_worker(item: tuple[int, np.ndarray]) -> dict | None:
 def record_all(
     task: str, trajectories: dict[int, np.ndarray], image_size: int, workers: int, progress: bool
 ):
-    """Yield (seed, recording or None) in seed order, rendering in ``workers`` processes."""
+    """Yield each trajectory's recording (or None if it failed) in seed order, rendering in
+    ``workers`` processes (in this process when ``workers`` is 1)."""
     items = [(int(seed), actions) for seed, actions in sorted(trajectories.items())]
-    max_steps = max((len(a) for _, a in items), default=1) + 1
-    bar = tqdm(total=len(items), desc=f"record {task}", disable=not progress)
-    if workers <= 1:
-        _start_recorder(task, image_size, max_steps)
-        try:
-            for item in items:
-                yield item[0], _record_in_worker(item)
-                bar.update()
-        finally:
-            _worker_env.close()
-            bar.close()
-        return
-    import multiprocessing
+    env_args = (task, image_size, max((len(a) for _, a in items), default=1) + 1)
+    with contextlib.ExitStack() as stack:
+        if workers <= 1:
+            _start_recorder(*env_args)
+            stack.callback(lambda: _worker_env.close())
+            recordings = map(_record_in_worker, items)
+        else:
+            import multiprocessing
 
-    # forkserver: a fresh interpreter per worker; a forked SAPIEN renderer is not safe to reuse.
-    context = multiprocessing.get_context("forkserver")
-    with context.Pool(workers, initializer=_start_recorder, initargs=(task, image_size, max_steps)) as pool:
-        for (seed, _), episode in zip(items, pool.imap(_record_in_worker, items), strict=True):
-            yield seed, episode
+            # forkserver: a fresh interpreter per worker; a forked SAPIEN renderer is not safe.
+            context = multiprocessing.get_context("forkserver")
+            pool = stack.enter_context(context.Pool(workers, initializer=_start_recorder, initargs=env_args))
+            recordings = pool.imap(_record_in_worker, items)
+        bar = stack.enter_context(tqdm(total=len(items), desc=f"record {task}", disable=not progress))
+        for episode in recordings:
+            yield episode
             bar.update()
-    bar.close()
 
 
 def generate_maniskill_demos(
@@ -173,7 +171,7 @@ def generate_maniskill_demos(
                             for e in converted_meta if e.get("success", True)}
     writer = None
     recorded = frames = 0
-    for _, episode in record_all(task, trajectories, image_size, workers, progress):
+    for episode in record_all(task, trajectories, image_size, workers, progress):
         if episode is None:
             continue
         if writer is None:
