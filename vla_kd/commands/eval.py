@@ -37,12 +37,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker = make_tracker(
         cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="eval"
     )
+    image_size = policy_image_size(str(cfg.policy))  # a trained policy sees what it was trained on
     per_task = {}
     try:
         for task in suite.tasks:
             max_steps = cfg.max_episode_steps or suite.max_episode_steps
             kwargs = env_kwargs(cfg, task, cfg.obs_mode, max_steps, needs_privileged, want_video,
-                                image_size=policy_image_size(str(cfg.policy)))
+                                image_size=image_size)
             results, protocol = evaluate_task(
                 task,
                 make_env=lambda task=task, kwargs=kwargs: make_env(task, **kwargs),

@@ -64,7 +64,7 @@ def build_policy(spec: str, env, seed: int = 0) -> Policy:
 
 def policy_image_size(spec: str) -> int | None:
     """The camera size a saved policy folder was trained at (None for built-in policies)."""
-    if spec in ("random", "scripted"):
+    if spec in BUILTIN:
         return None
     from pathlib import Path
 
