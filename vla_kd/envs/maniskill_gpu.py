@@ -12,8 +12,8 @@ import torch
 
 from vla_kd.envs import base
 from vla_kd.envs.maniskill import (
-    INSTRUCTIONS,
     check_task,
+    instruction_for,
     public_extra_keys,
     sim_obs_mode,
     split_observation,
@@ -56,7 +56,7 @@ class ManiSkillBatchedEnv:
 
         self.task, self.obs_mode, self.num_envs = task, obs_mode, num_envs
         self.include_privileged = (obs_mode == "state") if include_privileged is None else include_privileged
-        self.instruction = INSTRUCTIONS.get(task, task)
+        self.instruction = instruction_for(task)
         raw = gym.make(
             task,
             num_envs=num_envs,
