@@ -37,6 +37,17 @@ def test_config_mistakes_are_one_line_with_a_suggestion(argv, expected, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
 
 
+def test_keys_are_checked_against_the_chosen_group_option():
+    from vla_kd.cli_support import check_overrides
+
+    # token_corruption exists in model=token_vla, not in the default chunked_bc.
+    check_overrides("train", ["dataset=x", "model=token_vla", "model.token_corruption=0.5"])
+    with pytest.raises(UserError, match=r"did you mean 'model\.token_corruption'"):
+        check_overrides("train", ["dataset=x", "model=token_vla", "model.token_corruptin=0.5"])
+    with pytest.raises(UserError, match=r"unknown config key 'model\.token_corruption'"):
+        check_overrides("train", ["dataset=x", "model.token_corruption=0.5"])
+
+
 def test_unknown_policy_suggests_builtin():
     with pytest.raises(UserError, match="did you mean 'scripted'"):
         check_policy_spec("scriptd")

@@ -96,28 +96,37 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         base = compose(config_name=config_name)
-        keys = _all_keys(base)
         groups = {g for g in config_groups(loader)}
+        # A config group, unless this config uses the name for a plain value (eval's
+        # `policy=<path>` is a string, not a choice of config file).
+        is_group = lambda key: key in groups and not isinstance(  # noqa: E731
+            OmegaConf.select(base, key, default=None), str | int | float)
         single: list[str] = []
         for override in parsed:
             key = override.key_or_group
-            values = _override_values(override) if not override.is_delete() else []
-            if key.startswith("hydra"):
+            if key.startswith("hydra") or not is_group(key) or override.is_delete():
                 continue  # Hydra validates its own node (launchers, run dirs)
-            # A config group, unless this config uses the name for a plain value (eval's
-            # `policy=<path>` is a string, not a choice of config file).
-            if key in groups and not isinstance(OmegaConf.select(base, key, default=None), str | int | float):
-                options = loader.get_group_options(key)
-                for value in values:
-                    if value not in options and value != "null":
-                        raise unknown_name(key, value, options)
-            elif not override.is_add() and key not in keys:
+            options = loader.get_group_options(key)
+            values = _override_values(override)
+            for value in values:
+                if value not in options and value != "null":
+                    raise unknown_name(key, value, options)
+            single.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
+        # Keys are checked against the config with the chosen groups: `model=token_vla
+        # model.label_sigma=1` names a key the default model lacks.
+        keys = _all_keys(compose(config_name=config_name, overrides=single))
+        for override in parsed:
+            key = override.key_or_group
+            if key.startswith("hydra") or is_group(key):
+                continue
+            if not override.is_add() and not override.is_delete() and key not in keys:
                 hint = nearest(key, keys)
                 suggestion = f"; did you mean '{hint}'?" if hint else ""
                 raise UserError(
                     f"unknown config key '{key}'{suggestion} (use +{key}=... to add a new key)"
                 )
             if not override.is_delete():
+                values = _override_values(override)
                 prefix = "+" if override.is_add() else ""
                 single.append(f"{prefix}{key}={values[0]}" if values else override.input_line)
         try:
