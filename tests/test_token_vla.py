@@ -124,3 +124,18 @@ def test_token_bc_lowers_the_loss():
         loss.backward()
         optimizer.step()
     assert float(loss) < 0.2 * first and metrics["train/token_accuracy"] == 1.0
+
+
+def test_token_corruption_changes_inputs_only_while_training():
+    from vla_kd.methods.bc import TokenBC
+
+    model = tiny_vla(horizon=2)
+    rgb, state, text = inputs(batch=3)
+    actions = torch.rand(3, 2, 7) * 2 - 1
+    batch = {"observation.images.rgb": rgb, "observation.state": state, "task": text,
+             "action": actions, "action_is_pad": torch.zeros(3, 2, dtype=torch.bool)}
+    clean, corrupted = TokenBC(model, shift_pad=0), TokenBC(model, shift_pad=0, token_corruption=1.0)
+    model.eval()  # no corruption at evaluation: the same loss, the same targets
+    torch.testing.assert_close(clean.loss(batch, 0)[0], corrupted.loss(batch, 0)[0])
+    model.train()
+    assert not torch.allclose(clean.loss(batch, 0)[0], corrupted.loss(batch, 0)[0])

@@ -49,7 +49,8 @@ def build_method(m: DictConfig, dataset):
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
         ))
         policy.set_normalization(state_stats, dataset.actions)
-        return TokenBC(policy, shift_pad=m.shift_pad, label_sigma=m.label_sigma, state_noise=m.state_noise)
+        return TokenBC(policy, shift_pad=m.shift_pad, label_sigma=m.label_sigma,
+                       state_noise=m.state_noise, token_corruption=m.token_corruption)
     if m.type == "diffusion_action_expert":
         from vla_kd.methods.bc import DiffusionBC
         from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert

@@ -49,15 +49,21 @@ class TokenBC(Method):
     (see ``ActionTokenizer.soft_targets``); 0 is OpenVLA's plain cross-entropy. ``state_noise``
     adds Gaussian noise (in standard deviations of each state feature) to proprioception while
     training: on a few dozen demos the exact joint angles and velocities identify the training
-    frame, and a model that fits them need not look at the camera."""
+    frame, and a model that fits them need not look at the camera. ``token_corruption`` replaces
+    that fraction of the teacher-forced input action tokens by random bins (targets stay clean):
+    consecutive actions of a chunk are nearly equal, so with clean inputs most tokens are
+    predictable by copying the one ``action_dim`` positions back, and the few that need the
+    observation get little of the gradient."""
 
     def __init__(
-        self, policy, shift_pad: int = 4, label_sigma: float = 0.0, state_noise: float = 0.0
+        self, policy, shift_pad: int = 4, label_sigma: float = 0.0, state_noise: float = 0.0,
+        token_corruption: float = 0.0,
     ) -> None:
         self.model = policy
         self.shift_pad = shift_pad
         self.label_sigma = label_sigma
         self.state_noise = state_noise
+        self.token_corruption = token_corruption
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         policy = self.model
@@ -68,7 +74,11 @@ class TokenBC(Method):
         if policy.training and self.state_noise > 0:
             state = state + self.state_noise * policy.state_norm.std * torch.randn_like(state)
         tokens = policy.tokenizer.encode(batch["action"]).flatten(1)  # (B, horizon * 7)
-        logits = policy.token_logits(rgb, state, list(batch["task"]), tokens)
+        inputs = tokens
+        if policy.training and self.token_corruption > 0:
+            corrupt = torch.rand(tokens.shape) < self.token_corruption
+            inputs = torch.where(corrupt, torch.randint_like(tokens, policy.config.n_bins), tokens)
+        logits = policy.token_logits(rgb, state, list(batch["task"]), inputs)
         keep = (~batch["action_is_pad"]).repeat_interleave(policy.config.action_dim, dim=1).float()
         if self.label_sigma > 0:
             soft = policy.tokenizer.soft_targets(batch["action"], self.label_sigma).flatten(1, 2)
