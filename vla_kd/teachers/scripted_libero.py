@@ -44,6 +44,7 @@ class LiberoPickPlaceExpert(Policy):
 
     def reset(self) -> None:
         self.phase, self.timer, self.grasp_point = 0, 0, None
+        self.rest_height, self.held_offset, self.attempts = None, np.zeros(3), 0
 
     def act(self, obs: dict) -> np.ndarray:
         if len(obs["state"]) != 1:
@@ -65,6 +66,7 @@ class LiberoPickPlaceExpert(Policy):
             goal = obj + up * self.grasp_depth
             if np.linalg.norm(goal - eef) < 0.01 or self.timer > 40:
                 self.phase, self.timer, self.grasp_point = 2, 0, goal
+                self.rest_height = obj[2]
             return move_toward(eef, goal, OPEN, scale=OSC_SCALE)
         if self.phase == 2:  # close the gripper
             if self.timer > 12:
@@ -73,17 +75,31 @@ class LiberoPickPlaceExpert(Policy):
         if self.phase == 3:  # lift
             goal = self.grasp_point + up * self.carry_height
             if eef[2] > goal[2] - 0.02 or self.timer > 40:
+                if obj[2] - self.rest_height < 0.03 and self.attempts < 2:  # missed: open, retry
+                    self.phase, self.timer, self.attempts = 0, 0, self.attempts + 1
+                    return move_toward(eef, eef, OPEN, scale=OSC_SCALE)
+                # Carry and lower so that the *object* ends above the target: the grasp rarely
+                # holds it centred (the fingers stop on its rim), and that offset, up to 10 cm,
+                # used to drop it beside the basket.
+                self.held_offset = eef - obj
+                self.held_offset[2] = 0.0
                 self.phase, self.timer = 4, 0
             return move_toward(eef, goal, CLOSED, scale=OSC_SCALE)
+        held = self.held_offset  # at half speed while holding: an off-centre grasp slips
         if self.phase == 4:  # carry above the target
-            goal = target + up * self.carry_height
+            goal = target + held + up * self.carry_height
             goal[2] = max(goal[2], eef[2])
-            if np.linalg.norm((goal - eef)[:2]) < 0.015 or self.timer > 80:
+            if np.linalg.norm((goal - eef)[:2]) < 0.015 or self.timer > 100:
                 self.phase, self.timer = 5, 0
-            return move_toward(eef, goal, CLOSED, scale=OSC_SCALE)
+            return self._slow(move_toward(eef, goal, CLOSED, scale=OSC_SCALE))
         if self.phase == 5:  # lower toward it
-            goal = target + up * self.release_height
+            goal = target + held + up * self.release_height
             if np.linalg.norm(goal - eef) < 0.015 or self.timer > 40:
                 self.phase, self.timer = 6, 0
-            return move_toward(eef, goal, CLOSED, scale=OSC_SCALE)
+            return self._slow(move_toward(eef, goal, CLOSED, scale=OSC_SCALE))
         return move_toward(eef, eef, OPEN, scale=OSC_SCALE)  # release and hold
+
+    @staticmethod
+    def _slow(action: np.ndarray, limit: float = 0.5) -> np.ndarray:
+        action[:3] = np.clip(action[:3], -limit, limit)
+        return action
