@@ -101,16 +101,64 @@ def evaluate_task(
     video_episodes: int = 0,
     video_fps: int = 20,
     progress: bool = True,
+    workers: int = 1,
 ) -> tuple[list[EpisodeResult], TaskProtocol]:
     """Evaluate one task: ``episodes`` rollouts with seeds ``seed, seed+1, ...``, each up to the
-    env's ``max_episode_steps``."""
+    env's ``max_episode_steps``.
+
+    ``workers > 1`` splits the episodes into contiguous blocks rolled out in that many processes
+    (one torch thread each); ``make_env`` and ``make_policy`` must then pickle (module-level
+    functions or ``functools.partial``s of them). Episode ``i`` gets seed ``seed + i`` either way,
+    but an episode's numbers can still shift a little with ``workers``: a ManiSkill CPU scene
+    carries physics solver state from one episode into the next despite the seeded reset
+    (measured: the same seed's return differed by 4% after three earlier episodes)."""
+    workers = max(1, min(workers, episodes))
+    blocks = [b for b in np.array_split(np.arange(episodes), workers) if len(b)]
+    video = (video_dir, video_episodes, video_fps)
+    if workers == 1:
+        return _evaluate_block(task, make_env, make_policy, range(episodes), seed, video, progress)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: a fork of a process holding a renderer or torch threads is not safe.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=_single_thread) as pool:
+        futures = [
+            pool.submit(_evaluate_block, task, make_env, make_policy,
+                        range(int(b[0]), int(b[-1]) + 1), seed, video, progress and i == 0)
+            for i, b in enumerate(blocks)
+        ]
+        parts = [f.result() for f in futures]
+    results = [r for part, _ in parts for r in part]
+    protocol = parts[0][1]
+    protocol.episodes, protocol.seeds = episodes, [seed + i for i in range(episodes)]
+    return results, protocol
+
+
+def _single_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the workers share the cores
+
+
+def _evaluate_block(
+    task: str,
+    make_env: Callable[[], gym.Env],
+    make_policy: Callable[[gym.Env], Policy],
+    block: range,
+    seed: int,
+    video: tuple[Path | None, int, int],
+    progress: bool,
+) -> tuple[list[EpisodeResult], TaskProtocol]:
+    """Episodes ``block`` of one task in this process, and the task's protocol for them."""
+    video_dir, video_episodes, video_fps = video
     env = make_env()
     try:
         policy = make_policy(env)
         limit = int(env.max_episode_steps)
         is_libero = TaskId.parse(task).backend == "libero"
         results: list[EpisodeResult] = []
-        bar = tqdm(range(episodes), desc=task, disable=not progress, leave=False)
+        bar = tqdm(block, desc=task, disable=not progress, leave=False)
         for episode in bar:
             episode_seed = seed + episode
             options = {"init_state_id": episode % env.num_init_states} if is_libero else None
@@ -131,8 +179,8 @@ def evaluate_task(
             bar.set_postfix(success=f"{np.mean([r.success_once for r in results]):.2f}")
         protocol = TaskProtocol(
             task=task,
-            episodes=episodes,
-            seeds=[seed + i for i in range(episodes)],
+            episodes=len(block),
+            seeds=[seed + i for i in block],
             init_states=(
                 f"suite's fixed initial states, episode i -> state i mod {env.num_init_states}"
                 if is_libero

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -46,14 +47,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                                 image_size=image_size)
             results, protocol = evaluate_task(
                 task,
-                make_env=lambda task=task, kwargs=kwargs: make_env(task, **kwargs),
-                make_policy=lambda env: build_policy(str(cfg.policy), env, seed=cfg.seed),
+                make_env=partial(make_env, task, **kwargs),  # partials pickle for the workers
+                make_policy=partial(build_policy, str(cfg.policy), seed=int(cfg.seed)),
                 episodes=cfg.episodes_per_task,
                 seed=cfg.seed,
                 video_dir=run_dir / "videos" if want_video else None,
                 video_episodes=cfg.video.episodes_per_task,
                 video_fps=cfg.video.fps,
                 progress=cfg.progress,
+                workers=int(cfg.workers),
             )
             per_task[task] = (results, protocol)
             task_rate = sum(r.success_once for r in results) / len(results)

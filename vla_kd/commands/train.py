@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -76,10 +77,16 @@ def evaluate_policy(cfg: DictConfig, eval_cfg: DictConfig, policy, task: str, na
     kwargs = env_kwargs(cfg, task, eval_cfg.obs_mode, eval_cfg.max_episode_steps,
                         image_size=getattr(policy.config, "image_size", None))
     results, protocol = evaluate_task(
-        task, make_env=lambda: make_env(task, **kwargs), make_policy=lambda env: policy,
+        task, make_env=partial(make_env, task, **kwargs), make_policy=partial(_given_policy, policy),
         episodes=eval_cfg.episodes, seed=eval_cfg.seed, progress=eval_cfg.progress,
+        workers=int(eval_cfg.get("workers", 1)),
     )
     return aggregate({task: (results, protocol)}, policy=name or type(policy).__name__)
+
+
+def _given_policy(policy, env):
+    """``make_policy`` for an already built policy (a module-level function, so it pickles)."""
+    return policy
 
 
 def make_evaluator(cfg: DictConfig, eval_cfg: DictConfig, policy):
