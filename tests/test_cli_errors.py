@@ -29,6 +29,7 @@ def one_line_error(capsys_or_proc) -> str:
         (["eval", "-m", "seed=0,1", "suite=libero_spatil"], "did you mean 'libero_spatial'"),
         (["eval", "maniskill.sim_backnd=cpu"], "did you mean 'maniskill.sim_backend'"),
         (["evl"], "did you mean 'eval'"),
+        (["demos", "tracker=none"], "Could not override 'tracker'"),  # demos has no tracker
     ],
 )
 def test_config_mistakes_are_one_line_with_a_suggestion(argv, expected, capsys):

@@ -114,7 +114,10 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
             single.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
         # Keys are checked against the config with the chosen groups: `model=token_vla
         # model.label_sigma=1` names a key the default model lacks.
-        keys = _all_keys(compose(config_name=config_name, overrides=single))
+        try:
+            keys = _all_keys(compose(config_name=config_name, overrides=single))
+        except (HydraException, OmegaConfBaseException) as err:
+            raise UserError(str(err).strip().splitlines()[0]) from None
         for override in parsed:
             key = override.key_or_group
             if key.startswith("hydra") or is_group(key):

@@ -9,23 +9,22 @@ from omegaconf import DictConfig
 
 from vla_kd.cli_support import hydra_command
 from vla_kd.envs import check_task
-from vla_kd.errors import UserError
 
 CONFIG_NAME = "demos"
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     task = check_task(cfg.env)
-    if task.backend != "maniskill":
-        raise UserError(
-            "demonstrations are generated for ManiSkill tasks so far; LIBERO's expert is not built yet"
-        )
-    from vla_kd.data.demos import generate_maniskill_demos
+    options = dict(image_size=int(cfg.image_size), overwrite=bool(cfg.overwrite),
+                   progress=bool(cfg.progress), workers=int(cfg.workers))
+    if task.backend == "libero":
+        from vla_kd.data.libero_demos import generate_libero_demos
 
-    report = generate_maniskill_demos(
-        task.name, int(cfg.n), cfg.output, image_size=int(cfg.image_size),
-        overwrite=bool(cfg.overwrite), progress=bool(cfg.progress), workers=int(cfg.workers),
-    )
+        report = generate_libero_demos(str(task), int(cfg.n), cfg.output, **options)
+    else:
+        from vla_kd.data.demos import generate_maniskill_demos
+
+        report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, **options)
     doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}
     print(json.dumps(doc, indent=2))
     return doc

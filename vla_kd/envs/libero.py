@@ -66,7 +66,9 @@ class LiberoEnv(gym.Env):
     """One LIBERO task as a contract env.
 
     ``reset(seed=s)`` places fixed initial state ``options["init_state_id"]`` (default
-    ``s % 50``) and runs ``settle_steps`` no-ops. Static fixtures are placed once, from
+    ``s % 50``) and runs ``settle_steps`` no-ops. ``options={"sampled_init": True}`` instead keeps
+    the layout that robosuite's placement sampler draws from seed ``s``: demonstrations come from
+    those, so the suite's fixed states stay held out for evaluation. Static fixtures are placed once, from
     ``scene_seed``, when the env is built. Images are flipped upright. The gripper sign is
     converted so that, as in ManiSkill, +1 opens and -1 closes.
     """
@@ -184,7 +186,7 @@ class LiberoEnv(gym.Env):
         if index is None:
             index = 0 if seed is None else seed % self.num_init_states
         with _seeded_global_numpy(0 if seed is None else int(seed)):
-            self._sim.reset()
+            raw = self._sim.reset()
         if self.fast_render:
             self._apply_fast_render()
         # robosuite's Panda gripper integrates its command (current_action += speed * sign(a))
@@ -192,14 +194,16 @@ class LiberoEnv(gym.Env):
         for robot in self._sim.env.robots:
             if getattr(robot, "has_gripper", False) and hasattr(robot.gripper, "current_action"):
                 robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
-        raw = self._sim.set_init_state(self._init_states[int(index)])
+        sampled = bool(options.get("sampled_init"))
+        if not sampled:
+            raw = self._sim.set_init_state(self._init_states[int(index)])
         noop = np.array([0, 0, 0, 0, 0, 0, -1.0])  # robosuite: -1 keeps the gripper open
         for _ in range(self.settle_steps):
             raw, _, _, _ = self._sim.step(noop)
         self._elapsed = 0
         self._last_raw = raw
         info = self._info()
-        info["init_state_id"] = int(index)
+        info["init_state_id"] = None if sampled else int(index)
         return self._convert(raw), info
 
     def step(self, action):
