@@ -54,3 +54,19 @@ def test_the_object_not_the_hand_is_brought_over_the_target():
     assert expert.phase == 6
     assert np.linalg.norm((obj - BASKET)[:2]) < 0.03
     assert np.linalg.norm((eef - BASKET)[:2]) > 0.03
+
+
+def test_bowls_are_grasped_by_the_rim_on_a_new_side_each_retry():
+    expert = LiberoPickPlaceExpert(
+        {"state": {"eef_pos": slice(0, 3)},
+         "privileged": {"akita_black_bowl_1_pos": slice(0, 3), "plate_1_pos": slice(3, 6)}},
+        [["on", "akita_black_bowl_1", "plate_1"]],
+    )
+    sides = []
+    for attempt in range(3):
+        expert.attempts = attempt
+        offset = expert.grasp_offset()
+        assert np.isclose(np.linalg.norm(offset[:2]), expert.rim_radius) and offset[2] > 0
+        sides.append(tuple(offset[:2].round(3)))
+    assert len(set(sides)) == 3
+    assert not make_expert().grasp_offset().any()  # other objects: at their origin

@@ -57,13 +57,14 @@ class LiberoPickPlaceExpert(Policy):
         target = self.read.get(obs, 0, f"{self.target}_pos")
         self.timer += 1
         up = np.array([0.0, 0.0, 1.0])
+        grasp = obj + self.grasp_offset()
         if self.phase == 0:  # hover over the object
-            goal = obj + up * self.hover
+            goal = grasp + up * self.hover
             if np.linalg.norm(goal - eef) < 0.015 or self.timer > 60:
                 self.phase, self.timer = 1, 0
             return move_toward(eef, goal, OPEN, scale=OSC_SCALE)
         if self.phase == 1:  # descend onto it
-            goal = obj + up * self.grasp_depth
+            goal = grasp + up * self.grasp_depth
             if np.linalg.norm(goal - eef) < 0.01 or self.timer > 40:
                 self.phase, self.timer, self.grasp_point = 2, 0, goal
                 self.rest_height = obj[2]
@@ -98,6 +99,18 @@ class LiberoPickPlaceExpert(Policy):
                 self.phase, self.timer = 6, 0
             return self._slow(move_toward(eef, goal, CLOSED, scale=OSC_SCALE))
         return move_toward(eef, eef, OPEN, scale=OSC_SCALE)  # release and hold
+
+    #: Rim grasps: a bowl is wider than the open gripper, so the fingers pinch its wall at
+    #: this distance (m) from the centre, a little above its base; each retry tries the next side.
+    rim_radius, rim_height = 0.055, 0.02
+    rim_sides = ((0.0, 1.0), (0.0, -1.0), (1.0, 0.0))  # the fingers close along x
+
+    def grasp_offset(self) -> np.ndarray:
+        """Where to close the fingers relative to the object's origin."""
+        if "bowl" not in self.obj:
+            return np.zeros(3)
+        dx, dy = self.rim_sides[self.attempts % len(self.rim_sides)]
+        return np.array([dx * self.rim_radius, dy * self.rim_radius, self.rim_height])
 
     @staticmethod
     def _slow(action: np.ndarray, limit: float = 0.5) -> np.ndarray:
