@@ -169,29 +169,44 @@ def generate_maniskill_demos(
         with h5py.File(converted_path, "r") as h5:
             trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
                             for e in converted_meta if e.get("success", True)}
-    writer = None
-    recorded = frames = 0
-    for episode in record_all(task, trajectories, image_size, workers, progress):
-        if episode is None:
-            continue
-        if writer is None:
-            writer = LeRobotWriter(
-                output, fps=FPS, robot_type="panda", cameras={"rgb": (image_size, image_size)},
-                state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
-                overwrite=overwrite,
-            )
-        writer.add_episode(instruction_for(task), **episode)
-        recorded += 1
-        frames += len(episode["actions"])
-    if writer is None:
+    episodes = record_all(task, trajectories, image_size, workers, progress)
+    recorded, frames = write_successes(episodes, output, image_size, overwrite, instruction_for(task), FPS)
+    if not recorded:
         raise RuntimeError(f"no successful {task} demonstration out of {n} attempts")
-    writer.finalize()
     report = DemoReport(
         task=task, attempts=n, planned_success=sum(bool(e.get("success")) for e in planned),
         converted_success=len(trajectories), recorded_success=recorded, frames=frames,
         seconds=time.perf_counter() - start, dataset=str(output),
     )
-    (Path(output) / "meta" / "demos_report.json").write_text(
+    save_report(report)
+    return report
+
+
+def write_successes(
+    episodes, output: str | Path, image_size: int, overwrite: bool, instruction: str, fps: int
+) -> tuple[int, int]:
+    """Write the recordings among ``episodes`` (None = failed) to a LeRobot dataset at
+    ``output``; returns (episodes written, frames written). Nothing is written if none succeeded."""
+    writer, recorded, frames = None, 0, 0
+    for episode in episodes:
+        if episode is None:
+            continue
+        if writer is None:
+            writer = LeRobotWriter(
+                output, fps=fps, robot_type="panda", cameras={"rgb": (image_size, image_size)},
+                state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
+                overwrite=overwrite,
+            )
+        writer.add_episode(instruction, **episode)
+        recorded += 1
+        frames += len(episode["actions"])
+    if writer is not None:
+        writer.finalize()
+    return recorded, frames
+
+
+def save_report(report: DemoReport) -> None:
+    """The report beside the data, as ``meta/demos_report.json``."""
+    (Path(report.dataset) / "meta" / "demos_report.json").write_text(
         json.dumps({**asdict(report), "planner_success_rate": report.planner_success_rate}, indent=2)
     )
-    return report

@@ -9,16 +9,13 @@ Only successful episodes are kept, and the expert's success rate is reported.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from vla_kd.data.demos import DemoReport
-from vla_kd.data.lerobot_writer import LeRobotWriter
+from vla_kd.data.demos import DemoReport, save_report, write_successes
 
 FPS = 20  # LIBERO's control frequency
 
@@ -72,7 +69,6 @@ def generate_libero_demos(
     """``n`` expert attempts at ``task`` (``libero/<suite>/<index>``, seeds ``0..n-1``) into a
     LeRobot dataset at ``output``, rolled out in ``workers`` processes."""
     start = time.perf_counter()
-    writer, recorded, frames = None, 0, 0
     with contextlib.ExitStack() as stack:
         if workers <= 1:
             _start_recorder(task, image_size)
@@ -92,28 +88,15 @@ def generate_libero_demos(
                 context.Pool(workers, initializer=_start_recorder, initargs=(task, image_size))
             )
             episodes = pool.imap(_record_in_worker, range(n))
-        for episode in tqdm(episodes, total=n, desc=f"expert {task}", disable=not progress):
-            if episode is None:
-                continue
-            if writer is None:
-                writer = LeRobotWriter(
-                    output, fps=FPS, robot_type="panda", cameras={"rgb": (image_size, image_size)},
-                    state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
-                    overwrite=overwrite,
-                )
-            writer.add_episode(instruction, **episode)
-            recorded += 1
-            frames += len(episode["actions"])
-    if writer is None:
+        bar = tqdm(episodes, total=n, desc=f"expert {task}", disable=not progress)
+        recorded, frames = write_successes(bar, output, image_size, overwrite, instruction, FPS)
+    if not recorded:
         raise RuntimeError(f"the expert solved none of {n} attempts at {task}")
-    writer.finalize()
     # The expert is the planner here: no separate conversion stage, so all three counts agree.
     report = DemoReport(
         task=task, attempts=n, planned_success=recorded, converted_success=recorded,
         recorded_success=recorded, frames=frames, seconds=time.perf_counter() - start,
         dataset=str(output),
     )
-    (Path(output) / "meta" / "demos_report.json").write_text(
-        json.dumps({**asdict(report), "planner_success_rate": report.planner_success_rate}, indent=2)
-    )
+    save_report(report)
     return report
