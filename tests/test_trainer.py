@@ -57,19 +57,21 @@ def test_bc_loss_falls(dataset, tmp_path):
     assert final < 0.5 * float(first)
 
 
-def test_resume_reproduces_a_straight_run(dataset, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_reproduces_a_straight_run(dataset, tmp_path, ema_decay):
     straight = make_method(dataset)
     straight_tracker = Tracker(tmp_path / "a", use_wandb=False)
-    Trainer(straight, dataset, config(), tmp_path / "a", straight_tracker).fit()
+    Trainer(straight, dataset, config(ema_decay=ema_decay), tmp_path / "a", straight_tracker).fit()
     straight_tracker.finish()
 
     first = make_method(dataset)
     tracker = Tracker(tmp_path / "b", use_wandb=False)
-    Trainer(first, dataset, config(), tmp_path / "b", tracker).fit(until=2)  # "killed" at step 2
+    # "killed" at step 2
+    Trainer(first, dataset, config(ema_decay=ema_decay), tmp_path / "b", tracker).fit(until=2)
     tracker.finish()
     resumed = make_method(dataset, seed=99)  # different init: everything must come from the checkpoint
     tracker = Tracker(tmp_path / "b", use_wandb=False)
-    trainer = Trainer(resumed, dataset, config(resume=True), tmp_path / "b", tracker)
+    trainer = Trainer(resumed, dataset, config(resume=True, ema_decay=ema_decay), tmp_path / "b", tracker)
     trainer.fit()
     tracker.finish()
     assert trainer.step == 4
@@ -80,6 +82,22 @@ def test_resume_reproduces_a_straight_run(dataset, tmp_path):
         return [{k: v for k, v in json.loads(line).items() if k != "time/seconds"} for line in lines]
 
     assert logged(tmp_path / "a") == logged(tmp_path / "b")
+
+
+def test_ema_run_ends_with_the_averaged_weights(dataset, tmp_path):
+    plain = make_method(dataset)
+    trainer = Trainer(plain, dataset, config(steps=2, checkpoint_every=100), tmp_path / "plain")
+    trainer.fit(until=1)
+    after_one = {k: v.clone() for k, v in plain.model.state_dict().items()}
+    trainer.fit()
+    after_two = plain.model.state_dict()
+    averaged = make_method(dataset)
+    Trainer(averaged, dataset, config(steps=2, checkpoint_every=100, ema_decay=0.25), tmp_path / "ema").fit()
+    # The average starts as a copy of the first step's weights, then moves 75% of the way to each new step's.
+    for name, value in averaged.model.state_dict().items():
+        expected = 0.25 * after_one[name].float() + 0.75 * after_two[name].float()
+        torch.testing.assert_close(value.float(), expected, msg=name)
+    assert any(not torch.equal(v, after_two[k]) for k, v in averaged.model.state_dict().items())
 
 
 def test_checkpoint_is_a_loadable_policy_folder(dataset, tmp_path):

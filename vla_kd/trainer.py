@@ -42,6 +42,8 @@ class TrainerConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     eval_every: int = 0  # 0: only at the end (if an evaluator is given)
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights; it is
+    # what the run ends with (saved, evaluated), as in diffusion policy. 0: the last weights.
     resume: bool = False
     progress: bool = True
 
@@ -77,6 +79,12 @@ class Trainer:
         self.evaluate = evaluate
         self.optimizer = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(method.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                     use_buffers=True)
         self.step = 0
         self._permutations: dict[int, np.ndarray] = {}
 
@@ -108,7 +116,8 @@ class Trainer:
             torch.save(model.state_dict(), staged / "model.pt")
         torch.save(
             {"step": self.step, "optimizer": self.optimizer.state_dict(),
-             "scheduler": self.scheduler.state_dict()},
+             "scheduler": self.scheduler.state_dict(),
+             "ema": self.ema.state_dict() if self.ema is not None else None},
             staged / STATE_FILE,
         )
         replace_dir_atomically(staged, self.checkpoint_dir)
@@ -129,6 +138,8 @@ class Trainer:
         state = torch.load(state_path, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", self.checkpoint_dir, self.step)
         return True
@@ -154,6 +165,8 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(model)
             self.step += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
@@ -163,6 +176,10 @@ class Trainer:
                         "time/seconds": time.perf_counter() - started}
                 self.tracker.log(last, step=self.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items()})
+            if self.step == cfg.steps and self.ema is not None:
+                # The run ends with the averaged weights: the final checkpoint, the saved
+                # policy and the final evaluation all use them.
+                model.load_state_dict(self.ema.module.state_dict())
             if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, stop):
                 self.save_checkpoint()
             if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
