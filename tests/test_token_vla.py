@@ -105,6 +105,10 @@ def test_act_executes_the_chunk_before_predicting_again():
     model.reset()
     np.testing.assert_allclose(model.act(obs), chunk[:, 0])
     np.testing.assert_allclose(model.act(obs), chunk[:, 1])
+    model.n_action_steps = 1  # re-plan every step: always the chunk's first action
+    model.reset()
+    np.testing.assert_allclose(model.act(obs), chunk[:, 0])
+    np.testing.assert_allclose(model.act(obs), chunk[:, 0])
 
 
 def test_token_bc_lowers_the_loss():

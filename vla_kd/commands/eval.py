@@ -12,7 +12,7 @@ from vla_kd.envs import check_task, make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
 from vla_kd.evaluator import aggregate, evaluate_task
-from vla_kd.policies.registry import build_policy, check_policy_spec, policy_image_size
+from vla_kd.policies.registry import build_policy, check_policy_spec, policy_image_size, policy_observation
 from vla_kd.reporting import markdown_table, plot_success, table_rows, write_json_atomic
 from vla_kd.tracking import make_tracker
 
@@ -33,7 +33,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Evaluate and write results.json, results.md, success.png (+ tracker files)."""
     check_policy_spec(str(cfg.policy))
     suite = resolve_tasks(cfg)
-    needs_privileged = str(cfg.policy) == "scripted"
+    required_mode, needs_privileged = policy_observation(str(cfg.policy))
+    obs_mode = required_mode or cfg.obs_mode
     want_video = bool(cfg.video.enabled)
     tracker = make_tracker(
         cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="eval"
@@ -43,12 +44,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         for task in suite.tasks:
             max_steps = cfg.max_episode_steps or suite.max_episode_steps
-            kwargs = env_kwargs(cfg, task, cfg.obs_mode, max_steps, needs_privileged, want_video,
+            kwargs = env_kwargs(cfg, task, obs_mode, max_steps, needs_privileged, want_video,
                                 image_size=image_size)
             results, protocol = evaluate_task(
                 task,
                 make_env=partial(make_env, task, **kwargs),  # partials pickle for the workers
-                make_policy=partial(build_policy, str(cfg.policy), seed=int(cfg.seed)),
+                make_policy=partial(build_policy, str(cfg.policy), seed=int(cfg.seed),
+                                    action_steps=cfg.action_steps),
                 episodes=cfg.episodes_per_task,
                 seed=cfg.seed,
                 video_dir=run_dir / "videos" if want_video else None,

@@ -96,19 +96,22 @@ class PretrainedPolicy(nn.Module, Policy):
 
 
 class ChunkedPolicy(PretrainedPolicy):
-    """A policy that predicts ``config.horizon`` actions at a time and executes the whole chunk
-    open-loop before predicting again (action chunking, as in ACT and diffusion policy)."""
+    """A policy that predicts ``config.horizon`` actions at a time and executes the first
+    ``n_action_steps`` of them (the whole chunk by default) open-loop before predicting again
+    (action chunking, as in ACT and diffusion policy; LeRobot's ``n_action_steps``)."""
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self._queue = None
         self._cursor = 0
+        self.n_action_steps: int | None = None  # None: the whole chunk
 
     def reset(self) -> None:
         self._queue, self._cursor = None, 0
 
     def act(self, obs: dict):
-        exhausted = self._queue is None or self._cursor >= self.config.horizon
+        steps = min(self.n_action_steps or self.config.horizon, self.config.horizon)
+        exhausted = self._queue is None or self._cursor >= steps
         if exhausted or len(self._queue) != len(obs["state"]):
             self._queue, self._cursor = self.predict_action_chunk(obs), 0
         action = self._queue[:, self._cursor]

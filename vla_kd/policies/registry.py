@@ -12,6 +12,7 @@ POLICY_MODULES = (
     "vla_kd.policies.mlp_bc",
     "vla_kd.teachers.token_vla",
     "vla_kd.teachers.action_expert",
+    "vla_kd.policies.gaussian_mlp",
 )
 
 #: policy_type (in a saved folder's config.json) -> PretrainedPolicy subclass.
@@ -48,8 +49,9 @@ def check_policy_spec(spec: str) -> None:
         raise unknown_name(f"policy_type in {Path(spec) / 'config.json'}", policy_type, POLICY_CLASSES)
 
 
-def build_policy(spec: str, env, seed: int = 0) -> Policy:
-    """The policy named by ``spec`` for ``env``."""
+def build_policy(spec: str, env, seed: int = 0, action_steps: int | None = None) -> Policy:
+    """The policy named by ``spec`` for ``env`` (``action_steps``: how many actions of each
+    predicted chunk a chunked policy executes before predicting again; None: all)."""
     check_policy_spec(spec)
     if spec == "random":
         return RandomPolicy(seed)
@@ -59,7 +61,10 @@ def build_policy(spec: str, env, seed: int = 0) -> Policy:
         return scripted_policy_for(env)
     from vla_kd.policies.pretrained import PretrainedPolicy
 
-    return PretrainedPolicy.from_pretrained(spec)
+    policy = PretrainedPolicy.from_pretrained(spec)
+    if action_steps is not None and hasattr(policy, "n_action_steps"):
+        policy.n_action_steps = int(action_steps)
+    return policy
 
 
 def policy_image_size(spec: str) -> int | None:
@@ -71,3 +76,22 @@ def policy_image_size(spec: str) -> int | None:
     from vla_kd.policies.pretrained import read_config
 
     return read_config(Path(spec)).get("config", {}).get("image_size")
+
+
+def policy_observation(spec: str) -> tuple[str | None, bool]:
+    """(the obs_mode a saved policy folder requires or None, whether it reads privileged state).
+
+    RL students trained on privileged state declare it in their config; other policies take the
+    evaluation's ``obs_mode`` (scripted experts always get privileged state)."""
+    if spec == "scripted":
+        return None, True
+    if spec in BUILTIN:
+        return None, False
+    from vla_kd.policies.pretrained import read_config
+
+    config = read_config(Path(spec))
+    if config["policy_type"] != "gaussian_student":
+        return None, False
+    observation = config["config"].get("observation", "state")
+    return ("rgb", False) if observation == "rgb" else ("state", True)
+
