@@ -15,7 +15,7 @@ from vla_kd.tracking import make_tracker
 from vla_kd.trainer import Trainer, TrainerConfig
 
 CONFIG_NAME = "train"
-METHODS = ("bc",)
+METHODS = ("bc", "rpd", "ppo")
 log = logging.getLogger(__name__)
 
 
@@ -74,7 +74,10 @@ def evaluate_policy(cfg: DictConfig, eval_cfg: DictConfig, policy, task: str, na
     from vla_kd.envs.from_config import env_kwargs
     from vla_kd.evaluator import aggregate, evaluate_task
 
-    kwargs = env_kwargs(cfg, task, eval_cfg.obs_mode, eval_cfg.max_episode_steps,
+    # A policy that declares what it reads (an RL student) is shown exactly that.
+    obs_mode = getattr(policy, "observation_mode", None) or eval_cfg.obs_mode
+    kwargs = env_kwargs(cfg, task, obs_mode, eval_cfg.max_episode_steps,
+                        needs_privileged=getattr(policy, "uses_privileged", False),
                         image_size=getattr(policy.config, "image_size", None))
     results, protocol = evaluate_task(
         task, make_env=partial(make_env, task, **kwargs), make_policy=partial(_given_policy, policy),
@@ -139,8 +142,32 @@ def train_model(
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     if cfg.method not in METHODS:
         raise unknown_name("method", cfg.method, METHODS)
-    summary, _ = train_model(cfg, cfg.model, cfg.trainer, cfg.dataset, run_dir, cfg.output, cfg.eval)
+    if cfg.method in ("rpd", "ppo"):
+        summary = run_rl(cfg, run_dir)
+    else:
+        if not cfg.dataset:
+            raise UserError("missing required value: dataset (e.g. vla-kd train dataset=...)")
+        summary, _ = train_model(cfg, cfg.model, cfg.trainer, cfg.dataset, run_dir, cfg.output, cfg.eval)
     print(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def run_rl(cfg: DictConfig, run_dir: Path) -> dict:
+    """method=rpd|ppo: train on ``cfg.env`` (with ``cfg.teacher`` for RPD), then evaluate on
+    held-out seeds (``eval.env``, by default the training task)."""
+    from vla_kd.commands.rpd import train_rl_student
+    from vla_kd.envs import check_task
+
+    if not cfg.env:
+        raise UserError(f"method={cfg.method} trains on a simulator task: give env=maniskill/<Task>")
+    task = str(check_task(cfg.env))
+    summary, student = train_rl_student(cfg, task, cfg.teacher, run_dir, Path(cfg.output),
+                                        use_teacher=cfg.method == "rpd")
+    eval_task = str(cfg.eval.env or task)
+    results = evaluate_policy(cfg, cfg.eval, student, eval_task, name=f"{cfg.method} student")
+    summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"],
+                    "eval/episodes": results["episodes"], "eval/task": eval_task})
+    (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 

@@ -117,6 +117,7 @@ class ManiSkillEnv(gym.Env):
         sim_backend: str = "cpu",
         render_backend: str = "cpu",
         render_mode: str | None = None,
+        reward_mode: str | None = None,
     ) -> None:
         base.check_obs_mode(obs_mode)
         check_task(task)
@@ -138,6 +139,8 @@ class ManiSkillEnv(gym.Env):
         )
         if render_mode:
             kwargs["render_mode"] = render_mode
+        if reward_mode:  # sparse | dense | normalized_dense (ManiSkill's default)
+            kwargs["reward_mode"] = reward_mode
         raw = gym.make(task, **kwargs)
         self._sim = CPUGymWrapper(raw, ignore_terminations=ignore_terminations)
         self._base = self._sim.unwrapped

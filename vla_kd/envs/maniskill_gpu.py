@@ -50,6 +50,7 @@ class ManiSkillBatchedEnv:
         control_mode: str = "pd_ee_delta_pose",
         sim_backend: str = "physx_cuda",
         render_backend: str = "gpu",
+        reward_mode: str | None = None,
     ) -> None:
         check_task(task)
         from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
@@ -66,6 +67,7 @@ class ManiSkillBatchedEnv:
             render_backend=render_backend,
             max_episode_steps=max_episode_steps,
             sensor_configs={"width": image_size, "height": image_size},
+            **({"reward_mode": reward_mode} if reward_mode else {}),
         )
         self._task_env = raw.unwrapped
         self._public = public_extra_keys(self._task_env)

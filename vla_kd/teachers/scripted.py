@@ -64,6 +64,12 @@ class ScriptedExpert(Policy):
         self._phase.clear()
         self._timer.clear()
 
+    def reset_envs(self, indices) -> None:
+        """Forget the phase of the batch elements ``indices`` (their episodes restarted)."""
+        for i in indices:
+            self._phase.pop(int(i), None)
+            self._timer.pop(int(i), None)
+
     def act(self, obs: dict) -> np.ndarray:
         batch = len(obs["state"])
         return np.stack([self._act_one(obs, i) for i in range(batch)]).astype(np.float32)

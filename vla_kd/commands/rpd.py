@@ -1,0 +1,264 @@
+"""``vla-kd train method=rpd|ppo env=... teacher=...``: an RL student on a ManiSkill task,
+pulled toward a teacher (RPD) or not (PPO), saved as a policy folder and evaluated."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from vla_kd.errors import UserError
+from vla_kd.tracking import Tracker, make_tracker
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoints/last_sb3.zip"
+
+
+def teacher_keys(teacher) -> tuple[str, ...]:
+    """The contract observation keys ``teacher`` reads."""
+    keys = ["state"]
+    if getattr(teacher, "uses_privileged", False):
+        keys.append("privileged")
+    config = getattr(teacher, "config", None)
+    if getattr(config, "image_size", None) and getattr(config, "use_image", True):
+        keys.insert(0, "rgb")
+    return tuple(keys)
+
+
+def load_teacher(spec: str | None, task: str, rl: DictConfig):
+    """The teacher named by ``spec`` (``scripted`` or a saved policy folder) for ``task``, or None."""
+    if spec in (None, "", "none"):
+        return None
+    from vla_kd.envs import make_env
+    from vla_kd.policies.registry import build_policy, check_policy_spec
+
+    check_policy_spec(str(spec))
+    if spec == "scripted":  # needs the task's state layout
+        probe = make_env(
+            task, obs_mode="state", include_privileged=True, max_episode_steps=rl.max_episode_steps
+        )
+        try:
+            return build_policy("scripted", probe)
+        finally:
+            probe.close()
+    return build_policy(str(spec), env=None)
+
+
+def make_training_env(cfg: DictConfig, task: str, keys: tuple[str, ...], image_size: int):
+    """Vectorised training envs: CPU subprocess workers, or ManiSkill's GPU-batched sim."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from vla_kd.envs import check_task
+    from vla_kd.envs.rl import BatchedVecEnv, make_rl_vec_env
+
+    rl, sim = cfg.rl, cfg.maniskill
+    if check_task(task).backend != "maniskill":
+        raise UserError("RL students train on ManiSkill tasks (maniskill/<Task>)")
+    kwargs = dict(
+        obs_mode="rgb" if "rgb" in keys else "state",
+        include_privileged="privileged" in keys,
+        image_size=image_size,
+        max_episode_steps=rl.max_episode_steps,
+        reward_mode=rl.reward_mode,
+        control_mode=sim.control_mode,
+        sim_backend=sim.sim_backend,
+        render_backend=sim.render_backend,
+    )
+    if sim.sim_backend == "cpu":
+        venv = make_rl_vec_env(task, keys, int(rl.num_envs), seed=int(rl.seed), **kwargs)
+    else:
+        from vla_kd.envs.maniskill_gpu import ManiSkillBatchedEnv
+
+        name = task.split("/", 1)[1]
+        venv = BatchedVecEnv(ManiSkillBatchedEnv(name, int(sim.num_envs), **kwargs), keys)
+        venv.seed(int(rl.seed))
+    return VecMonitor(venv)
+
+
+class TrackingCallback(BaseCallback):
+    """Per rollout: training success rate (episodes that ended in it), return, speed and the
+    last update's losses to the tracker; a progress bar; atomic periodic checkpoints."""
+
+    def __init__(self, tracker: Tracker, total: int, save, every: int, progress: bool) -> None:
+        super().__init__()
+        self.tracker, self.total, self.save, self.every = tracker, total, save, every
+        self.progress = progress
+        self.curve: list[dict] = []
+        self._ended = self._succeeded = 0
+        self._returns: list[float] = []
+        self._last_save = 0
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc="rl", disable=not self.progress)
+        self._last_save = self.num_timesteps
+        self._started, self._start_steps = time.perf_counter(), self.num_timesteps
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if done:
+                self._ended += 1
+                self._succeeded += bool(info.get("is_success", False))
+                if "episode" in info:
+                    self._returns.append(float(info["episode"]["r"]))
+        return True
+
+    def _on_rollout_start(self) -> None:  # after the previous update: its losses are recorded
+        if self.num_timesteps == self._start_steps:
+            return
+        self._flush()
+        if self.num_timesteps - self._last_save >= self.every:
+            self.save()
+            self._last_save = self.num_timesteps
+
+    def _flush(self) -> None:
+        elapsed = time.perf_counter() - self._started
+        row = {
+            "env_steps": self.num_timesteps,
+            "train/episodes": self._ended,
+            "time/env_steps_per_s": (self.num_timesteps - self._start_steps) / max(elapsed, 1e-9),
+            "time/seconds": elapsed,
+        }
+        if self._ended:
+            row["train/success_rate"] = self._succeeded / self._ended
+            row["train/episode_return"] = float(np.mean(self._returns)) if self._returns else float("nan")
+        row.update(
+            {
+                k: float(v)
+                for k, v in self.model.logger.name_to_value.items()
+                if k.startswith(("train/", "time/teacher"))
+            }
+        )
+        self.tracker.log(row, step=self.num_timesteps)
+        self.curve.append(row)
+        self.bar.set_postfix(success=f"{row.get('train/success_rate', float('nan')):.2f}")
+        self._ended = self._succeeded = 0
+        self._returns = []
+
+    def _on_training_end(self) -> None:
+        self._flush()
+        self.bar.close()
+
+
+def student_config(rl: DictConfig, venv):
+    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig
+
+    shapes = {k: list(space.shape) for k, space in venv.observation_space.spaces.items()}
+    return GaussianStudentConfig(
+        observation=rl.student,
+        observation_shapes=shapes,
+        net_arch=list(rl.net_arch),
+        activation=rl.activation,
+        cnn_features=int(rl.cnn_features),
+        log_std_init=float(rl.log_std_init),
+    )
+
+
+def train_rl_student(
+    cfg: DictConfig,
+    task: str,
+    teacher_spec: str | None,
+    run_dir: Path,
+    output: Path,
+    use_teacher: bool = True,
+    job_type: str = "train",
+) -> tuple[dict, object]:
+    """Train an RL student with ``cfg.rl`` (RPD if ``use_teacher`` and a teacher is given, else
+    PPO), save it to ``output``; returns (summary, student)."""
+    import torch
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
+    from vla_kd.envs.maniskill import instruction_for
+    from vla_kd.methods.rpd import RPD
+    from vla_kd.policies.gaussian_mlp import GaussianStudent, sb3_policy_kwargs, student_keys
+
+    rl = cfg.rl
+    torch.set_num_threads(1)  # the env workers take the other cores
+    teacher = load_teacher(teacher_spec, task, rl) if use_teacher else None
+    if use_teacher and teacher is None:
+        raise UserError(
+            "method=rpd needs teacher=<saved policy folder|scripted> (method=ppo trains without one)"
+        )
+    keys = tuple(dict.fromkeys(student_keys(rl.student) + (teacher_keys(teacher) if teacher else ())))
+    image_size = getattr(getattr(teacher, "config", None), "image_size", None) or int(
+        cfg.maniskill.image_size
+    )
+    venv = make_training_env(cfg, task, keys, image_size)
+    tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type=job_type)
+    checkpoint = run_dir / CHECKPOINT
+    started = time.perf_counter()
+    try:
+        config = student_config(rl, venv)
+        ppo = OmegaConf.to_container(rl.ppo, resolve=True)
+        algo = dict(
+            teacher=teacher,
+            instruction=instruction_for(task.split("/", 1)[1]),
+            teacher_loss=rl.teacher_loss,
+            teacher_weight=float(rl.teacher_weight) if teacher else 0.0,
+            teacher_schedule=rl.teacher_schedule,
+            anneal_steps=rl.anneal_steps,
+            teacher_std=float(rl.teacher_std),
+        )
+        if rl.resume and checkpoint.is_file():
+            model = RPD.load(checkpoint, env=venv, device="cpu", **algo)
+            log.info("resumed from %s at %d env steps", checkpoint, model.num_timesteps)
+        else:
+            model = RPD(
+                MultiInputActorCriticPolicy,
+                venv,
+                policy_kwargs=sb3_policy_kwargs(config),
+                seed=int(rl.seed),
+                device="cpu",
+                verbose=0,
+                **algo,
+                **ppo,
+            )
+
+        def save() -> None:
+            staged = checkpoint.with_suffix(".tmp.zip")
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            model.save(staged)
+            staged.replace(checkpoint)
+
+        callback = TrackingCallback(
+            tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress)
+        )
+        model.learn(
+            int(rl.total_timesteps),
+            callback=callback,
+            reset_num_timesteps=not (rl.resume and checkpoint.is_file()),
+        )
+        save()
+        student = GaussianStudent(config)
+        student.actor_critic.load_state_dict(model.policy.state_dict())
+        student.eval()
+        student.save_pretrained(
+            output,
+            extra={
+                "task": task,
+                "teacher": str(teacher_spec) if teacher else None,
+                "env_steps": int(model.num_timesteps),
+            },
+        )
+        summary = {
+            "model": "gaussian_student",
+            "method": "rpd" if teacher else "ppo",
+            "policy": str(output),
+            "env_steps": int(model.num_timesteps),
+            "wall_seconds": time.perf_counter() - started,
+            "final_train_success_rate": callback.curve[-1].get("train/success_rate")
+            if callback.curve
+            else None,
+        }
+        (run_dir / "curve.json").write_text(json.dumps(callback.curve, indent=1, default=float))
+        tracker.summary(summary)
+        return summary, student
+    finally:
+        venv.close()
+        tracker.finish()

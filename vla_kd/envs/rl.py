@@ -1,0 +1,152 @@
+"""Contract envs made ready for on-policy RL with stable-baselines3.
+
+The observation stays a ``Dict`` holding everything either side needs: the student reads some
+keys (``state`` + ``privileged`` for a state student, ``rgb`` + ``state`` for a visual one) and
+the teacher reads others (a VLA wants ``rgb`` + ``state``). Both live in SB3's rollout buffer,
+so the teacher can label the student's own states once per rollout. Images are stored
+channel-first, which is what SB3's CNNs take (and keeps SB3 from adding its own transpose).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+
+from vla_kd.envs.base import TaskId
+
+
+class RLObservation(gym.ObservationWrapper):
+    """Keeps ``keys`` of a contract observation (``rgb`` turned channel-first) and reports
+    ``info["is_success"]``, which SB3 reads to track the rollout success rate."""
+
+    def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
+        super().__init__(env)
+        missing = [k for k in keys if k not in env.observation_space.spaces]
+        if missing:
+            raise ValueError(
+                f"the env observation has no {missing}; it has {list(env.observation_space.spaces)}"
+            )
+        spaces = {}
+        for key in keys:
+            space = env.observation_space[key]
+            if key == "rgb":
+                h, w, c = space.shape
+                space = gym.spaces.Box(0, 255, shape=(c, h, w), dtype=np.uint8)
+            spaces[key] = space
+        self.observation_space = gym.spaces.Dict(spaces)
+        self.keys = keys
+
+    def observation(self, observation: dict) -> dict:
+        out = {k: observation[k] for k in self.keys}
+        if "rgb" in out:
+            out["rgb"] = np.ascontiguousarray(np.moveaxis(out["rgb"], -1, 0))
+        return out
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        info["is_success"] = bool(info.get("success", False))
+        return obs, reward, terminated, truncated, info
+
+
+def make_rl_env(task: str, keys: tuple[str, ...], **env_kwargs) -> gym.Env:
+    """One training env: the contract env for ``task`` wrapped by :class:`RLObservation`."""
+    from vla_kd.envs import make_env
+
+    return RLObservation(make_env(task, **env_kwargs), keys)
+
+
+def make_rl_vec_env(task: str, keys: tuple[str, ...], num_envs: int, seed: int, **env_kwargs):
+    """``num_envs`` training envs as an SB3 VecEnv (subprocess workers when more than one:
+    ManiSkill's CPU sim runs one env per process), seeded ``seed, seed + 1, ...``."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    TaskId.parse(task)
+    factories = [partial(make_rl_env, task, keys, **env_kwargs) for _ in range(num_envs)]
+    # forkserver: never fork a parent that already holds a Vulkan/EGL context.
+    venv = SubprocVecEnv(factories, start_method="forkserver") if num_envs > 1 else DummyVecEnv(factories)
+    venv.seed(seed)
+    return venv
+
+
+def contract_from_rl(obs: dict) -> dict:
+    """A batch of RL observations (``rgb`` channel-first) back in the contract's layout."""
+    out = dict(obs)
+    if "rgb" in out:
+        out["rgb"] = np.moveaxis(np.asarray(out["rgb"]), -3, -1)
+    return out
+
+
+class BatchedVecEnv(VecEnv):
+    """ManiSkill's GPU-batched sim (:class:`~vla_kd.envs.maniskill_gpu.ManiSkillBatchedEnv`,
+    auto-resetting, tensors on the GPU) as an SB3 VecEnv with the RL observation keys.
+
+    SB3 computes on numpy, so observations cross to the host once per step; the finished
+    episodes' last observations go to ``infos[i]["terminal_observation"]`` for bootstrapping.
+    """
+
+    def __init__(self, env, keys: tuple[str, ...]) -> None:
+        space = env.single_observation_space
+        spaces = {}
+        for key in keys:
+            if key == "rgb":
+                h, w, c = space[key].shape
+                spaces[key] = gym.spaces.Box(0, 255, shape=(c, h, w), dtype=np.uint8)
+            else:
+                spaces[key] = space[key]
+        super().__init__(env.num_envs, gym.spaces.Dict(spaces), env.single_action_space)
+        self.env, self.keys = env, keys
+        self._actions = None
+
+    def _numpy(self, obs: dict) -> dict:
+        out = {k: obs[k].cpu().numpy() for k in self.keys}
+        if "rgb" in out:
+            out["rgb"] = np.ascontiguousarray(np.moveaxis(out["rgb"], -1, 1))
+        return out
+
+    def reset(self):
+        seed = self._seeds[0] if self._seeds and self._seeds[0] is not None else None
+        self._reset_seeds()
+        obs, _ = self.env.reset(seed=seed)
+        return self._numpy(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self):
+        obs, reward, terminated, truncated, info = self.env.step(self._actions)
+        done = (terminated | truncated).cpu().numpy().astype(bool)
+        infos: list[dict] = [{} for _ in range(self.num_envs)]
+        if done.any():
+            final = self._numpy(self.env._convert(info["final_observation"]))
+            success = info["final_info"]["success"].cpu().numpy()
+            cut = (truncated & ~terminated).cpu().numpy()
+            for i in np.flatnonzero(done):
+                infos[i] = {
+                    "terminal_observation": {k: v[i] for k, v in final.items()},
+                    "TimeLimit.truncated": bool(cut[i]),
+                    "is_success": bool(success[i]),
+                }
+        return self._numpy(obs), reward.cpu().numpy().astype(np.float32), done, infos
+
+    def close(self) -> None:
+        self.env.close()
+
+    def get_attr(self, attr_name: str, indices=None) -> list:
+        return [getattr(self.env, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name: str, value, indices=None) -> None:
+        setattr(self.env, attr_name, value)
+
+    def env_method(self, method_name: str, *args, indices=None, **kwargs) -> list:
+        return [getattr(self.env, method_name)(*args, **kwargs)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False] * len(self._indices(indices))
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
