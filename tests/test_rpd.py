@@ -29,6 +29,7 @@ def test_mse_and_l1_are_the_mean_over_all_elements():
 
 def test_bc_is_the_negative_log_density_of_the_teacher_action():
     log_prob = torch.distributions.Normal(MEAN, STD).log_prob(TEACHER).sum(-1)
+
     def nll(m, t, s=0.5):
         return 0.5 * ((t - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)
 
@@ -96,20 +97,39 @@ def rollout_observations(n_steps=3, n_envs=2, seed=0):
     }
 
 
-def test_cached_vla_labels_equal_direct_teacher_calls():
+def contract_step(obs, t, rows=slice(None)):
+    return {
+        "rgb": np.moveaxis(obs["rgb"][t][rows], 1, -1).astype(np.uint8),
+        "state": obs["state"][t][rows],
+        "instruction": ["push the cube"] * len(obs["state"][t][rows]),
+    }
+
+
+def test_cached_labels_of_a_one_step_teacher_equal_direct_calls():
     teacher = tiny_vla()
+    teacher.n_action_steps = 1  # re-plans every step: stateless, labelled in flat batches
     obs = rollout_observations()
     labels = label_rollout(teacher, obs, np.zeros((3, 2), bool), "push the cube", batch_size=4)
     assert labels.shape == (3, 2, 7)
     for t in range(3):
-        direct = teacher.predict_action_chunk(
-            {
-                "rgb": np.moveaxis(obs["rgb"][t], 1, -1).astype(np.uint8),
-                "state": obs["state"][t],
-                "instruction": ["push the cube"] * 2,
-            }
-        )[:, 0]
+        direct = teacher.predict_action_chunk(contract_step(obs, t))[:, 0]
         np.testing.assert_allclose(labels[t], direct, atol=1e-6)
+
+
+def test_chunked_teacher_labels_follow_its_own_chunk_schedule_per_env():
+    teacher = tiny_vla()  # horizon 2: predicts at t = 0, 2, ... unless an episode restarts
+    obs = rollout_observations(n_steps=4)
+    starts = np.array([[1, 1], [0, 1], [0, 0], [0, 0]], bool)  # env 1 restarts at t = 1
+    labels = label_rollout(teacher, obs, starts, "push the cube")
+    chunk_t0 = teacher.predict_action_chunk(contract_step(obs, 0))
+    np.testing.assert_allclose(labels[0], chunk_t0[:, 0], atol=1e-6)
+    np.testing.assert_allclose(labels[1, 0], chunk_t0[0, 1], atol=1e-6)  # env 0 continues its chunk
+    chunk_env1_t1 = teacher.predict_action_chunk(contract_step(obs, 1, [1]))
+    np.testing.assert_allclose(labels[1, 1], chunk_env1_t1[0, 0], atol=1e-6)  # env 1 re-predicts
+    np.testing.assert_allclose(
+        labels[2, 0], teacher.predict_action_chunk(contract_step(obs, 2, [0]))[0, 0], atol=1e-6
+    )
+    np.testing.assert_allclose(labels[2, 1], chunk_env1_t1[0, 1], atol=1e-6)
 
 
 class CountingExpert:
@@ -302,3 +322,14 @@ def test_resume_from_sb3_checkpoint_keeps_the_step_count(tmp_path):
         assert torch.equal(value, resumed.policy.state_dict()[name]), name
     resumed.learn(32, reset_num_timesteps=False)
     assert resumed.num_timesteps == 64
+
+
+def test_a_chunked_teacher_never_predicts_from_a_skipped_camera_frame():
+    teacher = tiny_vla()  # horizon 2: looks at the camera at episode steps 0, 2, ...
+    obs = rollout_observations(n_steps=4)
+    starts = np.array([[1, 1], [0, 0], [0, 0], [0, 0]], bool)
+    obs["rgb_fresh"] = np.array([[1, 1], [0, 0], [1, 1], [0, 0]], np.float32)[..., None]
+    label_rollout(teacher, obs, starts, "push the cube")  # in step with the chunks: fine
+    obs["rgb_fresh"][2, 1] = 0.0
+    with pytest.raises(RuntimeError, match="skipped camera frame"):
+        label_rollout(tiny_vla(), obs, starts, "push the cube")

@@ -84,3 +84,29 @@ def test_batched_adapter_follows_the_sb3_vec_env_contract():
         assert "is_success" in infos[0]
     finally:
         venv.close()
+
+
+def test_skipping_camera_frames_changes_nothing_but_the_skipped_images():
+    from vla_kd.envs.rl import make_rl_env
+
+    kwargs = dict(obs_mode="rgb", include_privileged=True, image_size=64, max_episode_steps=20)
+    every = make_rl_env("maniskill/PushCube-v1", ("rgb", "state", "privileged"), **kwargs)
+    sparse = make_rl_env("maniskill/PushCube-v1", ("rgb", "state", "privileged"), image_every=3, **kwargs)
+    try:
+        actions = np.random.default_rng(0).uniform(-1, 1, size=(7, 7)).astype(np.float32)
+        a, _ = every.reset(seed=11)
+        b, _ = sparse.reset(seed=11)
+        for t in range(8):
+            assert b["rgb_fresh"][0] == float(t % 3 == 0)
+            np.testing.assert_allclose(a["state"], b["state"], atol=1e-5)
+            np.testing.assert_allclose(a["privileged"], b["privileged"], atol=1e-5)
+            if t % 3 == 0:
+                np.testing.assert_array_equal(a["rgb"], b["rgb"])
+            else:
+                assert not b["rgb"].any()
+            if t < 7:
+                a = every.step(actions[t])[0]
+                b = sparse.step(actions[t])[0]
+    finally:
+        every.close()
+        sparse.close()

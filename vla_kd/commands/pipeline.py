@@ -1,5 +1,6 @@
 """``vla-kd pipeline``: the main job. Demonstrations, then the teacher and the action expert
-trained on them, then both evaluated on held-out seeds, side by side in one results table."""
+trained on them, then the students distilled from the teacher (``students``), all evaluated on
+held-out seeds, side by side in one results table."""
 
 from __future__ import annotations
 
@@ -40,6 +41,42 @@ def results_table(rows: list[dict]) -> str:
             f"| {r['samples']} | {r['wall_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+STUDENTS = ("rpd",)
+
+
+def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dict:
+    """Distil the pipeline's teacher into ``students/<method>`` and evaluate it."""
+    if method not in STUDENTS:
+        from vla_kd.errors import unknown_name
+
+        raise unknown_name("student method", method, STUDENTS)
+    from vla_kd.commands.rpd import train_rl_student
+
+    folder = run_dir / "students" / method
+    summary, _ = train_rl_student(
+        cfg,
+        task,
+        str(run_dir / "teacher"),
+        run_dir / "students_training" / method,
+        folder,
+        use_teacher=True,
+        job_type=f"train_{method}",
+    )
+    evaluation = evaluate_saved(cfg, folder)
+    write_json_atomic(evaluation, run_dir / f"{method}_results.json")
+    log.info("%s student: success %.1f%%", method, 100 * evaluation["success_rate"])
+    return {
+        "name": f"{method} student",
+        "task": task,
+        "episodes": evaluation["episodes"],
+        "success_rate": evaluation["success_rate"],
+        "ci95": evaluation["ci95"],
+        "policy_ms_per_action": evaluation["policy_ms_per_action"],
+        "samples": summary["env_steps"],
+        "wall_seconds": summary["wall_seconds"],
+    }
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -91,6 +128,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             }
         )
         log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+    for method in cfg.students:
+        rows.append(train_student(cfg, str(method), str(task), run_dir))
     table = results_table(rows)
     doc = {
         "task": str(task),

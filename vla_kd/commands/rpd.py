@@ -50,7 +50,17 @@ def load_teacher(spec: str | None, task: str, rl: DictConfig):
     return build_policy(str(spec), env=None)
 
 
-def make_training_env(cfg: DictConfig, task: str, keys: tuple[str, ...], image_size: int):
+def camera_period(teacher, student_keys: tuple[str, ...]) -> int:
+    """How often the training envs must render: every step, unless only a chunked teacher
+    looks at the camera, which it does once per executed chunk (episode steps 0, k, 2k, ...)."""
+    if teacher is None or "rgb" in student_keys or "rgb" not in teacher_keys(teacher):
+        return 1
+    return int(getattr(teacher, "actions_per_chunk", 1))
+
+
+def make_training_env(
+    cfg: DictConfig, task: str, keys: tuple[str, ...], image_size: int, image_every: int = 1
+):
     """Vectorised training envs: CPU subprocess workers, or ManiSkill's GPU-batched sim."""
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -71,7 +81,9 @@ def make_training_env(cfg: DictConfig, task: str, keys: tuple[str, ...], image_s
         render_backend=sim.render_backend,
     )
     if sim.sim_backend == "cpu":
-        venv = make_rl_vec_env(task, keys, int(rl.num_envs), seed=int(rl.seed), **kwargs)
+        venv = make_rl_vec_env(
+            task, keys, int(rl.num_envs), seed=int(rl.seed), image_every=image_every, **kwargs
+        )
     else:
         from vla_kd.envs.maniskill_gpu import ManiSkillBatchedEnv
 
@@ -189,7 +201,11 @@ def train_rl_student(
     image_size = getattr(getattr(teacher, "config", None), "image_size", None) or int(
         cfg.maniskill.image_size
     )
-    venv = make_training_env(cfg, task, keys, image_size)
+    # The GPU sim renders batched on the GPU: every frame is cheap there.
+    image_every = (
+        camera_period(teacher, student_keys(rl.student)) if cfg.maniskill.sim_backend == "cpu" else 1
+    )
+    venv = make_training_env(cfg, task, keys, image_size, image_every)
     tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type=job_type)
     checkpoint = run_dir / CHECKPOINT
     started = time.perf_counter()

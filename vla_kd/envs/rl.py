@@ -20,10 +20,18 @@ from vla_kd.envs.base import TaskId
 
 class RLObservation(gym.ObservationWrapper):
     """Keeps ``keys`` of a contract observation (``rgb`` turned channel-first) and reports
-    ``info["is_success"]``, which SB3 reads to track the rollout success rate."""
+    ``info["is_success"]``, which SB3 reads to track the rollout success rate.
 
-    def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
+    ``image_every = k > 1`` renders the camera only at episode steps 0, k, 2k, ... (other
+    frames are zeros) and adds ``rgb_fresh`` (1 where the frame was rendered): a teacher that
+    executes k-action chunks looks at no other frame, and rendering is most of a CPU step.
+    """
+
+    def __init__(self, env: gym.Env, keys: tuple[str, ...], image_every: int = 1) -> None:
         super().__init__(env)
+        if image_every > 1 and not hasattr(env.unwrapped, "render_next_observation"):
+            raise ValueError(f"{type(env.unwrapped).__name__} cannot skip camera frames (image_every > 1)")
+        self.image_every, self._t = image_every, 0
         missing = [k for k in keys if k not in env.observation_space.spaces]
         if missing:
             raise ValueError(
@@ -36,6 +44,8 @@ class RLObservation(gym.ObservationWrapper):
                 h, w, c = space.shape
                 space = gym.spaces.Box(0, 255, shape=(c, h, w), dtype=np.uint8)
             spaces[key] = space
+        if self.image_every > 1:
+            spaces["rgb_fresh"] = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         self.keys = keys
 
@@ -43,28 +53,41 @@ class RLObservation(gym.ObservationWrapper):
         out = {k: observation[k] for k in self.keys}
         if "rgb" in out:
             out["rgb"] = np.ascontiguousarray(np.moveaxis(out["rgb"], -1, 0))
+        if self.image_every > 1:
+            out["rgb_fresh"] = np.array([self._t % self.image_every == 0], np.float32)
         return out
 
+    def reset(self, **kwargs):
+        self._t = 0
+        if self.image_every > 1:
+            self.env.unwrapped.render_next_observation = True
+        return super().reset(**kwargs)
+
     def step(self, action):
+        if self.image_every > 1:
+            self.env.unwrapped.render_next_observation = (self._t + 1) % self.image_every == 0
+        self._t += 1
         obs, reward, terminated, truncated, info = super().step(action)
         info["is_success"] = bool(info.get("success", False))
         return obs, reward, terminated, truncated, info
 
 
-def make_rl_env(task: str, keys: tuple[str, ...], **env_kwargs) -> gym.Env:
+def make_rl_env(task: str, keys: tuple[str, ...], image_every: int = 1, **env_kwargs) -> gym.Env:
     """One training env: the contract env for ``task`` wrapped by :class:`RLObservation`."""
     from vla_kd.envs import make_env
 
-    return RLObservation(make_env(task, **env_kwargs), keys)
+    return RLObservation(make_env(task, **env_kwargs), keys, image_every)
 
 
-def make_rl_vec_env(task: str, keys: tuple[str, ...], num_envs: int, seed: int, **env_kwargs):
+def make_rl_vec_env(
+    task: str, keys: tuple[str, ...], num_envs: int, seed: int, image_every: int = 1, **env_kwargs
+):
     """``num_envs`` training envs as an SB3 VecEnv (subprocess workers when more than one:
     ManiSkill's CPU sim runs one env per process), seeded ``seed, seed + 1, ...``."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     TaskId.parse(task)
-    factories = [partial(make_rl_env, task, keys, **env_kwargs) for _ in range(num_envs)]
+    factories = [partial(make_rl_env, task, keys, image_every, **env_kwargs) for _ in range(num_envs)]
     # forkserver: never fork a parent that already holds a Vulkan/EGL context.
     venv = SubprocVecEnv(factories, start_method="forkserver") if num_envs > 1 else DummyVecEnv(factories)
     venv.seed(seed)

@@ -2,13 +2,17 @@
 
 The teacher is frozen, so its label for a state never changes between PPO's epochs and
 minibatches: labelling the rollout once is exact and costs one teacher pass per rollout instead
-of one per minibatch per epoch. Two kinds of teacher:
+of one per minibatch per epoch. The label is the action the teacher itself would execute:
 
-* stateless models (saved policy folders such as the TokenVLA): every stored state is labelled
-  independently, in flat batches, by the first action of the chunk the model would predict;
-* stateful experts (the scripted ones, which keep a phase per env): the rollout is replayed
-  in time order, one batch of ``n_envs`` states per step, and an env's phase is reset where
-  its episode started, exactly as if the expert had been queried alongside the student.
+* models that act one prediction per step (``actions_per_chunk == 1``) are stateless: every
+  stored state is labelled independently, in flat batches;
+* teachers with memory are replayed over the rollout in time order, one batch of ``n_envs``
+  states per step, resetting an env's memory where its episode started, exactly as if the
+  teacher had run alongside the student. That covers the scripted experts (a phase per env)
+  and chunked models such as the TokenVLA, which execute a predicted chunk open-loop and
+  re-predict when it runs out. Re-predicting at every state instead would label with a
+  different, much worse policy: the PushCube TokenVLA succeeds 62% of the time executing its
+  4-action chunks and 1% when it re-plans after every action.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from vla_kd.policies.pretrained import PretrainedPolicy
 
 
 def is_stateless(teacher: Policy) -> bool:
-    return isinstance(teacher, PretrainedPolicy)
+    return isinstance(teacher, PretrainedPolicy) and getattr(teacher, "actions_per_chunk", 1) == 1
 
 
 def check_teacher(teacher: Policy) -> None:
@@ -35,14 +39,15 @@ def check_teacher(teacher: Policy) -> None:
 
 
 def first_actions(teacher: PretrainedPolicy, obs: dict) -> np.ndarray:
-    """``(B, 7)`` first actions of the teacher's predicted chunks for a contract batch."""
+    """``(B, 7)`` first actions of the teacher's predicted chunks for a contract batch (a
+    chunked model told to execute one action per prediction decodes just that one)."""
     if hasattr(teacher, "predict_first_action"):
         return np.asarray(teacher.predict_first_action(obs), dtype=np.float32)
     return np.asarray(teacher.predict_action_chunk(obs), dtype=np.float32)[:, 0]
 
 
 def _contract_batch(observations: dict, index, instruction: str) -> dict:
-    batch = {k: v[index] for k, v in observations.items()}
+    batch = {k: v[index] for k, v in observations.items() if k != "rgb_fresh"}
     if "rgb" in batch:  # SB3's buffer stores every key as float32
         batch["rgb"] = np.asarray(batch["rgb"]).round().astype(np.uint8)
     batch = contract_from_rl(batch)
@@ -62,6 +67,8 @@ def label_rollout(
     import torch
 
     check_teacher(teacher)
+    if hasattr(teacher, "eval"):
+        teacher.eval()
     n_steps, n_envs = episode_starts.shape
     labels = np.zeros((n_steps, n_envs, 7), np.float32)
     with torch.no_grad():
@@ -72,9 +79,14 @@ def label_rollout(
                 index = slice(start, start + batch_size)
                 out[index] = first_actions(teacher, _contract_batch(flat, index, instruction))
             return labels
+        fresh = observations.get("rgb_fresh")
         for t in range(n_steps):
             restarted = np.flatnonzero(episode_starts[t])
             if len(restarted):
                 teacher.reset_envs(restarted)
+            if fresh is not None and hasattr(teacher, "rows_to_predict"):
+                predicting = teacher.rows_to_predict(n_envs)
+                if not np.all(fresh[t, predicting, 0] > 0.5):  # the env skipped that camera frame
+                    raise RuntimeError(f"the teacher would predict from a skipped camera frame at step {t}")
             labels[t] = teacher.act(_contract_batch(observations, t, instruction))
     return labels

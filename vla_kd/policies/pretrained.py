@@ -13,8 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
+from vla_kd.envs.base import ACTION_DIM
 from vla_kd.errors import UserError
 from vla_kd.policies.base import Policy
 
@@ -102,21 +104,53 @@ class ChunkedPolicy(PretrainedPolicy):
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
-        self._queue = None
-        self._cursor = 0
+        self._queue = None  # (batch, horizon, 7): each env's current chunk
+        self._cursor = None  # (batch,): the next action of the chunk to execute, per env
         self.n_action_steps: int | None = None  # None: the whole chunk
 
+    @property
+    def actions_per_chunk(self) -> int:
+        return min(self.n_action_steps or self.config.horizon, self.config.horizon)
+
     def reset(self) -> None:
-        self._queue, self._cursor = None, 0
+        self._queue, self._cursor = None, None
+
+    def reset_envs(self, indices) -> None:
+        """Make the batch elements ``indices`` (whose episodes restarted) predict afresh."""
+        if self._cursor is not None:
+            self._cursor[np.asarray(indices, dtype=int)] = self.actions_per_chunk
+
+    def rows_to_predict(self, batch: int) -> np.ndarray:
+        """Which batch elements the next ``act`` call predicts a new chunk for."""
+        if self._queue is None or len(self._queue) != batch:
+            return np.arange(batch)
+        return np.flatnonzero(self._cursor >= self.actions_per_chunk)
 
     def act(self, obs: dict):
-        steps = min(self.n_action_steps or self.config.horizon, self.config.horizon)
-        exhausted = self._queue is None or self._cursor >= steps
-        if exhausted or len(self._queue) != len(obs["state"]):
-            self._queue, self._cursor = self.predict_action_chunk(obs), 0
-        action = self._queue[:, self._cursor]
+        batch = len(obs["state"])
+        stale = self.rows_to_predict(batch)
+        if self._queue is None or len(self._queue) != batch:
+            self._queue = np.zeros((batch, self.config.horizon, ACTION_DIM), np.float32)
+            self._cursor = np.full(batch, self.actions_per_chunk)
+        if len(stale):  # only the envs whose chunk ran out predict (all of them in lockstep runs)
+            self._queue[stale] = self.predict_action_chunk(select_rows(obs, stale))
+            self._cursor[stale] = 0
+        action = self._queue[np.arange(batch), self._cursor]
         self._cursor += 1
         return action.astype("float32")
+
+
+def select_rows(obs: dict, rows: np.ndarray) -> dict:
+    """The batch elements ``rows`` of a contract observation (lists of strings included)."""
+    out = {}
+    for key, value in obs.items():
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, list | tuple):
+            out[key] = [value[i] for i in rows]
+        else:
+            out[key] = np.asarray(value)[rows]
+    return out
 
 
 def read_config(folder: Path) -> dict:

@@ -1,0 +1,212 @@
+"""PPO vs RPD vs the teacher on the same tasks and seeds.
+
+    python scripts/rpd_experiment.py --task maniskill/PushCube-v1=runs/pipeline/<run>/teacher \
+        --seeds 0 1 2 --steps 60000 --out runs/rpd_experiment/pushcube [-- extra overrides]
+
+Each (task, method, seed) is one ``vla-kd train method=ppo|rpd`` run in its own folder (runs
+that finished are reused, so an interrupted experiment resumes); the teacher is evaluated once
+per task with ``vla-kd eval`` on the same held-out seeds. Writes ``results.json``,
+``results.md`` (task x method x success +- CI x env steps x latency) and ``success_vs_steps.png``
+(training success vs env steps, mean over seeds, with the teacher's held-out success as a line).
+
+Training success is measured on the training episodes with the stochastic policy; the
+held-out columns are deterministic evaluations on seeds no run trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("ppo", "rpd")
+
+
+def run(args: list[str]) -> None:
+    print("+ vla-kd", " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "vla_kd.cli", *args], check=True, stdin=subprocess.DEVNULL)
+
+
+def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int) -> dict:
+    results = out / "teacher_eval" / "results.json"
+    if not results.is_file():
+        run(
+            [
+                "eval",
+                f"policy={teacher}",
+                f"env={task}",
+                "obs_mode=rgb",
+                f"episodes_per_task={episodes}",
+                "seed=100000",
+                "max_episode_steps=100",
+                "workers=2",
+                "progress=false",
+                "tracker=none",
+                f"hydra.run.dir={results.parent}",
+            ]
+        )
+    return json.loads(results.read_text())
+
+
+def train(
+    task: str, teacher: str, method: str, seed: int, steps: int, episodes: int, out: Path, extra: list[str]
+) -> Path:
+    folder = out / f"{method}_seed{seed}"
+    if not (folder / "train_summary.json").is_file():
+        args = [
+            "train",
+            f"method={method}",
+            f"env={task}",
+            f"rl.seed={seed}",
+            f"rl.total_timesteps={steps}",
+            f"eval.episodes={episodes}",
+            "eval.seed=100000",
+            "rl.progress=false",
+            f"hydra.run.dir={folder}",
+            *extra,
+        ]
+        if method == "rpd":
+            args.append(f"teacher={teacher}")
+        run(args)
+    return folder
+
+
+def smoothed_curve(folder: Path, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rows = [r for r in json.loads((folder / "curve.json").read_text()) if "train/success_rate" in r]
+    steps = np.array([r["env_steps"] for r in rows], float)
+    success = np.array([r["train/success_rate"] for r in rows], float)
+    kernel = np.ones(min(window, len(success))) / min(window, len(success))
+    return steps, np.convolve(success, kernel, mode="same") if len(success) else success
+
+
+def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float | None:
+    hit = np.flatnonzero(success >= target)
+    return float(steps[hit[0]]) if len(hit) else None
+
+
+def latency(task: str, teacher_spec: str, student_folder: Path) -> dict:
+    """Per-action latency of the teacher and the RPD student at batch 1, side by side."""
+    import torch
+
+    from vla_kd.benchmarks.latency import measure_latency
+    from vla_kd.envs import make_env
+    from vla_kd.policies.registry import build_policy, policy_image_size
+
+    torch.set_num_threads(1)
+    env = make_env(
+        task, obs_mode="rgb", include_privileged=True, image_size=policy_image_size(teacher_spec) or 128
+    )
+    try:
+        obs, _ = env.reset(seed=100000)
+        teacher = build_policy(teacher_spec, env)
+        student = build_policy(str(student_folder / "policy"), env)
+    finally:
+        env.close()
+    batch = {k: (v[None] if not isinstance(v, str) else [v]) for k, v in obs.items()}
+    batch["instruction"] = [env.instruction]
+    return measure_latency({"teacher": teacher, "rpd": student}, batch)
+
+
+def plot(curves: dict, teacher_rates: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    for ax, (task, by_method) in zip(axes[0], curves.items(), strict=True):
+        for method, runs in by_method.items():
+            length = min(len(s) for s, _ in runs)
+            steps = runs[0][0][:length]
+            values = np.stack([v[:length] for _, v in runs])
+            ax.plot(steps, values.mean(0), label=f"{method.upper()} (mean of {len(runs)} seeds)")
+            ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
+        ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
+        ax.set(title=task.split("/")[-1], xlabel="env steps", ylabel="training success rate", ylim=(0, 1))
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", action="append", required=True, help="TASK=TEACHER (folder or scripted)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=60000, help="env steps per run")
+    parser.add_argument("--episodes", type=int, default=100, help="held-out evaluation episodes")
+    parser.add_argument("--out", type=Path, default=Path("runs/rpd_experiment"))
+    parser.add_argument("extra", nargs="*", help="overrides passed to every training run")
+    args = parser.parse_args()
+
+    summary: dict = {"tasks": {}, "seeds": args.seeds, "steps": args.steps}
+    curves: dict = {}
+    for spec in args.task:
+        task, teacher = spec.split("=", 1)
+        summary["tasks"][task], curves[task] = run_task(task, teacher, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2, default=float))
+    table = results_table(summary)
+    (args.out / "results.md").write_text(table)
+    teacher_rates = {task: entry["teacher"]["success_rate"] for task, entry in summary["tasks"].items()}
+    plot(curves, teacher_rates, args.out / "success_vs_steps.png")
+    print(table)
+    print(f"plot: {args.out / 'success_vs_steps.png'}")
+
+
+def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
+    """The teacher's evaluation, every (method, seed) run, and the latency of one task."""
+    out = args.out / task.split("/")[-1]
+    teacher_eval = evaluate_teacher(task, teacher, out, args.episodes)
+    keys = ("success_rate", "ci95", "episodes")
+    entry: dict = {"teacher": {"policy": teacher, **{k: teacher_eval[k] for k in keys}}}
+    curves: dict = {}
+    for method in METHODS:
+        entry[method] = []
+        for seed in args.seeds:
+            folder = train(task, teacher, method, seed, args.steps, args.episodes, out, args.extra)
+            result = json.loads((folder / "train_summary.json").read_text())
+            steps, success = smoothed_curve(folder)
+            entry[method].append({
+                "seed": seed, **{k: result[f"eval/{k}"] for k in keys},
+                "env_steps": result["env_steps"], "wall_seconds": result["wall_seconds"],
+                "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
+            })
+            curves.setdefault(method, []).append((steps, success))
+    entry["latency"] = latency(task, teacher, out / f"rpd_seed{args.seeds[0]}")
+    return entry, curves
+
+
+def results_table(summary: dict) -> str:
+    """task x policy x held-out success (CI) x env steps x steps to the teacher's rate x ms/action."""
+    rows = [
+        "| task | policy | success (held-out) | 95% CI | env steps | steps to teacher's rate | ms/action |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+
+    def pct(r: dict) -> str:
+        return f"{100 * r['success_rate']:.0f}% | [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"
+
+    for task, entry in summary["tasks"].items():
+        lat = entry["latency"]
+        teacher_ms = lat["teacher"]["action_ms"]
+        rows.append(f"| {task} | teacher | {pct(entry['teacher'])} | (demos) | | {teacher_ms:.2f} |")
+        for method in METHODS:
+            for r in entry[method]:
+                reach = "not reached" if r["steps_to_teacher"] is None else f"{r['steps_to_teacher']:.0f}"
+                ms = f"{lat['rpd']['action_ms']:.3f}" if method == "rpd" else ""
+                name = f"{method} seed {r['seed']}"
+                rows.append(f"| {task} | {name} | {pct(r)} | {r['env_steps']} | {reach} | {ms} |")
+        speedup = lat["teacher"]["action_ms"] / lat["rpd"]["action_ms"]
+        rows.append(f"| {task} | RPD student speed-up per action | | | | | {speedup:.0f}x |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    main()
