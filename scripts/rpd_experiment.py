@@ -173,11 +173,15 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, args.extra)
             result = json.loads((folder / "train_summary.json").read_text())
             steps, success = smoothed_curve(folder)
-            entry[method].append({
-                "seed": seed, **{k: result[f"eval/{k}"] for k in keys},
-                "env_steps": result["env_steps"], "wall_seconds": result["wall_seconds"],
-                "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
-            })
+            entry[method].append(
+                {
+                    "seed": seed,
+                    **{k: result[f"eval/{k}"] for k in keys},
+                    "env_steps": result["env_steps"],
+                    "wall_seconds": result["wall_seconds"],
+                    "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
+                }
+            )
             curves.setdefault(method, []).append((steps, success))
     entry["latency"] = latency(task, teacher, out / f"rpd_seed{args.seeds[0]}")
     return entry, curves
@@ -186,8 +190,9 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
 def results_table(summary: dict) -> str:
     """task x policy x held-out success (CI) x env steps x steps to the teacher's rate x ms/action."""
     rows = [
-        "| task | policy | success (held-out) | 95% CI | env steps | steps to teacher's rate | ms/action |",
-        "|---|---|---:|---|---:|---:|---:|",
+        "| task | policy | success (held-out) | 95% CI | env steps | steps to teacher's rate "
+        "| ms/call | ms/action |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
     ]
 
     def pct(r: dict) -> str:
@@ -195,16 +200,19 @@ def results_table(summary: dict) -> str:
 
     for task, entry in summary["tasks"].items():
         lat = entry["latency"]
-        teacher_ms = lat["teacher"]["action_ms"]
-        rows.append(f"| {task} | teacher | {pct(entry['teacher'])} | (demos) | | {teacher_ms:.2f} |")
+        t_lat, s_lat = lat["teacher"], lat["rpd"]
+        per_call = f"{t_lat['call_ms_median']:.2f} | {t_lat['action_ms']:.2f}"
+        name = f"teacher ({t_lat['actions_per_call']} actions/call)"
+        rows.append(f"| {task} | {name} | {pct(entry['teacher'])} | (demos) | | {per_call} |")
         for method in METHODS:
             for r in entry[method]:
                 reach = "not reached" if r["steps_to_teacher"] is None else f"{r['steps_to_teacher']:.0f}"
-                ms = f"{lat['rpd']['action_ms']:.3f}" if method == "rpd" else ""
+                ms = f"{s_lat['call_ms_median']:.3f} | {s_lat['action_ms']:.3f}" if method == "rpd" else " | "
                 name = f"{method} seed {r['seed']}"
                 rows.append(f"| {task} | {name} | {pct(r)} | {r['env_steps']} | {reach} | {ms} |")
-        speedup = lat["teacher"]["action_ms"] / lat["rpd"]["action_ms"]
-        rows.append(f"| {task} | RPD student speed-up per action | | | | | {speedup:.0f}x |")
+        per_call = t_lat["call_ms_median"] / s_lat["call_ms_median"]
+        per_action = t_lat["action_ms"] / s_lat["action_ms"]
+        rows.append(f"| {task} | RPD student speed-up | | | | | {per_call:.0f}x | {per_action:.0f}x |")
     return "\n".join(rows) + "\n"
 
 
