@@ -15,7 +15,7 @@ from vla_kd.tracking import make_tracker
 from vla_kd.trainer import Trainer, TrainerConfig
 
 CONFIG_NAME = "train"
-METHODS = ("bc", "rpd", "ppo")
+METHODS = ("bc", "rpd", "ppo", "ceed")
 log = logging.getLogger(__name__)
 
 
@@ -144,6 +144,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise unknown_name("method", cfg.method, METHODS)
     if cfg.method in ("rpd", "ppo"):
         summary = run_rl(cfg, run_dir)
+    elif cfg.method == "ceed":
+        from vla_kd.commands.ceed import train_ceed
+
+        summary, student = train_ceed(cfg, run_dir)
+        if cfg.eval.env:
+            results = evaluate_policy(cfg, cfg.eval, student, str(cfg.eval.env), name="ceed student")
+            summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})
     else:
         if not cfg.dataset:
             raise UserError("missing required value: dataset (e.g. vla-kd train dataset=...)")

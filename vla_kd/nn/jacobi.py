@@ -86,8 +86,10 @@ def jacobi_decode(
     early_exit: EarlyExit | None = None,
     record: bool = False,
     generator=None,
+    initial: torch.Tensor | None = None,
 ) -> JacobiResult:
-    """Decode ``model.n_action_tokens`` tokens of a TokenVLA by Jacobi iteration."""
+    """Decode ``model.n_action_tokens`` tokens of a TokenVLA by Jacobi iteration (``initial``:
+    a given starting window ``(B, n)`` instead of the ``init`` strategy)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
@@ -97,7 +99,11 @@ def jacobi_decode(
     prefix_length = cache.get_seq_length()
     first = model.head(out.last_hidden_state[:, -1]).argmax(-1)
     n = model.n_action_tokens
-    window = initial_window(first, n, model.config.n_bins, init, generator)
+    if initial is not None:
+        window = initial.clone()
+        window[:, 0] = first
+    else:
+        window = initial_window(first, n, model.config.n_bins, init, generator)
     result = JacobiResult(tokens=window, iterations=0, converged=n == 1, prefix_length=prefix_length)
     if record:
         result.trajectory.append(window.clone())

@@ -39,6 +39,13 @@ class TokenVLAConfig:
     heads: int = 4
     intermediate: int = 256
     instruction_dim: int = EMBEDDING_DIM
+    decoding: str = "greedy"  # greedy (autoregressive, KV cache) | jacobi (vla_kd.nn.jacobi)
+    jacobi_init: str = "repeat"
+    #: Jacobi early exit (None: off): at most this many tokens changed in a pass / every change
+    #: within this many bins / a cap on passes. All None: run to the fixed point (= greedy).
+    exit_max_changed: int | None = None
+    exit_max_bin_change: int | None = None
+    exit_max_iterations: int | None = None
 
 
 class PatchCNN(nn.Module):
@@ -190,10 +197,28 @@ class TokenVLA(ChunkedPolicy):
         shaped = tokens.view(len(tokens), -1, self.config.action_dim)
         return self.tokenizer.decode(shaped)
 
+    def decode_tokens(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """All action tokens by the configured decoder; Jacobi's pass count goes to
+        ``self.last_iterations``."""
+        c = self.config
+        if c.decoding == "greedy":
+            self.last_iterations = self.n_action_tokens
+            return self.generate_tokens(rgb, state, instructions)
+        if c.decoding != "jacobi":
+            from vla_kd.errors import unknown_name
+
+            raise unknown_name("decoding", c.decoding, ("greedy", "jacobi"))
+        from vla_kd.nn.jacobi import EarlyExit, jacobi_decode
+
+        rule = EarlyExit(c.exit_max_changed, c.exit_max_bin_change, c.exit_max_iterations)
+        result = jacobi_decode(self, rgb, state, instructions, init=c.jacobi_init, early_exit=rule)
+        self.last_iterations = result.iterations
+        return result.tokens
+
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
         state = torch.as_tensor(obs["state"])
         instructions = list(obs["instruction"])
-        tokens = self.generate_tokens(torch.as_tensor(obs["rgb"]), state, instructions)
+        tokens = self.decode_tokens(torch.as_tensor(obs["rgb"]), state, instructions)
         return self.tokens_to_actions(tokens).clamp(-1, 1).numpy()
 
     def predict_first_action(self, obs: dict) -> np.ndarray:

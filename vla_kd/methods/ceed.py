@@ -1,0 +1,113 @@
+"""Consistency distillation for Jacobi decoding (CEED-VLA, after CLLM): teach a copy of the
+teacher to jump from any intermediate Jacobi window straight to the teacher's fixed point.
+
+For each dataset state ``x`` the frozen teacher's Jacobi trajectory ``Y_0 .. Y_k = Y*`` is
+collected once (and cached by frame). The student, initialised from the teacher, minimises
+
+    L = w_c * sum_i KL( q_T(. | Y*, x) || q_S(. | Y_i, x) ) / n_windows  +  w_ar * CE(q_S(. | L, x), L)
+
+where ``q(. | Y, x)`` are the token distributions a forward over window ``Y`` predicts (one
+Jacobi pass), and ``L`` mixes labels: the teacher's fixed-point token where it lies within
+``label_threshold`` bins of the demonstrated action's token, the demonstrated token where the
+teacher strays further. Images are not augmented: the cached trajectories belong to the
+exact frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vla_kd.methods.base import Method
+from vla_kd.nn.jacobi import initial_window, jacobi_decode
+
+
+def consistency_kl(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """Mean over kept tokens of KL(q_T || q_S); logits ``(B, n, bins)``, ``keep`` ``(B, n)``."""
+    teacher_log = F.log_softmax(teacher_logits, dim=-1)
+    student_log = F.log_softmax(student_logits, dim=-1)
+    kl = (teacher_log.exp() * (teacher_log - student_log)).sum(-1)
+    return (kl * keep).sum() / keep.sum().clamp(min=1)
+
+
+def mixed_labels(teacher_tokens: torch.Tensor, data_tokens: torch.Tensor, threshold: int) -> torch.Tensor:
+    """Teacher's tokens where within ``threshold`` bins of the data's, else the data's."""
+    return torch.where((teacher_tokens - data_tokens).abs() <= threshold, teacher_tokens, data_tokens)
+
+
+class ConsistencyDistillation(Method):
+    """The CEED objective for a TokenVLA ``student`` (a trainable copy of ``teacher``)."""
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        consistency_weight: float = 1.0,
+        ar_weight: float = 1.0,
+        label_threshold: int = 8,
+        init: str = "random",
+        windows_per_state: int = 3,
+    ) -> None:
+        self.model, self.teacher = student, teacher.eval().requires_grad_(False)
+        self.consistency_weight, self.ar_weight = consistency_weight, ar_weight
+        self.label_threshold, self.init, self.windows_per_state = label_threshold, init, windows_per_state
+        #: (episode, frame) -> (trajectory windows (k+1, n), teacher fixed-point logits (n, bins))
+        self.trajectories: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def collect(self, batch: dict) -> None:
+        """Run the teacher's Jacobi decoding on the batch's states not seen yet."""
+        keys = list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))
+        todo = [i for i, key in enumerate(keys) if key not in self.trajectories]
+        if not todo:
+            return
+        rgb, state = batch["observation.images.rgb"][todo], batch["observation.state"][todo]
+        tasks = [batch["task"][i] for i in todo]
+        # Each frame's starting guess depends on the frame alone, not on which batch first
+        # met it, so a resumed run collects the same trajectories.
+        n, bins = self.teacher.n_action_tokens, self.teacher.config.n_bins
+        starts = []
+        for i in todo:
+            generator = torch.Generator().manual_seed(int(keys[i][0]) * 100_003 + int(keys[i][1]))
+            first = torch.zeros(1, dtype=torch.long)
+            starts.append(initial_window(first, n, bins, self.init, generator)[0])
+        result = jacobi_decode(self.teacher, rgb, state, tasks, record=True, initial=torch.stack(starts))
+        with torch.no_grad():
+            logits = self.teacher.token_logits(rgb, state, tasks, result.tokens)
+        windows = torch.stack(result.trajectory, dim=1)  # (b, k+1, n)
+        for row, i in enumerate(todo):
+            self.trajectories[keys[i]] = (windows[row], logits[row])
+
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        student = self.model
+        self.collect(batch)
+        keys = list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))
+        windows = [self.trajectories[k][0] for k in keys]
+        teacher_logits = torch.stack([self.trajectories[k][1] for k in keys])
+        fixed = torch.stack([w[-1] for w in windows])
+        rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+        keep = (~batch["action_is_pad"]).repeat_interleave(student.config.action_dim, dim=1).float()
+
+        # Intermediate windows (never the fixed point itself): drawn per state from its trajectory.
+        kl_terms = []
+        for _ in range(self.windows_per_state):
+            picks = torch.stack([w[torch.randint(0, max(1, len(w) - 1), ())] for w in windows])
+            kl_terms.append(
+                consistency_kl(teacher_logits, student.token_logits(rgb, state, tasks, picks), keep)
+            )
+        consistency = torch.stack(kl_terms).mean()
+
+        data_tokens = student.tokenizer.encode(batch["action"]).flatten(1)
+        labels = mixed_labels(fixed, data_tokens, self.label_threshold)
+        logits = student.token_logits(rgb, state, tasks, labels)
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        ar = (ce * keep.flatten()).sum() / keep.sum()
+        loss = self.consistency_weight * consistency + self.ar_weight * ar
+        teacher_share = ((labels == fixed).float() * keep).sum() / keep.sum()
+        return loss, {
+            "losses/consistency_kl": float(consistency.detach()),
+            "losses/ar_ce": float(ar.detach()),
+            "train/teacher_label_share": float(teacher_share),
+            "train/jacobi_passes": float(sum(len(w) - 1 for w in windows) / len(windows)),
+        }
