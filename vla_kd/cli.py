@@ -12,6 +12,7 @@ COMMANDS = {
     "demos": ("vla_kd.commands.demos", "generate demonstrations into a LeRobot v3 dataset"),
     "train": ("vla_kd.commands.train", "train a policy on a dataset with the shared trainer"),
     "pipeline": ("vla_kd.commands.pipeline", "demos -> teacher + action expert -> evaluation"),
+    "bench": ("vla_kd.commands.bench", "decoder latency and tokens/s, side by side"),
 }
 
 HYDRA_FLAGS_WITH_VALUE = (

@@ -1,0 +1,94 @@
+"""Side-by-side timing of a TokenVLA's decoders: greedy AR, training-free Jacobi, and a
+consistency-distilled student with and without early exit.
+
+Every call is the whole ``predict_action_chunk`` (vision, prefill, decode) on the same batch;
+the decoders take turns call by call, so machine noise hits all of them alike. Nothing is
+dropped after the warm-up. Tokens/s counts every action token of the batch; ``speedup_vs_ar``
+is that rate over greedy AR's at the same chunk size and batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class DecoderResult:
+    """One decoder's figures at one (chunk size, batch)."""
+
+    decoder: str
+    chunk: int
+    batch: int
+    calls: int
+    latency_ms_median: float
+    latency_ms_p10: float
+    latency_ms_p90: float
+    tokens_per_s: float
+    iterations_mean: float
+    iterations_max: int
+    speedup_vs_ar: float = 1.0
+
+
+def with_decoding(model, **settings):
+    """A view of ``model`` (shared weights) that decodes with other config settings."""
+    import copy
+
+    view = copy.copy(model)  # shallow: modules and weights are shared
+    view.config = dataclasses.replace(model.config, **settings)
+    return view
+
+
+def decoders_for(teacher, student=None, early_exit: dict | None = None) -> dict:
+    """name -> model view: ar, jacobi (teacher), and with a student ceed, ceed_early_exit."""
+    off = dict(exit_max_changed=None, exit_max_bin_change=None, exit_max_iterations=None)
+    out = {
+        "ar": with_decoding(teacher, decoding="greedy"),
+        "jacobi": with_decoding(teacher, decoding="jacobi", **off),
+    }
+    if student is not None:
+        out["ceed"] = with_decoding(student, decoding="jacobi", **off)
+        rule = {f"exit_{k}": v for k, v in (early_exit or {}).items()}
+        out["ceed_early_exit"] = with_decoding(student, decoding="jacobi", **{**off, **rule})
+    return out
+
+
+@torch.no_grad()
+def time_decoders(decoders: dict, obs: dict, calls: int = 50, warmup: int = 5) -> list[DecoderResult]:
+    """Round-robin timing of ``decoders`` (name -> TokenVLA view) on the batch ``obs``."""
+    times = {name: [] for name in decoders}
+    passes = {name: [] for name in decoders}
+    for round_ in range(warmup + calls):
+        for name, model in decoders.items():
+            started = time.perf_counter()
+            model.predict_action_chunk(obs)
+            elapsed = time.perf_counter() - started
+            if round_ >= warmup:
+                times[name].append(elapsed)
+                passes[name].append(model.last_iterations)
+    batch = len(obs["state"])
+    results = []
+    for name, model in decoders.items():
+        median = statistics.median(times[name])
+        results.append(
+            DecoderResult(
+                decoder=name,
+                chunk=model.config.horizon,
+                batch=batch,
+                calls=len(times[name]),
+                latency_ms_median=1000 * median,
+                latency_ms_p10=1000 * float(np.percentile(times[name], 10)),
+                latency_ms_p90=1000 * float(np.percentile(times[name], 90)),
+                tokens_per_s=batch * model.n_action_tokens / median,
+                iterations_mean=float(np.mean(passes[name])),
+                iterations_max=int(max(passes[name])),
+            )
+        )
+    ar = next(r for r in results if r.decoder == "ar")
+    for r in results:
+        r.speedup_vs_ar = r.tokens_per_s / ar.tokens_per_s
+    return results

@@ -1,0 +1,165 @@
+"""``vla-kd bench``: decoder latency, action tokens/s and Jacobi passes, side by side, per chunk
+size and batch; optionally each decoder's success, for a success-vs-latency plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.cli_support import hydra_command
+from vla_kd.errors import UserError
+from vla_kd.reporting import write_json_atomic
+
+CONFIG_NAME = "bench"
+log = logging.getLogger(__name__)
+
+
+def observations(cfg: DictConfig, model, batch: int) -> dict:
+    """A contract batch of ``batch`` different observations (dataset frames or env resets)."""
+    if cfg.dataset:
+        from vla_kd.data.lerobot_dataset import LeRobotDataset
+
+        data = LeRobotDataset(cfg.dataset, action_horizon=1)
+        rows = [data[int(i)] for i in np.linspace(0, len(data) - 1, batch).astype(int)]
+        return {
+            "rgb": np.stack([r["observation.images.rgb"].numpy() for r in rows]),
+            "state": np.stack([r["observation.state"].numpy() for r in rows]),
+            "instruction": [r["task"] for r in rows],
+        }
+    from vla_kd.envs import make_env
+
+    env = make_env(str(cfg.env), obs_mode="rgb", image_size=model.config.image_size)
+    try:
+        frames = [env.reset(seed=int(cfg.seed) + i)[0] for i in range(batch)]
+    finally:
+        env.close()
+    return {
+        "rgb": np.stack([f["rgb"] for f in frames]),
+        "state": np.stack([f["state"] for f in frames]),
+        "instruction": [env.instruction] * batch,
+    }
+
+
+def load_pair(teacher: str, student: str | None):
+    from vla_kd.commands.ceed import load_token_teacher
+
+    return load_token_teacher(teacher), (load_token_teacher(student) if student else None)
+
+
+def evaluate_decoder(cfg: DictConfig, name: str, model) -> dict:
+    from vla_kd.commands.train import evaluate_policy
+
+    eval_cfg = OmegaConf.create(
+        {
+            "obs_mode": "rgb",
+            "max_episode_steps": cfg.max_episode_steps,
+            "episodes": cfg.episodes,
+            "seed": cfg.seed,
+            "progress": False,
+            "workers": cfg.workers,
+        }
+    )
+    return evaluate_policy(cfg, eval_cfg, model, str(cfg.env), name=name)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    import torch
+
+    from vla_kd.benchmarks.decoding import decoders_for, time_decoders
+
+    students = list(cfg.students or [])
+    if students and len(students) != len(cfg.teachers):
+        raise UserError("students must match teachers one to one (use null for a teacher without one)")
+    rows, success = [], {}
+    for i, teacher_path in enumerate(cfg.teachers):
+        teacher, student = load_pair(str(teacher_path), students[i] if students else None)
+        decoders = decoders_for(teacher, student, OmegaConf.to_container(cfg.early_exit))
+        for batch in cfg.batch_sizes:
+            obs = observations(cfg, teacher, int(batch))
+            torch.set_num_threads(int(cfg.threads))
+            results = time_decoders(decoders, obs, calls=int(cfg.calls), warmup=int(cfg.warmup))
+            rows.extend(dataclasses.asdict(r) for r in results)
+            for r in results:
+                log.info(
+                    "chunk %d batch %d %-16s %8.1f ms  %7.1f tok/s  x%.2f  passes %.1f",
+                    r.chunk,
+                    r.batch,
+                    r.decoder,
+                    r.latency_ms_median,
+                    r.tokens_per_s,
+                    r.speedup_vs_ar,
+                    r.iterations_mean,
+                )
+        if int(cfg.episodes) > 0:
+            for name, model in decoders.items():
+                summary = evaluate_decoder(cfg, name, model)
+                success[f"{name}@chunk{teacher.config.horizon}"] = {
+                    k: summary[k] for k in ("success_rate", "ci95", "episodes")
+                }
+    doc = {
+        "decoders": rows,
+        "success": success,
+        "threads": int(cfg.threads),
+        "calls": int(cfg.calls),
+        "observations": str(cfg.dataset or cfg.env),
+    }
+    write_json_atomic(doc, Path(cfg.output_json))
+    table = bench_table(rows, success)
+    Path(cfg.output_json).with_suffix(".md").write_text(table)
+    if success:
+        plot_success_vs_latency(rows, success, Path(cfg.output_json).with_name("success_vs_latency.png"))
+    print(table)
+    return doc
+
+
+def bench_table(rows: list[dict], success: dict) -> str:
+    lines = [
+        "| chunk | batch | decoder | latency ms (median [p10, p90]) | action tokens/s | speed-up vs AR "
+        "| passes mean / max | success |",
+        "|---:|---:|---|---|---:|---:|---|---|",
+    ]
+    for r in rows:
+        s = success.get(f"{r['decoder']}@chunk{r['chunk']}")
+        rate = (
+            f"{100 * s['success_rate']:.0f}% [{100 * s['ci95'][0]:.0f}, {100 * s['ci95'][1]:.0f}]"
+            if s
+            else ""
+        )
+        lines.append(
+            f"| {r['chunk']} | {r['batch']} | {r['decoder']} | {r['latency_ms_median']:.1f} "
+            f"[{r['latency_ms_p10']:.1f}, {r['latency_ms_p90']:.1f}] | {r['tokens_per_s']:.0f} "
+            f"| {r['speedup_vs_ar']:.2f}x | {r['iterations_mean']:.1f} / {r['iterations_max']} | {rate} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_success_vs_latency(rows: list[dict], success: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        s = success.get(f"{r['decoder']}@chunk{r['chunk']}")
+        if s is None or r["batch"] != min(x["batch"] for x in rows):
+            continue
+        low, high = s["ci95"]
+        rate = s["success_rate"]
+        ax.errorbar(r["latency_ms_median"], rate, yerr=[[rate - low], [high - rate]], fmt="o", capsize=3)
+        ax.annotate(f"{r['decoder']} (chunk {r['chunk']})", (r["latency_ms_median"], rate), fontsize=8)
+    ax.set(xlabel="latency per call, ms (batch 1)", ylabel="success rate (95% CI)", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+main = hydra_command(CONFIG_NAME, run)
+
+if __name__ == "__main__":
+    main()
