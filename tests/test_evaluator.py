@@ -125,3 +125,36 @@ def test_random_policy_is_seeded():
     a, b = RandomPolicy(1).act(obs), RandomPolicy(1).act(obs)
     assert a.shape == (3, 7) and np.array_equal(a, b)
     assert np.all(np.abs(a) <= 1)
+
+
+@requires_maniskill
+@pytest.mark.maniskill
+def test_skipping_frames_a_chunked_policy_never_reads_changes_nothing():
+    import torch
+
+    from vla_kd.envs import make_env
+    from vla_kd.evaluator import run_episode
+    from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
+
+    torch.manual_seed(0)
+    policy = ChunkedBCPolicy(ChunkedBCConfig(state_dim=25, horizon=3, image_size=64, hidden=32)).eval()
+    seen = []
+    predict = policy.predict_action_chunk
+
+    def spy(obs):  # records every image the policy actually reads
+        seen.append(obs["rgb"].copy())
+        return predict(obs)
+
+    policy.predict_action_chunk = spy
+    env = make_env("maniskill/PushCube-v1", obs_mode="rgb", image_size=64, max_episode_steps=10,
+                   ignore_terminations=True)
+    try:
+        skipped, _, _ = run_episode(env, policy, seed=3, max_steps=10)
+        read_skipping, seen[:] = list(seen), []
+        rendered, _, _ = run_episode(env, policy, seed=3, max_steps=10, frames=[])  # frames: no skipping
+    finally:
+        env.close()
+    assert skipped == rendered
+    assert len(read_skipping) == 4 and all(img.any() for img in read_skipping)  # steps 0, 3, 6, 9
+    for a, b in zip(read_skipping, seen, strict=True):
+        np.testing.assert_array_equal(a, b)
