@@ -173,7 +173,8 @@ def run_rl(cfg: DictConfig, run_dir: Path) -> dict:
     eval_task = str(cfg.eval.env or task)
     results = evaluate_policy(cfg, cfg.eval, student, eval_task, name=f"{cfg.method} student")
     summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"],
-                    "eval/episodes": results["episodes"], "eval/task": eval_task})
+                    "eval/episodes": results["episodes"], "eval/mean_return": results["mean_return"],
+                    "eval/task": eval_task})
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
