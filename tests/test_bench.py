@@ -50,7 +50,7 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["decoders"]
     assert [(r["decoder"], r["batch"]) for r in rows] == [
-        (d, b) for b in (1, 3) for d in ("ar", "jacobi", "ceed", "ceed_early_exit")
+        (d, b) for b in (1, 3) for d in ("ar", "jacobi", "jacobi_early_exit", "ceed", "ceed_early_exit")
     ]
     for r in rows:
         assert r["calls"] == 4 and r["chunk"] == 2 and r["latency_ms_p10"] <= r["latency_ms_median"]

@@ -44,16 +44,18 @@ def with_decoding(model, **settings):
 
 
 def decoders_for(teacher, student=None, early_exit: dict | None = None) -> dict:
-    """name -> model view: ar, jacobi (teacher), and with a student ceed, ceed_early_exit."""
+    """name -> model view: ar, jacobi and jacobi_early_exit (the teacher, training-free), and
+    with a student ceed and ceed_early_exit."""
     off = dict(exit_max_changed=None, exit_max_bin_change=None, exit_max_iterations=None)
+    rule = {**off, **{f"exit_{k}": v for k, v in (early_exit or {}).items()}}
     out = {
         "ar": with_decoding(teacher, decoding="greedy"),
         "jacobi": with_decoding(teacher, decoding="jacobi", **off),
+        "jacobi_early_exit": with_decoding(teacher, decoding="jacobi", **rule),
     }
     if student is not None:
         out["ceed"] = with_decoding(student, decoding="jacobi", **off)
-        rule = {f"exit_{k}": v for k, v in (early_exit or {}).items()}
-        out["ceed_early_exit"] = with_decoding(student, decoding="jacobi", **{**off, **rule})
+        out["ceed_early_exit"] = with_decoding(student, decoding="jacobi", **rule)
     return out
 
 
