@@ -15,8 +15,16 @@ pytestmark = [requires_maniskill, pytest.mark.maniskill, pytest.mark.slow]
 def test_short_rpd_run_on_pushcube_beats_random(tmp_path):
     common = ["env=maniskill/PushCube-v1", "tracker=none"]
     proc = run_cli(
-        "train", "method=rpd", "teacher=scripted", *common, "rl.total_timesteps=12000", "rl.progress=false",
-        "eval.episodes=20", "eval.workers=1", f"hydra.run.dir={tmp_path}", timeout=900,
+        "train",
+        "method=rpd",
+        "teacher=scripted",
+        *common,
+        "rl.total_timesteps=12000",
+        "rl.progress=false",
+        "eval.episodes=20",
+        "eval.workers=1",
+        f"hydra.run.dir={tmp_path}",
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "train_summary.json").read_text())
@@ -26,16 +34,28 @@ def test_short_rpd_run_on_pushcube_beats_random(tmp_path):
     assert curve[-1]["train/teacher_loss"] < 0.6 * curve[0]["train/teacher_loss"]
 
     # The random policy on the same 20 held-out seeds, through the saved-folder path as well.
-    proc = run_cli("eval", "policy=random", *common, "episodes_per_task=20", "seed=100000",
-                   "max_episode_steps=100", f"hydra.run.dir={tmp_path / 'random'}")
+    proc = run_cli(
+        "eval",
+        "policy=random",
+        *common,
+        "episodes_per_task=20",
+        "seed=100000",
+        "max_episode_steps=100",
+        f"hydra.run.dir={tmp_path / 'random'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     random = json.loads((tmp_path / "random" / "results.json").read_text())
     # 12k steps are too few for reliable successes (measured: 0/20 held-out after 12k steps,
     # while random pushes got 1/20), so the test compares the dense return: ~20 vs ~5 measured.
     assert summary["eval/mean_return"] > 2 * random["mean_return"], (summary, random["mean_return"])
 
-    proc = run_cli("eval", f"policy={tmp_path / 'policy'}", *common, "episodes_per_task=2",
-                   f"hydra.run.dir={tmp_path / 'eval'}")
+    proc = run_cli(
+        "eval",
+        f"policy={tmp_path / 'policy'}",
+        *common,
+        "episodes_per_task=2",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "eval" / "results.json").read_text())["episodes"] == 2
 
@@ -102,3 +122,27 @@ def test_skipping_camera_frames_changes_nothing_but_the_skipped_images():
     finally:
         every.close()
         sparse.close()
+
+
+def test_resumed_rl_run_stops_at_the_configured_total(tmp_path):
+    common = [
+        "method=ppo",
+        "env=maniskill/PushCube-v1",
+        "tracker=none",
+        "rl.num_envs=1",
+        "rl.progress=false",
+        "rl.ppo.n_steps=128",
+        "rl.ppo.batch_size=64",
+        "rl.ppo.n_epochs=1",
+        "rl.checkpoint_every=128",
+        "eval.episodes=1",
+        "eval.workers=1",
+        "eval.max_episode_steps=5",
+        f"hydra.run.dir={tmp_path}",
+    ]
+    proc = run_cli("train", *common, "rl.total_timesteps=256")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "checkpoints" / "last_sb3.zip").is_file()
+    proc = run_cli("train", *common, "rl.total_timesteps=512", "rl.resume=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "train_summary.json").read_text())["env_steps"] == 512

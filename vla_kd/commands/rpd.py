@@ -221,7 +221,8 @@ def train_rl_student(
             anneal_steps=rl.anneal_steps,
             teacher_std=float(rl.teacher_std),
         )
-        if rl.resume and checkpoint.is_file():
+        resumed = bool(rl.resume) and checkpoint.is_file()
+        if resumed:
             model = RPD.load(checkpoint, env=venv, device="cpu", **algo)
             log.info("resumed from %s at %d env steps", checkpoint, model.num_timesteps)
         else:
@@ -245,11 +246,9 @@ def train_rl_student(
         callback = TrackingCallback(
             tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress)
         )
-        model.learn(
-            int(rl.total_timesteps),
-            callback=callback,
-            reset_num_timesteps=not (rl.resume and checkpoint.is_file()),
-        )
+        # SB3 counts a continued run's budget on top of the steps already done.
+        remaining = int(rl.total_timesteps) - (model.num_timesteps if resumed else 0)
+        model.learn(max(remaining, 0), callback=callback, reset_num_timesteps=not resumed)
         save()
         student = GaussianStudent(config)
         student.actor_critic.load_state_dict(model.policy.state_dict())
