@@ -10,11 +10,12 @@ is that rate over greedy AR's at the same chunk size and batch.
 from __future__ import annotations
 
 import dataclasses
-import statistics
-import time
+from functools import partial
 
 import numpy as np
 import torch
+
+from vla_kd.benchmarks.latency import round_robin_seconds, spread_ms
 
 
 @dataclasses.dataclass
@@ -62,32 +63,32 @@ def decoders_for(teacher, student=None, early_exit: dict | None = None) -> dict:
 @torch.no_grad()
 def time_decoders(decoders: dict, obs: dict, calls: int = 50, warmup: int = 5) -> list[DecoderResult]:
     """Round-robin timing of ``decoders`` (name -> TokenVLA view) on the batch ``obs``."""
-    times = {name: [] for name in decoders}
-    passes = {name: [] for name in decoders}
-    for round_ in range(warmup + calls):
-        for name, model in decoders.items():
-            started = time.perf_counter()
-            model.predict_action_chunk(obs)
-            elapsed = time.perf_counter() - started
-            if round_ >= warmup:
-                times[name].append(elapsed)
-                passes[name].append(model.last_iterations)
+    passes: dict[str, list[int]] = {name: [] for name in decoders}
+
+    def call(name: str, model) -> None:
+        model.predict_action_chunk(obs)
+        passes[name].append(model.last_iterations)
+
+    times = round_robin_seconds(
+        {name: partial(call, name, model) for name, model in decoders.items()}, calls, warmup
+    )
     batch = len(obs["state"])
     results = []
     for name, model in decoders.items():
-        median = statistics.median(times[name])
+        median, p10, p90 = spread_ms(times[name])
+        kept = passes[name][warmup:]  # the timed calls' passes
         results.append(
             DecoderResult(
                 decoder=name,
                 chunk=model.config.horizon,
                 batch=batch,
                 calls=len(times[name]),
-                latency_ms_median=1000 * median,
-                latency_ms_p10=1000 * float(np.percentile(times[name], 10)),
-                latency_ms_p90=1000 * float(np.percentile(times[name], 90)),
-                tokens_per_s=batch * model.n_action_tokens / median,
-                iterations_mean=float(np.mean(passes[name])),
-                iterations_max=int(max(passes[name])),
+                latency_ms_median=median,
+                latency_ms_p10=p10,
+                latency_ms_p90=p90,
+                tokens_per_s=batch * model.n_action_tokens / (median / 1000),
+                iterations_mean=float(np.mean(kept)),
+                iterations_max=int(max(kept)),
             )
         )
     ar = next(r for r in results if r.decoder == "ar")

@@ -10,24 +10,37 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 
 import numpy as np
 
 from vla_kd.policies.base import Policy
 
 
-def actions_per_call(policy: Policy) -> int:
-    """How many actions one ``predict_action_chunk`` call feeds to the env."""
-    config = getattr(policy, "config", None)
-    horizon = int(getattr(config, "horizon", 1) or 1)
-    executed = getattr(policy, "n_action_steps", None)
-    return min(int(executed), horizon) if executed else horizon
-
-
 def _call(policy: Policy, obs: dict):
     if hasattr(policy, "predict_action_chunk") and getattr(policy, "config", None) is not None:
         return policy.predict_action_chunk(obs)
     return policy.act(obs)
+
+
+def round_robin_seconds(calls_by_name: dict, calls: int = 50, warmup: int = 5) -> dict[str, list[float]]:
+    """Seconds of each timed call of every ``name -> function()``, the functions taking turns
+    call by call; ``warmup`` rounds first are run but not kept, none after them dropped."""
+    times: dict[str, list[float]] = {name: [] for name in calls_by_name}
+    for round_ in range(warmup + calls):
+        for name, call in calls_by_name.items():
+            started = time.perf_counter()
+            call()
+            elapsed = time.perf_counter() - started
+            if round_ >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def spread_ms(seconds: list[float]) -> tuple[float, float, float]:
+    """(median, 10th, 90th percentile) in milliseconds."""
+    ms = [1000 * t for t in seconds]
+    return statistics.median(ms), float(np.percentile(ms, 10)), float(np.percentile(ms, 90))
 
 
 def measure_latency(
@@ -37,26 +50,20 @@ def measure_latency(
     for a batch ``obs`` (contract layout, leading batch axis)."""
     import torch
 
-    times: dict[str, list[float]] = {name: [] for name in policies}
     with torch.no_grad():
-        for _ in range(warmup):
-            for policy in policies.values():
-                _call(policy, obs)
-        for _ in range(calls):
-            for name, policy in policies.items():
-                started = time.perf_counter()
-                _call(policy, obs)
-                times[name].append(1000 * (time.perf_counter() - started))
+        times = round_robin_seconds(
+            {name: partial(_call, policy, obs) for name, policy in policies.items()}, calls, warmup
+        )
     out = {}
     for name, policy in policies.items():
-        samples = times[name]
-        per_call = actions_per_call(policy)
-        median = statistics.median(samples)
+        median, p10, p90 = spread_ms(times[name])
+        # A chunked policy executes this many of the actions one call predicts.
+        per_call = int(getattr(policy, "actions_per_chunk", 1))
         out[name] = {
             "call_ms_median": median,
-            "call_ms_p10": float(np.percentile(samples, 10)),
-            "call_ms_p90": float(np.percentile(samples, 90)),
-            "calls": len(samples),
+            "call_ms_p10": p10,
+            "call_ms_p90": p90,
+            "calls": len(times[name]),
             "actions_per_call": per_call,
             "action_ms": median / per_call,
         }

@@ -18,6 +18,26 @@ from stable_baselines3.common.vec_env import VecEnv
 from vla_kd.envs.base import TaskId
 
 
+def rl_spaces(space: gym.spaces.Dict, keys: tuple[str, ...]) -> dict[str, gym.Space]:
+    """The spaces of ``keys`` of a contract observation space, ``rgb`` made channel-first."""
+    spaces = {}
+    for key in keys:
+        if key == "rgb":
+            h, w, c = space[key].shape
+            spaces[key] = gym.spaces.Box(0, 255, shape=(c, h, w), dtype=np.uint8)
+        else:
+            spaces[key] = space[key]
+    return spaces
+
+
+def rl_from_contract(obs: dict, keys: tuple[str, ...]) -> dict:
+    """``keys`` of a contract observation (one env's or a batch's), ``rgb`` made channel-first."""
+    out = {k: obs[k] for k in keys}
+    if "rgb" in out:
+        out["rgb"] = np.ascontiguousarray(np.moveaxis(np.asarray(out["rgb"]), -1, -3))
+    return out
+
+
 class RLObservation(gym.ObservationWrapper):
     """Keeps ``keys`` of a contract observation (``rgb`` turned channel-first) and reports
     ``info["is_success"]``, which SB3 reads to track the rollout success rate.
@@ -37,22 +57,14 @@ class RLObservation(gym.ObservationWrapper):
             raise ValueError(
                 f"the env observation has no {missing}; it has {list(env.observation_space.spaces)}"
             )
-        spaces = {}
-        for key in keys:
-            space = env.observation_space[key]
-            if key == "rgb":
-                h, w, c = space.shape
-                space = gym.spaces.Box(0, 255, shape=(c, h, w), dtype=np.uint8)
-            spaces[key] = space
+        spaces = rl_spaces(env.observation_space, keys)
         if self.image_every > 1:
             spaces["rgb_fresh"] = gym.spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
         self.observation_space = gym.spaces.Dict(spaces)
         self.keys = keys
 
     def observation(self, observation: dict) -> dict:
-        out = {k: observation[k] for k in self.keys}
-        if "rgb" in out:
-            out["rgb"] = np.ascontiguousarray(np.moveaxis(out["rgb"], -1, 0))
+        out = rl_from_contract(observation, self.keys)
         if self.image_every > 1:
             out["rgb_fresh"] = np.array([self._t % self.image_every == 0], np.float32)
         return out
@@ -111,23 +123,13 @@ class BatchedVecEnv(VecEnv):
     """
 
     def __init__(self, env, keys: tuple[str, ...]) -> None:
-        space = env.single_observation_space
-        spaces = {}
-        for key in keys:
-            if key == "rgb":
-                h, w, c = space[key].shape
-                spaces[key] = gym.spaces.Box(0, 255, shape=(c, h, w), dtype=np.uint8)
-            else:
-                spaces[key] = space[key]
+        spaces = rl_spaces(env.single_observation_space, keys)
         super().__init__(env.num_envs, gym.spaces.Dict(spaces), env.single_action_space)
         self.env, self.keys = env, keys
         self._actions = None
 
     def _numpy(self, obs: dict) -> dict:
-        out = {k: obs[k].cpu().numpy() for k in self.keys}
-        if "rgb" in out:
-            out["rgb"] = np.ascontiguousarray(np.moveaxis(out["rgb"], -1, 1))
-        return out
+        return rl_from_contract({k: obs[k].cpu().numpy() for k in self.keys}, self.keys)
 
     def reset(self):
         seed = self._seeds[0] if self._seeds and self._seeds[0] is not None else None

@@ -33,6 +33,12 @@ def student_keys(observation: str) -> tuple[str, ...]:
     return OBSERVATIONS[observation]
 
 
+def observation_needs(observation: str) -> tuple[str, bool]:
+    """(the contract obs_mode, whether privileged state is read) for a student of this kind."""
+    keys = student_keys(observation)
+    return ("rgb" if "rgb" in keys else "state"), "privileged" in keys
+
+
 class StudentFeatures(BaseFeaturesExtractor):
     """SB3 features extractor over the student's keys only (the buffer also holds the
     teacher's inputs): NatureCNN on the channel-first camera, vectors concatenated."""
@@ -104,7 +110,7 @@ class GaussianStudent(PretrainedPolicy):
 
     def __init__(self, config: GaussianStudentConfig) -> None:
         super().__init__(config)
-        self.uses_privileged = "privileged" in student_keys(config.observation)
+        self.uses_privileged = observation_needs(config.observation)[1]
         self.actor_critic = MultiInputActorCriticPolicy(
             observation_space_from_shapes(config.observation_shapes),
             action_space(),
@@ -115,7 +121,7 @@ class GaussianStudent(PretrainedPolicy):
     @property
     def observation_mode(self) -> str:
         """The contract obs_mode this student needs from an env."""
-        return "rgb" if "rgb" in student_keys(self.config.observation) else "state"
+        return observation_needs(self.config.observation)[0]
 
     def mean_action(self, obs: dict) -> torch.Tensor:
         """The Gaussian's mean for a batch of tensors keyed like the training observation."""

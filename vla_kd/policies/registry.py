@@ -92,6 +92,7 @@ def policy_observation(spec: str) -> tuple[str | None, bool]:
     config = read_config(Path(spec))
     if config["policy_type"] != "gaussian_student":
         return None, False
-    observation = config["config"].get("observation", "state")
-    return ("rgb", False) if observation == "rgb" else ("state", True)
+    from vla_kd.policies.gaussian_mlp import observation_needs
+
+    return observation_needs(config["config"].get("observation", "state"))
 
