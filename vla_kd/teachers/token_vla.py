@@ -186,11 +186,11 @@ class TokenVLA(ChunkedPolicy):
         cache = DynamicCache()
         step = lambda embeds: self.trunk(inputs_embeds=embeds, past_key_values=cache, use_cache=True)  # noqa: E731
         out = step(self.prefix(rgb, state, instructions))
-        tokens = []
-        for _ in range(n_tokens or self.n_action_tokens):
-            token = self.head(out.last_hidden_state[:, -1]).argmax(-1)
-            tokens.append(token)
-            out = step(self.action_embed(token)[:, None])
+        tokens: list[torch.Tensor] = []
+        for k in range(n_tokens or self.n_action_tokens):
+            if k:  # feed the previous token back (never after the last one: nothing reads it)
+                out = step(self.action_embed(tokens[-1])[:, None])
+            tokens.append(self.head(out.last_hidden_state[:, -1]).argmax(-1))
         return torch.stack(tokens, dim=1)
 
     def tokens_to_actions(self, tokens: torch.Tensor) -> torch.Tensor:
