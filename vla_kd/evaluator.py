@@ -35,6 +35,7 @@ class EpisodeResult:
     length: int
     policy_ms_per_action: float
     env_ms_per_step: float
+    policy_stats: dict | None = None  # the policy's own counters (e.g. layer-skipping paths)
 
 
 @dataclass
@@ -180,6 +181,7 @@ def _evaluate_block(
                     seed=episode_seed,
                     policy_ms_per_action=1000 * policy_s / stats["length"],
                     env_ms_per_step=1000 * env_s / stats["length"],
+                    policy_stats=policy.episode_stats() if hasattr(policy, "episode_stats") else None,
                     **stats,
                 )
             )
@@ -221,7 +223,17 @@ def summarize(results: list[EpisodeResult]) -> dict:
         "mean_length": float(np.mean([r.length for r in results])) if n else 0.0,
         "policy_ms_per_action": float(np.mean([r.policy_ms_per_action for r in results])) if n else 0.0,
         "env_ms_per_step": float(np.mean([r.env_ms_per_step for r in results])) if n else 0.0,
+        **({"policy_stats": summed_policy_stats(results)} if any(r.policy_stats for r in results) else {}),
     }
+
+
+def summed_policy_stats(results: list[EpisodeResult]) -> dict:
+    """The policies' per-episode counters, summed over episodes."""
+    total: dict = {}
+    for r in results:
+        for key, value in (r.policy_stats or {}).items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def aggregate(per_task: dict[str, tuple[list[EpisodeResult], TaskProtocol]], policy: str) -> dict:

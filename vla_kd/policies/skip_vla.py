@@ -1,0 +1,226 @@
+"""SkipVLA: the DySL-VLA student, a TokenVLA whose incremental trunk layers are bypassed on
+unimportant control steps.
+
+Built from a TokenVLA teacher (same weights) plus one light adapter per incremental layer. Per
+call and per batch row the prior-post guidance (:mod:`vla_kd.policies.skip_guidance`) picks a
+path: ``full`` (every layer, the teacher's computation), ``skip`` (informative layers and
+adapters only), or ``skip+full`` (the cheap path's first action was rejected, so the call is
+decoded again at full depth; the wasted work is counted). With ``skipping="off"`` the student
+computes exactly what the teacher does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vla_kd.nn.layer_skip import INCREMENTAL, INFORMATIVE, SkipAdapter, greedy_decode_flops, run_layers
+from vla_kd.policies.registry import register_policy_type
+from vla_kd.policies.skip_guidance import SkipThresholds, post_rejects, prior_critical
+from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+SKIPPING = ("off", "always", "guided")
+
+
+@dataclass
+class SkipVLAConfig(TokenVLAConfig):
+    """A TokenVLA's sizes plus the layer roles, adapters and guidance thresholds."""
+
+    layer_roles: list[str] | None = None  # per trunk layer: informative | incremental
+    adapter_rank: int = 32
+    skipping: str = "guided"  # off (= the teacher) | always (every step cheap) | guided
+    history: int = 4  # executed actions the prior reads
+    prior_threshold: float | None = None  # from the training demos (skip_guidance.calibrate)
+    post_threshold: float | None = None
+
+
+@register_policy_type
+class SkipVLA(TokenVLA):
+    """A TokenVLA with per-step dynamic layer skipping; see the module docstring."""
+
+    policy_type = "skip_vla"
+    config_class = SkipVLAConfig
+
+    def __init__(self, config: SkipVLAConfig) -> None:
+        super().__init__(config)
+        roles = config.layer_roles or [INFORMATIVE] * config.layers
+        if len(roles) != config.layers or set(roles) - {INFORMATIVE, INCREMENTAL}:
+            raise ValueError(
+                f"layer_roles must give informative|incremental for each of {config.layers} layers"
+            )
+        if roles[0] != INFORMATIVE:
+            raise ValueError("layer 0 must be informative (the KV cache counts positions with it)")
+        if config.skipping not in SKIPPING:
+            from vla_kd.errors import unknown_name
+
+            raise unknown_name("skipping", config.skipping, SKIPPING)
+        self.roles = list(roles)
+        self.adapters = torch.nn.ModuleDict(
+            {
+                str(i): SkipAdapter(config.hidden, config.adapter_rank)
+                for i, r in enumerate(roles)
+                if r == INCREMENTAL
+            }
+        )
+        self._layers = list(self.trunk.layers)  # the real decoder layers (a plan swaps the list)
+        with torch.no_grad():
+            size = config.image_size
+            patches = self.vision(torch.zeros(1, size, size, 3, dtype=torch.uint8))[0].shape[1]
+        self.prefix_length = patches + 3  # + instruction, observation, begin-of-action
+        self._history: np.ndarray | None = None  # (B, history, 7) last executed actions per row
+        self._seen: np.ndarray | None = None  # (B,) how many actions each row has executed
+        self._rows: np.ndarray | None = None  # rows the running act() call predicts for
+        self.calls: list[dict] = []  # one entry per row per prediction since reset()
+
+    @classmethod
+    def from_teacher(cls, teacher: TokenVLA, **fields) -> SkipVLA:
+        """A student with ``teacher``'s weights (adapters fresh, i.e. plain skipping)."""
+        student = cls(SkipVLAConfig(**dataclasses.asdict(teacher.config), **fields))
+        missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("adapters.") for k in missing):
+            raise ValueError(f"teacher weights do not fit the student: {unexpected[:3]} {missing[:3]}")
+        return student
+
+    # ------------------------------------------------------------- layer plans
+    @property
+    def informative_layers(self) -> list[int]:
+        return [i for i, r in enumerate(self.roles) if r == INFORMATIVE]
+
+    def full_plan(self) -> list[torch.nn.Module]:
+        return list(self._layers)
+
+    def skip_plan(self) -> list[torch.nn.Module]:
+        return [
+            layer if r == INFORMATIVE else self.adapters[str(i)]
+            for i, (layer, r) in enumerate(zip(self._layers, self.roles, strict=True))
+        ]
+
+    def skip_logits(self, rgb, state, instructions, tokens) -> torch.Tensor:
+        """Teacher-forced logits of the cheap path (informative layers + adapters)."""
+        with run_layers(self.trunk, self.skip_plan()):
+            return self.token_logits(rgb, state, instructions, tokens)
+
+    def trunk_flops(self, path: str, prefix: int) -> int:
+        """Trunk FLOPs of one call of ``path`` for one row (prefix of ``prefix`` positions)."""
+        c, n = self.config, self.n_action_tokens
+        full = ["layer"] * c.layers
+        cheap = ["layer" if r == INFORMATIVE else "adapter" for r in self.roles]
+        if path == "full":
+            return greedy_decode_flops(c, full, c.adapter_rank, prefix, 0, n)
+        if path == "skip":
+            return greedy_decode_flops(c, cheap, c.adapter_rank, prefix, 0, n)
+        # skip+full: the first action's tokens on the cheap path, then a full decode
+        return greedy_decode_flops(c, cheap, c.adapter_rank, prefix, 0, c.action_dim) + greedy_decode_flops(
+            c, full, c.adapter_rank, prefix, 0, n
+        )
+
+    # ------------------------------------------------------------- decoding
+    def _greedy(self, prefix: torch.Tensor, count: int, plan, run=None):
+        """Start (``run=None``) or continue a greedy decode by ``count`` tokens under ``plan``;
+        returns the run ``(cache, last output, tokens)``."""
+        from transformers import DynamicCache
+
+        cache, out, tokens = run or (DynamicCache(), None, [])
+        with run_layers(self.trunk, plan):
+            if out is None:
+                out = self.trunk(inputs_embeds=prefix, past_key_values=cache, use_cache=True)
+            for _ in range(count):
+                if tokens:  # feed the previous token back
+                    embeds = self.action_embed(tokens[-1])[:, None]
+                    out = self.trunk(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
+                tokens.append(self.head(out.last_hidden_state[:, -1]).argmax(-1))
+        return cache, out, tokens
+
+    @torch.no_grad()
+    def decode_with_guidance(
+        self, rgb, state, instructions, history: np.ndarray | None = None, complete: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, list[str]]:
+        """Action tokens ``(B, n)`` and each row's path. ``history`` ``(B, T, 7)``: the actions
+        each row executed last (``complete`` False where fewer than T); None: no history."""
+        c, batch, n = self.config, len(state), self.n_action_tokens
+        if c.skipping == "off" or INCREMENTAL not in self.roles:
+            return super().decode_tokens(rgb, state, instructions), ["full"] * batch
+        if c.decoding != "greedy":
+            raise ValueError("layer skipping decodes greedily; set decoding=greedy")
+        thresholds = SkipThresholds(c.prior_threshold, c.post_threshold)
+        if c.skipping == "always":
+            cheap = np.ones(batch, bool)
+        elif history is None:
+            cheap = np.zeros(batch, bool)
+        else:
+            ok = np.ones(batch, bool) if complete is None else np.asarray(complete, bool)
+            cheap = ~prior_critical(history, ok, thresholds)
+        prefix = self.prefix(rgb, state, instructions)
+        tokens = torch.zeros(batch, n, dtype=torch.long)
+        paths = ["full"] * batch
+        rows = np.flatnonzero(cheap)
+        if len(rows):
+            run = self._greedy(prefix[rows], c.action_dim, self.skip_plan())
+            accept = np.ones(len(rows), bool)
+            if c.skipping == "guided":
+                first = self.tokens_to_actions(torch.stack(run[2], dim=1))[:, 0].clamp(-1, 1).numpy()
+                accept = ~post_rejects(history[rows, -1], first, thresholds)
+            if accept.any():
+                keep = torch.as_tensor(np.flatnonzero(accept))
+                cache, out, partial = run
+                cache.batch_select_indices(keep)
+                out.last_hidden_state = out.last_hidden_state[keep]
+                run = self._greedy(
+                    None, n - c.action_dim, self.skip_plan(), (cache, out, [t[keep] for t in partial])
+                )
+                tokens[rows[accept]] = torch.stack(run[2], dim=1)
+            for i, ok in zip(rows, accept, strict=True):
+                paths[i] = "skip" if ok else "skip+full"
+        full_rows = np.array([i for i in range(batch) if paths[i] != "skip"], dtype=int)
+        if len(full_rows):
+            tokens[full_rows] = torch.stack(self._greedy(prefix[full_rows], n, self.full_plan())[2], dim=1)
+        return tokens, paths
+
+    def decode_tokens(self, rgb, state, instructions) -> torch.Tensor:
+        history = complete = None
+        if self._rows is not None and self._history is not None:
+            history = self._history[self._rows]
+            complete = self._seen[self._rows] >= self.config.history
+        tokens, paths = self.decode_with_guidance(rgb, state, instructions, history, complete)
+        self.calls.extend({"path": p, "trunk_flops": self.trunk_flops(p, self.prefix_length)} for p in paths)
+        self.last_iterations = self.n_action_tokens
+        return tokens
+
+    # ------------------------------------------------------------- history
+    def reset(self) -> None:
+        super().reset()
+        self._history, self._seen, self.calls = None, None, []
+
+    def reset_envs(self, indices) -> None:
+        super().reset_envs(indices)
+        if self._seen is not None:
+            self._seen[np.asarray(indices, dtype=int)] = 0
+
+    def act(self, obs: dict):
+        batch = len(obs["state"])
+        if self._history is None or len(self._history) != batch:
+            self._history = np.zeros((batch, self.config.history, 7), np.float32)
+            self._seen = np.zeros(batch, int)
+        self._rows = self.rows_to_predict(batch)
+        try:
+            action = super().act(obs)
+        finally:
+            self._rows = None
+        self._history = np.roll(self._history, -1, axis=1)
+        self._history[:, -1] = action
+        self._seen += 1
+        return action
+
+    def episode_stats(self) -> dict:
+        """Counts since ``reset()``: predictions per path and their trunk FLOPs (summed)."""
+        paths = [call["path"] for call in self.calls]
+        return {
+            "calls": len(paths),
+            "calls_skip": paths.count("skip"),
+            "calls_full": paths.count("full"),
+            "calls_skip_full": paths.count("skip+full"),
+            "trunk_flops": int(sum(call["trunk_flops"] for call in self.calls)),
+        }
