@@ -15,15 +15,18 @@ from vla_kd.tracking import make_tracker
 from vla_kd.trainer import Trainer, TrainerConfig
 
 
-def load_token_teacher(folder: str | None):
+def load_token_teacher(folder: str | None, method: str = "ceed"):
+    """The saved TokenVLA at ``folder``, with one-line errors for a missing or wrong folder."""
     from vla_kd.policies.pretrained import PretrainedPolicy
     from vla_kd.teachers.token_vla import TokenVLA
 
     if not folder:
-        raise UserError("method=ceed needs teacher=<folder of a saved token_vla policy>")
+        raise UserError(f"method={method} needs teacher=<folder of a saved token_vla policy>")
     teacher = PretrainedPolicy.from_pretrained(folder)
     if not isinstance(teacher, TokenVLA):
-        raise UserError(f"method=ceed distils a token_vla teacher; '{folder}' holds a {teacher.policy_type}")
+        raise UserError(
+            f"method={method} distils a token_vla teacher; '{folder}' holds a {teacher.policy_type}"
+        )
     return teacher
 
 

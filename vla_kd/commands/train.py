@@ -15,7 +15,7 @@ from vla_kd.tracking import make_tracker
 from vla_kd.trainer import Trainer, TrainerConfig
 
 CONFIG_NAME = "train"
-METHODS = ("bc", "rpd", "ppo", "ceed")
+METHODS = ("bc", "rpd", "ppo", "ceed", "dysl")
 log = logging.getLogger(__name__)
 
 
@@ -144,13 +144,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise unknown_name("method", cfg.method, METHODS)
     if cfg.method in ("rpd", "ppo"):
         summary = run_rl(cfg, run_dir)
-    elif cfg.method == "ceed":
+    elif cfg.method in ("ceed", "dysl"):
         from vla_kd.commands.ceed import train_ceed
+        from vla_kd.commands.dysl import train_dysl
 
-        summary, student = train_ceed(cfg, run_dir)
+        summary, student = (train_ceed if cfg.method == "ceed" else train_dysl)(cfg, run_dir)
         if cfg.eval.env:
-            results = evaluate_policy(cfg, cfg.eval, student, str(cfg.eval.env), name="ceed student")
+            results = evaluate_policy(cfg, cfg.eval, student, str(cfg.eval.env), name=f"{cfg.method} student")
             summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})
+            if "policy_stats" in results:  # e.g. how often a DySL student skipped
+                summary["eval/policy_stats"] = results["policy_stats"]
     else:
         if not cfg.dataset:
             raise UserError("missing required value: dataset (e.g. vla-kd train dataset=...)")

@@ -1,0 +1,124 @@
+"""``vla-kd train method=dysl teacher=<token_vla folder> dataset=...``: a SkipVLA student that
+bypasses its teacher's incremental layers on unimportant steps (DySL-VLA).
+
+Steps, all from the training demonstrations: (1) rank the teacher's layers by how much
+bypassing each one changes its action-token distributions and keep the most important ones
+as informative; (2) calibrate the prior and post guidance thresholds as quantiles of the demos'
+motion statistics; (3) stage 1, adapters only; (4) stage 2, everything, skipping sampled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.errors import UserError
+from vla_kd.tracking import make_tracker
+from vla_kd.trainer import Trainer, TrainerConfig
+
+
+def demo_episodes(dataset) -> list[np.ndarray]:
+    """Each training episode's actions ``(T, 7)``, in frame order."""
+    return [dataset.actions[dataset.episode_index == e] for e in np.unique(dataset.episode_index)]
+
+
+def importance_of_layers(teacher, dataset, frames: int, seed: int) -> np.ndarray:
+    """Layer importance (vla_kd.nn.layer_skip) on ``frames`` dataset states drawn by ``seed``,
+    teacher-forced on the teacher's own greedy tokens."""
+    from vla_kd.nn.layer_skip import layer_importance
+
+    picks = np.random.default_rng(seed).choice(len(dataset), size=min(frames, len(dataset)), replace=False)
+    batch = torch.utils.data.default_collate([dataset[int(i)] for i in picks])
+    rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+    tokens = teacher.generate_tokens(rgb, state, tasks)
+    return layer_importance(teacher, rgb, state, tasks, tokens)
+
+
+def train_dysl(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
+    """Classify, calibrate, distil in two stages, save to ``cfg.output``; (summary, student)."""
+    from vla_kd.commands.ceed import load_token_teacher
+    from vla_kd.data.lerobot_dataset import LeRobotDataset
+    from vla_kd.methods.dysl import SkipAwareDistillation
+    from vla_kd.nn.layer_skip import classify_layers
+    from vla_kd.policies.skip_guidance import calibrate
+    from vla_kd.policies.skip_vla import SkipVLA
+
+    if not cfg.dataset:
+        raise UserError("method=dysl needs dataset=<the teacher's demonstrations>")
+    d = cfg.dysl
+    teacher = load_token_teacher(cfg.teacher, method="dysl")
+    if not 1 <= int(d.informative_layers) <= teacher.config.layers:
+        raise UserError(
+            f"dysl.informative_layers must be 1..{teacher.config.layers} (the teacher's layers), "
+            f"got {d.informative_layers}"
+        )
+    dataset = LeRobotDataset(cfg.dataset, action_horizon=teacher.config.horizon)
+    started = time.perf_counter()
+    importance = importance_of_layers(teacher, dataset, int(d.importance_frames), int(cfg.trainer.seed))
+    roles = classify_layers(importance.tolist(), int(d.informative_layers))
+    try:
+        thresholds = calibrate(
+            demo_episodes(dataset), teacher.config.horizon, int(d.history), d.prior_quantile, d.post_quantile
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    student = SkipVLA.from_teacher(
+        teacher,
+        layer_roles=roles,
+        adapter_rank=int(d.adapter_rank),
+        skipping=d.skipping,
+        history=int(d.history),
+        prior_threshold=thresholds.prior,
+        post_threshold=thresholds.post,
+    ).train()
+    tracker = make_tracker(
+        cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train_dysl"
+    )
+    try:
+        metrics: dict = {}
+        steps = 0
+        for stage, n_steps, lr in ((1, d.stage1_steps, d.stage1_lr), (2, d.stage2_steps, d.stage2_lr)):
+            if int(n_steps) <= 0:
+                continue
+            method = SkipAwareDistillation(student, teacher, stage, float(d.skip_probability))
+            settings = TrainerConfig(
+                **{
+                    **OmegaConf.to_container(cfg.trainer, resolve=True),
+                    "steps": int(n_steps),
+                    "lr": float(lr),
+                }
+            )
+            trainer = Trainer(method, dataset, settings, run_dir / f"stage{stage}", tracker)
+            metrics.update({f"stage{stage}/{k}": v for k, v in trainer.fit().items()})
+            steps += trainer.step
+        student.eval().requires_grad_(False)
+        extra = {
+            "teacher": str(cfg.teacher),
+            "dataset": str(cfg.dataset),
+            "steps": steps,
+            "layer_importance": importance.tolist(),
+            "thresholds": dataclasses.asdict(thresholds),
+        }
+        student.save_pretrained(cfg.output, extra=extra)
+        summary = {
+            "model": "skip_vla",
+            "method": "dysl",
+            "policy": str(cfg.output),
+            "steps": steps,
+            "samples": steps * int(cfg.trainer.batch_size),
+            "wall_seconds": time.perf_counter() - started,
+            "layer_roles": roles,
+            **extra,
+            **metrics,
+        }
+        tracker.summary({k: v for k, v in summary.items() if not isinstance(v, list | dict)})
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        return summary, student
+    finally:
+        tracker.finish()
