@@ -1,4 +1,5 @@
-"""`vla-kd bench` on tiny saved models: every decoder timed at every batch, none dropped."""
+"""`vla-kd bench` on tiny saved models: every decoder timed at every batch, none dropped; a
+layer-skipping student timed against its teacher on replayed demonstrations."""
 
 from __future__ import annotations
 
@@ -29,17 +30,23 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
     dataset = writer.finalize()
     torch.manual_seed(0)
     teacher = TokenVLA(
-        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=32, layers=1, heads=2, intermediate=64)
+        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=32, layers=2, heads=2, intermediate=64)
     )
     teacher.tokenizer.fit(torch.rand(20, 7) * 2 - 1)
     teacher.save_pretrained(tmp_path / "teacher")
     teacher.save_pretrained(tmp_path / "student")  # an untrained "student": timing only
+    from vla_kd.policies.skip_vla import SkipVLA
+
+    skipper = SkipVLA.from_teacher(teacher, layer_roles=["informative", "incremental"], adapter_rank=4)
+    skipper.save_pretrained(tmp_path / "dysl")
 
     out = tmp_path / "bench.json"
     proc = run_cli(
         "bench",
         f"teachers=[{tmp_path / 'teacher'}]",
         f"students=[{tmp_path / 'student'}]",
+        f"dysl_students=[{tmp_path / 'dysl'}]",
+        "replay_calls=3",
         f"dataset={dataset}",
         "batch_sizes=[1,3]",
         "calls=4",
@@ -49,6 +56,8 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["decoders"]
+    skipping = {r["decoder"]: r for r in rows if "paths" in r}
+    rows = [r for r in rows if "paths" not in r]
     assert [(r["decoder"], r["batch"]) for r in rows] == [
         (d, b) for b in (1, 3) for d in ("ar", "jacobi", "jacobi_early_exit", "ceed", "ceed_early_exit")
     ]
@@ -60,3 +69,10 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
         else:
             assert 1 <= r["iterations_max"] <= 13
     assert "| ceed_early_exit |" in out.with_suffix(".md").read_text()
+    assert set(skipping) == {"dysl_full", "dysl_skip", "dysl_guided"}
+    for r in skipping.values():
+        assert r["calls"] == 3 and sum(r["paths"].values()) == 3
+    assert skipping["dysl_full"]["paths"]["full"] == 3 and skipping["dysl_full"]["flops_reduction_vs_ar"] == 1.0
+    assert skipping["dysl_skip"]["paths"]["skip"] == 3 and skipping["dysl_skip"]["layers_mean"] == 1.0
+    assert skipping["dysl_skip"]["flops_reduction_vs_ar"] > 1.5
+    assert "| dysl_guided |" in out.with_suffix(".md").read_text()

@@ -74,6 +74,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     students = list(cfg.students or [])
     if students and len(students) != len(cfg.teachers):
         raise UserError("students must match teachers one to one (use null for a teacher without one)")
+    dysl_students = list(cfg.dysl_students or [])
+    if dysl_students and len(dysl_students) != len(cfg.teachers):
+        raise UserError("dysl_students must match teachers one to one (use null for a teacher without one)")
+    if dysl_students and not cfg.dataset:
+        raise UserError("dysl_students replay demonstration episodes: give dataset=<the teacher's demos>")
     rows, success = [], {}
     for i, teacher_path in enumerate(cfg.teachers):
         teacher, student = load_pair(str(teacher_path), students[i] if students else None)
@@ -94,6 +99,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     r.speedup_vs_ar,
                     r.iterations_mean,
                 )
+        if dysl_students and dysl_students[i]:
+            skip_rows, skip_models = bench_layer_skipping(cfg, teacher, str(dysl_students[i]))
+            rows.extend(skip_rows)
+            decoders = {**decoders, **skip_models}
         if int(cfg.episodes) > 0:
             for name, model in decoders.items():
                 summary = evaluate_decoder(cfg, name, model)
@@ -108,12 +117,63 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         "observations": str(cfg.dataset or cfg.env),
     }
     write_json_atomic(doc, Path(cfg.output_json))
-    table = bench_table(rows, success)
+    table = bench_table([r for r in rows if "paths" not in r], success)
+    skip_rows = [r for r in rows if "paths" in r]
+    if skip_rows:
+        table += "\n" + layer_skip_table(skip_rows, success)
     Path(cfg.output_json).with_suffix(".md").write_text(table)
     if success:
         plot_success_vs_latency(rows, success, Path(cfg.output_json).with_name("success_vs_latency.png"))
     print(table)
     return doc
+
+
+def bench_layer_skipping(cfg: DictConfig, teacher, folder: str) -> tuple[list[dict], dict]:
+    """The DySL student at ``folder`` against ``teacher`` on replayed demonstrations: rows,
+    and the student's settings to evaluate (name -> model view)."""
+    import torch
+
+    from vla_kd.benchmarks.layer_skip import replay_frames, standard_views, time_layer_skipping, with_settings
+    from vla_kd.data.lerobot_dataset import LeRobotDataset
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    student = PretrainedPolicy.from_pretrained(folder)
+    if student.policy_type != "skip_vla":
+        raise UserError(f"dysl_students: '{folder}' holds a {student.policy_type}, not a skip_vla")
+    dataset = LeRobotDataset(cfg.dataset, action_horizon=1)
+    frames = replay_frames(dataset, student.config.horizon, student.config.history, int(cfg.replay_calls))
+    torch.set_num_threads(int(cfg.threads))
+    results = time_layer_skipping(teacher, standard_views(student), frames, warmup=int(cfg.warmup))
+    for r in results:
+        log.info("chunk %d %-12s mean %6.1f ms  x%.2f  trunk %.1f MFLOPs (x%.2f fewer)  layers %.2f  %s",
+                 r.chunk, r.decoder, r.latency_ms_mean, r.speedup_vs_ar, r.trunk_mflops_mean,
+                 r.flops_reduction_vs_ar, r.layers_mean, r.paths)
+    models = {"dysl_skip": with_settings(student, skipping="always"),
+              "dysl_guided": with_settings(student, skipping="guided")}
+    return [dataclasses.asdict(r) for r in results if r.decoder != "ar"], models
+
+
+def rate_text(s: dict | None) -> str:
+    """``62% [52, 71]`` for an evaluation summary, empty for None."""
+    return f"{100 * s['success_rate']:.0f}% [{100 * s['ci95'][0]:.0f}, {100 * s['ci95'][1]:.0f}]" if s else ""
+
+
+def layer_skip_table(rows: list[dict], success: dict) -> str:
+    lines = [
+        "| chunk | student | latency ms (mean; median [p10, p90]) | speed-up vs AR | trunk MFLOPs/call "
+        "| fewer FLOPs vs AR | layers per token | paths full / skip / skip+full | success |",
+        "|---:|---|---|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        rate = rate_text(success.get(f"{r['decoder']}@chunk{r['chunk']}"))
+        p = r["paths"]
+        lines.append(
+            f"| {r['chunk']} | {r['decoder']} | {r['latency_ms_mean']:.1f}; {r['latency_ms_median']:.1f} "
+            f"[{r['latency_ms_p10']:.1f}, {r['latency_ms_p90']:.1f}] | {r['speedup_vs_ar']:.2f}x "
+            f"| {r['trunk_mflops_mean']:.1f} | {r['flops_reduction_vs_ar']:.2f}x | {r['layers_mean']:.2f} "
+            f"| {p['full']} / {p['skip']} / {p['skip+full']} | {rate} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def bench_table(rows: list[dict], success: dict) -> str:
@@ -123,12 +183,7 @@ def bench_table(rows: list[dict], success: dict) -> str:
         "|---:|---:|---|---|---:|---:|---|---|",
     ]
     for r in rows:
-        s = success.get(f"{r['decoder']}@chunk{r['chunk']}")
-        rate = (
-            f"{100 * s['success_rate']:.0f}% [{100 * s['ci95'][0]:.0f}, {100 * s['ci95'][1]:.0f}]"
-            if s
-            else ""
-        )
+        rate = rate_text(success.get(f"{r['decoder']}@chunk{r['chunk']}"))
         lines.append(
             f"| {r['chunk']} | {r['batch']} | {r['decoder']} | {r['latency_ms_median']:.1f} "
             f"[{r['latency_ms_p10']:.1f}, {r['latency_ms_p90']:.1f}] | {r['tokens_per_s']:.0f} "
@@ -150,8 +205,9 @@ def plot_success_vs_latency(rows: list[dict], success: dict, path: Path) -> Path
             continue
         low, high = s["ci95"]
         rate = s["success_rate"]
-        ax.errorbar(r["latency_ms_median"], rate, yerr=[[rate - low], [high - rate]], fmt="o", capsize=3)
-        ax.annotate(f"{r['decoder']} (chunk {r['chunk']})", (r["latency_ms_median"], rate), fontsize=8)
+        latency = r.get("latency_ms_mean", r["latency_ms_median"])  # a guided student's cost varies
+        ax.errorbar(latency, rate, yerr=[[rate - low], [high - rate]], fmt="o", capsize=3)
+        ax.annotate(f"{r['decoder']} (chunk {r['chunk']})", (latency, rate), fontsize=8)
     ax.set(xlabel="latency per call, ms (batch 1)", ylabel="success rate (95% CI)", ylim=(0, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
