@@ -69,7 +69,10 @@ def main() -> None:
     student = PretrainedPolicy.from_pretrained(args.student)
     dataset = LeRobotDataset(args.dataset, action_horizon=1)
     c = student.config
-    views = {"always": with_settings(student, skipping="always")}
+    views = {
+        "off": with_settings(student, skipping="off"),
+        "always": with_settings(student, skipping="always"),
+    }
     thresholds = {}
     for q in args.quantiles:
         t = calibrate(demo_episodes(dataset), c.horizon, c.history, q, q)

@@ -40,8 +40,12 @@ def importance_of_layers(teacher, dataset, frames: int, seed: int) -> np.ndarray
     return layer_importance(teacher, rgb, state, tasks, tokens)
 
 
-def train_dysl(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
-    """Classify, calibrate, distil in two stages, save to ``cfg.output``; (summary, student)."""
+def train_dysl(
+    cfg: DictConfig, run_dir: Path, teacher_folder: str | None, dataset_path: str | None, output: str | Path,
+    trainer_cfg: DictConfig,
+) -> tuple[dict, object]:
+    """Classify, calibrate, distil in two stages, save to ``output``; (summary, student).
+    ``cfg`` holds the ``dysl`` and ``tracker`` nodes (and is tracked whole)."""
     from vla_kd.commands.ceed import load_token_teacher
     from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.methods.dysl import SkipAwareDistillation
@@ -49,18 +53,18 @@ def train_dysl(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
     from vla_kd.policies.skip_guidance import calibrate
     from vla_kd.policies.skip_vla import SkipVLA
 
-    if not cfg.dataset:
+    if not dataset_path:
         raise UserError("method=dysl needs dataset=<the teacher's demonstrations>")
     d = cfg.dysl
-    teacher = load_token_teacher(cfg.teacher, method="dysl")
+    teacher = load_token_teacher(teacher_folder, method="dysl")
     if not 1 <= int(d.informative_layers) <= teacher.config.layers:
         raise UserError(
             f"dysl.informative_layers must be 1..{teacher.config.layers} (the teacher's layers), "
             f"got {d.informative_layers}"
         )
-    dataset = LeRobotDataset(cfg.dataset, action_horizon=teacher.config.horizon)
+    dataset = LeRobotDataset(dataset_path, action_horizon=teacher.config.horizon)
     started = time.perf_counter()
-    importance = importance_of_layers(teacher, dataset, int(d.importance_frames), int(cfg.trainer.seed))
+    importance = importance_of_layers(teacher, dataset, int(d.importance_frames), int(trainer_cfg.seed))
     roles = classify_layers(importance.tolist(), int(d.informative_layers))
     try:
         thresholds = calibrate(
@@ -89,7 +93,7 @@ def train_dysl(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
             method = SkipAwareDistillation(student, teacher, stage, float(d.skip_probability))
             settings = TrainerConfig(
                 **{
-                    **OmegaConf.to_container(cfg.trainer, resolve=True),
+                    **OmegaConf.to_container(trainer_cfg, resolve=True),
                     "steps": int(n_steps),
                     "lr": float(lr),
                 }
@@ -99,19 +103,19 @@ def train_dysl(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
             steps += trainer.step
         student.eval().requires_grad_(False)
         extra = {
-            "teacher": str(cfg.teacher),
-            "dataset": str(cfg.dataset),
+            "teacher": str(teacher_folder),
+            "dataset": str(dataset_path),
             "steps": steps,
             "layer_importance": importance.tolist(),
             "thresholds": dataclasses.asdict(thresholds),
         }
-        student.save_pretrained(cfg.output, extra=extra)
+        student.save_pretrained(output, extra=extra)
         summary = {
             "model": "skip_vla",
             "method": "dysl",
-            "policy": str(cfg.output),
+            "policy": str(output),
             "steps": steps,
-            "samples": steps * int(cfg.trainer.batch_size),
+            "samples": steps * int(trainer_cfg.batch_size),
             "wall_seconds": time.perf_counter() - started,
             "layer_roles": roles,
             **extra,

@@ -43,7 +43,7 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STUDENTS = ("rpd",)
+STUDENTS = ("rpd", "dysl")
 
 
 def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dict:
@@ -52,18 +52,22 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dic
         from vla_kd.errors import unknown_name
 
         raise unknown_name("student method", method, STUDENTS)
-    from vla_kd.commands.rpd import train_rl_student
-
     folder = run_dir / "students" / method
-    summary, _ = train_rl_student(
-        cfg,
-        task,
-        str(run_dir / "teacher"),
-        run_dir / "students_training" / method,
-        folder,
-        use_teacher=True,
-        job_type=f"train_{method}",
-    )
+    training_dir = run_dir / "students_training" / method
+    if method == "rpd":
+        from vla_kd.commands.rpd import train_rl_student
+
+        summary, _ = train_rl_student(
+            cfg, task, str(run_dir / "teacher"), training_dir, folder, use_teacher=True, job_type="train_rpd"
+        )
+        samples = summary["env_steps"]
+    else:
+        from vla_kd.commands.dysl import train_dysl
+
+        summary, _ = train_dysl(
+            cfg, training_dir, str(run_dir / "teacher"), str(run_dir / "dataset"), folder, cfg.dysl_trainer
+        )
+        samples = summary["samples"]
     evaluation = evaluate_saved(cfg, folder)
     write_json_atomic(evaluation, run_dir / f"{method}_results.json")
     log.info("%s student: success %.1f%%", method, 100 * evaluation["success_rate"])
@@ -74,7 +78,7 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dic
         "success_rate": evaluation["success_rate"],
         "ci95": evaluation["ci95"],
         "policy_ms_per_action": evaluation["policy_ms_per_action"],
-        "samples": summary["env_steps"],
+        "samples": samples,
         "wall_seconds": summary["wall_seconds"],
     }
 

@@ -148,7 +148,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from vla_kd.commands.ceed import train_ceed
         from vla_kd.commands.dysl import train_dysl
 
-        summary, student = (train_ceed if cfg.method == "ceed" else train_dysl)(cfg, run_dir)
+        if cfg.method == "ceed":
+            summary, student = train_ceed(cfg, run_dir)
+        else:
+            summary, student = train_dysl(cfg, run_dir, cfg.teacher, cfg.dataset, cfg.output, cfg.trainer)
         if cfg.eval.env:
             results = evaluate_policy(cfg, cfg.eval, student, str(cfg.eval.env), name=f"{cfg.method} student")
             summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})
