@@ -15,7 +15,7 @@ from vla_kd.tracking import make_tracker
 from vla_kd.trainer import Trainer, TrainerConfig
 
 CONFIG_NAME = "train"
-METHODS = ("bc", "rpd", "ppo", "ceed", "dysl")
+METHODS = ("bc", "rpd", "ppo", "ceed", "dysl", "align")
 log = logging.getLogger(__name__)
 
 
@@ -144,14 +144,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise unknown_name("method", cfg.method, METHODS)
     if cfg.method in ("rpd", "ppo"):
         summary = run_rl(cfg, run_dir)
-    elif cfg.method in ("ceed", "dysl"):
+    elif cfg.method in ("ceed", "dysl", "align"):
+        from vla_kd.commands.align import train_align
         from vla_kd.commands.ceed import train_ceed
         from vla_kd.commands.dysl import train_dysl
 
         if cfg.method == "ceed":
             summary, student = train_ceed(cfg, run_dir)
-        else:
+        elif cfg.method == "dysl":
             summary, student = train_dysl(cfg, run_dir, cfg.teacher, cfg.dataset, cfg.output, cfg.trainer)
+        else:
+            summary, student = train_align(cfg, run_dir, cfg.dataset, cfg.output, cfg.trainer)
         if cfg.eval.env:
             results = evaluate_policy(cfg, cfg.eval, student, str(cfg.eval.env), name=f"{cfg.method} student")
             summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})

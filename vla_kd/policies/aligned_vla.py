@@ -1,0 +1,118 @@
+"""AlignedVLA: a vision-language model that acts through a small action expert's decoder
+(VITA-VLA).
+
+The VLM (a TokenVLA's vision encoder, instruction projection and Llama trunk) reads its usual
+prefix plus two new tokens: a *state token* (one linear map per part of the proprioception,
+e.g. arm joints and gripper, fused to the hidden width) and a learnable *action token*. An MLP
+*mapper* takes the action token's last hidden state into the action expert's feature space,
+and the expert's own diffusion decoder (copied with its weights and action normalisation)
+turns those features into an action chunk. The VLM's token head is not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from vla_kd.policies.pretrained import ChunkedPolicy
+from vla_kd.policies.registry import register_policy_type
+
+
+@dataclass
+class AlignedVLAConfig:
+    """The VLM's and the expert's own configs (as dicts), the state split and the mapper width."""
+
+    vlm: dict
+    expert: dict
+    state_parts: list[int] | None = None  # sizes of the proprio parts (None: one part)
+    mapper_hidden: int = 512
+
+    @property
+    def horizon(self) -> int:  # the chunk the reused decoder denoises
+        return int(self.expert["horizon"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vlm["image_size"])
+
+
+@register_policy_type
+class AlignedVLA(ChunkedPolicy):
+    """VLM + state token + action token -> mapper -> the action expert's diffusion decoder."""
+
+    policy_type = "aligned_vla"
+    config_class = AlignedVLAConfig
+
+    def __init__(self, config: AlignedVLAConfig) -> None:
+        super().__init__(config)
+        from vla_kd.nn.normalization import MinMaxNormalizer
+        from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionDecoder
+        from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+        self.vlm = TokenVLA(TokenVLAConfig(**config.vlm))
+        expert = ActionExpertConfig(**config.expert)
+        hidden, state_dim = self.vlm.config.hidden, self.vlm.config.state_dim
+        self.parts = list(config.state_parts or [state_dim])
+        if sum(self.parts) != state_dim:
+            raise ValueError(f"state_parts {self.parts} must add up to the state size {state_dim}")
+        self.state_encoders = nn.ModuleList(nn.Linear(size, hidden) for size in self.parts)
+        self.state_fuse = nn.Linear(len(self.parts) * hidden, hidden)
+        self.action_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+        self.mapper = nn.Sequential(
+            nn.Linear(hidden, config.mapper_hidden),
+            nn.GELU(),
+            nn.Linear(config.mapper_hidden, expert.features),
+        )
+        self.decoder = DiffusionActionDecoder(expert)
+        self.action_norm = MinMaxNormalizer(expert.action_dim)
+        self.sample_seed = 0
+
+    @classmethod
+    def from_parts(
+        cls, vlm, expert, state_parts: list[int] | None = None, mapper_hidden: int = 512
+    ) -> AlignedVLA:
+        """An aligned VLA holding ``vlm``'s weights and ``expert``'s decoder and normalisation."""
+        import dataclasses
+
+        model = cls(
+            AlignedVLAConfig(
+                vlm=dataclasses.asdict(vlm.config),
+                expert=dataclasses.asdict(expert.config),
+                state_parts=state_parts,
+                mapper_hidden=mapper_hidden,
+            )
+        )
+        model.vlm.load_state_dict(vlm.state_dict())
+        model.decoder.load_state_dict(expert.decoder.state_dict())
+        model.action_norm.load_state_dict(expert.action_norm.state_dict())
+        return model
+
+    # ------------------------------------------------------------- features
+    def state_token(self, state: torch.Tensor) -> torch.Tensor:
+        normed = self.vlm.state_norm(state)
+        parts = torch.split(normed, self.parts, dim=-1)
+        encoded = [encode(part) for encode, part in zip(self.state_encoders, parts, strict=True)]
+        return self.state_fuse(torch.cat(encoded, dim=-1))[:, None]
+
+    def features(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """``(B, expert features)``: the mapped hidden state of the action token."""
+        prefix = self.vlm.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
+        tokens = torch.cat(
+            [prefix, self.state_token(state), self.action_token.expand(len(state), -1, -1)], dim=1
+        )
+        hidden = self.vlm.trunk(inputs_embeds=tokens).last_hidden_state[:, -1]
+        return self.mapper(hidden)
+
+    @torch.no_grad()
+    def predict_action_chunk(self, obs: dict) -> np.ndarray:
+        features = self.features(
+            torch.as_tensor(obs["rgb"]), torch.as_tensor(obs["state"]), list(obs["instruction"])
+        )
+        # A fixed, advancing seed: rollouts are reproducible, samples still differ per call.
+        generator = torch.Generator().manual_seed(self.sample_seed)
+        self.sample_seed += 1
+        chunk = self.action_norm.unnormalize(self.decoder.sample(features, generator))
+        return chunk.clamp(-1, 1).numpy()
