@@ -34,33 +34,44 @@ def load_policy_of_type(folder: str | None, policy_type: str, role: str):
     return policy
 
 
-def initial_student(cfg: DictConfig, stage: str, dataset):
-    """The AlignedVLA a run starts from, and the expert stage 1 aligns to (or None)."""
+def initial_student(
+    a: DictConfig, stage: str, teacher: str | None, expert: str | None, init: str | None, dataset
+):
+    """The AlignedVLA a run starts from (``a``: the ``align`` node), and the expert stage 1
+    aligns to (None for stage 2)."""
     from vla_kd.commands.ceed import load_token_teacher
     from vla_kd.policies.aligned_vla import AlignedVLA
 
-    a = cfg.align
     parts = list(a.state_parts) if a.state_parts else None
     if stage == "2":
-        return load_policy_of_type(cfg.init, "aligned_vla", "init"), None
-    expert = load_policy_of_type(cfg.expert, "diffusion_action_expert", "expert")
-    vlm = load_token_teacher(cfg.teacher, method="align")
-    student = AlignedVLA.from_parts(vlm, expert, parts, int(a.mapper_hidden))
+        return load_policy_of_type(init, "aligned_vla", "init"), None
+    action_expert = load_policy_of_type(expert, "diffusion_action_expert", "expert")
+    vlm = load_token_teacher(teacher, method="align")
+    student = AlignedVLA.from_parts(vlm, action_expert, parts, int(a.mapper_hidden))
     if stage == "scratch":  # the architecture and the data's normalisation, no learned weights
         student = AlignedVLA(student.config)
         student.vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
         student.action_norm.fit(dataset.feature_stats("action"))
-    return student, expert
+    return student, action_expert
 
 
 def train_align(
-    cfg: DictConfig, run_dir: Path, dataset_path: str | None, output: str | Path, trainer_cfg: DictConfig
+    cfg: DictConfig,
+    run_dir: Path,
+    stage: str,
+    teacher: str | None,
+    expert: str | None,
+    init: str | None,
+    dataset_path: str | None,
+    output: str | Path,
+    trainer_cfg: DictConfig,
 ) -> tuple[dict, object]:
-    """Run ``cfg.stage``; save the student to ``output``; (summary, student)."""
+    """Run ``stage`` (see the module doc); save the student to ``output``; (summary, student).
+    ``cfg`` holds the ``align`` and ``tracker`` nodes (and is tracked whole)."""
     from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.methods.align import ActionFineTuning, FeatureAlignment
 
-    stage = str(cfg.stage)
+    stage = str(stage)
     if stage not in STAGES:
         from vla_kd.errors import unknown_name
 
@@ -70,7 +81,7 @@ def train_align(
     a = cfg.align
     started = time.perf_counter()
     dataset = LeRobotDataset(dataset_path, action_horizon=1)
-    student, expert = initial_student(cfg, stage, dataset)
+    student, expert = initial_student(a, stage, teacher, expert, init, dataset)
     dataset.action_horizon = student.config.horizon  # chunks as long as the decoder's
     student.train()
 
@@ -117,9 +128,9 @@ def train_align(
         student.eval().requires_grad_(False)
         extra = {
             "stage": stage,
-            "teacher": str(cfg.teacher),
-            "expert": str(cfg.expert),
-            "init": str(cfg.init),
+            "teacher": str(teacher),
+            "expert": str(expert if stage != "2" else None),
+            "init": str(init),
             "dataset": str(dataset_path),
             "steps": steps,
         }

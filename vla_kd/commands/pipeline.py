@@ -43,7 +43,7 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STUDENTS = ("rpd", "dysl")
+STUDENTS = ("rpd", "dysl", "align")
 
 
 def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dict:
@@ -61,11 +61,27 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dic
             cfg, task, str(run_dir / "teacher"), training_dir, folder, use_teacher=True, job_type="train_rpd"
         )
         samples = summary["env_steps"]
-    else:
+    elif method == "dysl":
         from vla_kd.commands.dysl import train_dysl
 
         summary, _ = train_dysl(
             cfg, training_dir, str(run_dir / "teacher"), str(run_dir / "dataset"), folder, cfg.dysl_trainer
+        )
+        samples = summary["samples"]
+    else:
+        from vla_kd.commands.align import train_align
+
+        # the VLM is the teacher's; the decoder is the pipeline's action expert's
+        summary, _ = train_align(
+            cfg,
+            training_dir,
+            "both",
+            str(run_dir / "teacher"),
+            str(run_dir / "action_expert"),
+            None,
+            str(run_dir / "dataset"),
+            folder,
+            cfg.align_trainer,
         )
         samples = summary["samples"]
     evaluation = evaluate_saved(cfg, folder)

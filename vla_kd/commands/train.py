@@ -154,7 +154,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         elif cfg.method == "dysl":
             summary, student = train_dysl(cfg, run_dir, cfg.teacher, cfg.dataset, cfg.output, cfg.trainer)
         else:
-            summary, student = train_align(cfg, run_dir, cfg.dataset, cfg.output, cfg.trainer)
+            summary, student = train_align(cfg, run_dir, cfg.stage, cfg.teacher, cfg.expert, cfg.init,
+                                           cfg.dataset, cfg.output, cfg.trainer)
         if cfg.eval.env:
             results = evaluate_policy(cfg, cfg.eval, student, str(cfg.eval.env), name=f"{cfg.method} student")
             summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})
