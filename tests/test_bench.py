@@ -39,6 +39,13 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
 
     skipper = SkipVLA.from_teacher(teacher, layer_roles=["informative", "incremental"], adapter_rank=4)
     skipper.save_pretrained(tmp_path / "dysl")
+    from vla_kd.policies.aligned_vla import AlignedVLA
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+
+    expert = DiffusionActionExpert(
+        ActionExpertConfig(state_dim=5, horizon=2, image_size=64, features=8, hidden=16, inference_steps=3)
+    )
+    AlignedVLA.from_parts(teacher, expert, mapper_hidden=8).save_pretrained(tmp_path / "aligned")
 
     out = tmp_path / "bench.json"
     proc = run_cli(
@@ -46,6 +53,7 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
         f"teachers=[{tmp_path / 'teacher'}]",
         f"students=[{tmp_path / 'student'}]",
         f"dysl_students=[{tmp_path / 'dysl'}]",
+        f"aligned_students=[{tmp_path / 'aligned'}]",
         "replay_calls=3",
         f"dataset={dataset}",
         "batch_sizes=[1,3]",
@@ -59,13 +67,17 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
     skipping = {r["decoder"]: r for r in rows if "paths" in r}
     rows = [r for r in rows if "paths" not in r]
     assert [(r["decoder"], r["batch"]) for r in rows] == [
-        (d, b) for b in (1, 3) for d in ("ar", "jacobi", "jacobi_early_exit", "ceed", "ceed_early_exit")
+        (d, b)
+        for b in (1, 3)
+        for d in ("ar", "jacobi", "jacobi_early_exit", "ceed", "ceed_early_exit", "aligned_vla")
     ]
     for r in rows:
         assert r["calls"] == 4 and r["chunk"] == 2 and r["latency_ms_p10"] <= r["latency_ms_median"]
         assert r["tokens_per_s"] == pytest.approx(r["batch"] * 14 / (r["latency_ms_median"] / 1000), rel=1e-6)
         if r["decoder"] == "ar":
             assert r["speedup_vs_ar"] == 1.0 and r["iterations_max"] == 14
+        elif r["decoder"] == "aligned_vla":
+            assert r["iterations_max"] == 3  # its DDIM steps
         else:
             assert 1 <= r["iterations_max"] <= 13
     assert "| ceed_early_exit |" in out.with_suffix(".md").read_text()

@@ -66,23 +66,31 @@ def evaluate_decoder(cfg: DictConfig, name: str, model) -> dict:
     return evaluate_policy(cfg, eval_cfg, model, str(cfg.env), name=name)
 
 
+def matched_to_teachers(cfg: DictConfig, key: str) -> list:
+    """``cfg[key]`` as one entry (a folder or None) per teacher; empty means none for any."""
+    folders = list(cfg[key] or [])
+    if folders and len(folders) != len(cfg.teachers):
+        raise UserError(f"{key} must match teachers one to one (use null for a teacher without one)")
+    return folders or [None] * len(cfg.teachers)
+
+
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     import torch
 
     from vla_kd.benchmarks.decoding import decoders_for, time_decoders
+    from vla_kd.commands.align import load_policy_of_type
 
-    students = list(cfg.students or [])
-    if students and len(students) != len(cfg.teachers):
-        raise UserError("students must match teachers one to one (use null for a teacher without one)")
-    dysl_students = list(cfg.dysl_students or [])
-    if dysl_students and len(dysl_students) != len(cfg.teachers):
-        raise UserError("dysl_students must match teachers one to one (use null for a teacher without one)")
-    if dysl_students and not cfg.dataset:
+    students, dysl_students, aligned = (
+        matched_to_teachers(cfg, key) for key in ("students", "dysl_students", "aligned_students")
+    )
+    if any(dysl_students) and not cfg.dataset:
         raise UserError("dysl_students replay demonstration episodes: give dataset=<the teacher's demos>")
     rows, success = [], {}
     for i, teacher_path in enumerate(cfg.teachers):
-        teacher, student = load_pair(str(teacher_path), students[i] if students else None)
+        teacher, student = load_pair(str(teacher_path), students[i])
         decoders = decoders_for(teacher, student, OmegaConf.to_container(cfg.early_exit))
+        if aligned[i]:  # one trunk pass and DDIM steps instead of token decoding
+            decoders["aligned_vla"] = load_policy_of_type(str(aligned[i]), "aligned_vla", "aligned_students")
         for batch in cfg.batch_sizes:
             obs = observations(cfg, teacher, int(batch))
             torch.set_num_threads(int(cfg.threads))
@@ -99,7 +107,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     r.speedup_vs_ar,
                     r.iterations_mean,
                 )
-        if dysl_students and dysl_students[i]:
+        if dysl_students[i]:
             skip_rows, skip_models = bench_layer_skipping(cfg, teacher, str(dysl_students[i]))
             rows.extend(skip_rows)
             decoders = {**decoders, **skip_models}
@@ -145,11 +153,21 @@ def bench_layer_skipping(cfg: DictConfig, teacher, folder: str) -> tuple[list[di
     torch.set_num_threads(int(cfg.threads))
     results = time_layer_skipping(teacher, standard_views(student), frames, warmup=int(cfg.warmup))
     for r in results:
-        log.info("chunk %d %-12s mean %6.1f ms  x%.2f  trunk %.1f MFLOPs (x%.2f fewer)  layers %.2f  %s",
-                 r.chunk, r.decoder, r.latency_ms_mean, r.speedup_vs_ar, r.trunk_mflops_mean,
-                 r.flops_reduction_vs_ar, r.layers_mean, r.paths)
-    models = {"dysl_skip": with_settings(student, skipping="always"),
-              "dysl_guided": with_settings(student, skipping="guided")}
+        log.info(
+            "chunk %d %-12s mean %6.1f ms  x%.2f  trunk %.1f MFLOPs (x%.2f fewer)  layers %.2f  %s",
+            r.chunk,
+            r.decoder,
+            r.latency_ms_mean,
+            r.speedup_vs_ar,
+            r.trunk_mflops_mean,
+            r.flops_reduction_vs_ar,
+            r.layers_mean,
+            r.paths,
+        )
+    models = {
+        "dysl_skip": with_settings(student, skipping="always"),
+        "dysl_guided": with_settings(student, skipping="guided"),
+    }
     return [dataclasses.asdict(r) for r in results if r.decoder != "ar"], models
 
 

@@ -90,6 +90,16 @@ class AlignedVLA(ChunkedPolicy):
         model.action_norm.load_state_dict(expert.action_norm.state_dict())
         return model
 
+    @property
+    def n_action_tokens(self) -> int:
+        """Action values per chunk (what a token VLA decodes as tokens), for like-for-like rates."""
+        return self.config.horizon * 7
+
+    @property
+    def last_iterations(self) -> int:
+        """Decoder passes per call: the DDIM denoising steps."""
+        return int(self.config.expert["inference_steps"])
+
     # ------------------------------------------------------------- features
     def state_token(self, state: torch.Tensor) -> torch.Tensor:
         normed = self.vlm.state_norm(state)
