@@ -194,6 +194,9 @@ def test_train_method_align_end_to_end(dataset, tmp_path):
         for s in ("1", "2", "scratch")
     }
     assert steps == {"1": 2, "2": 3, "scratch": 5}  # the baseline gets both stages' budget
+    assert json.loads((tmp_path / "r" / "1" / "train_summary.json").read_text())["expert"] == str(
+        tmp_path / "expert"
+    )
     assert json.loads((tmp_path / "2" / "config.json").read_text())["policy_type"] == "aligned_vla"
 
     proc = run_cli(

@@ -81,13 +81,13 @@ def train_align(
     a = cfg.align
     started = time.perf_counter()
     dataset = LeRobotDataset(dataset_path, action_horizon=1)
-    student, expert = initial_student(a, stage, teacher, expert, init, dataset)
+    student, action_expert = initial_student(a, stage, teacher, expert, init, dataset)
     dataset.action_horizon = student.config.horizon  # chunks as long as the decoder's
     student.train()
 
     # Built when their stage starts: each one sets which parts train.
     def stage1():
-        return FeatureAlignment(student, expert)
+        return FeatureAlignment(student, action_expert)
 
     def stage2():
         return ActionFineTuning(student, tuple(a.stage2_parts), int(a.top_layers))
@@ -129,7 +129,7 @@ def train_align(
         extra = {
             "stage": stage,
             "teacher": str(teacher),
-            "expert": str(expert if stage != "2" else None),
+            "expert": str(expert),
             "init": str(init),
             "dataset": str(dataset_path),
             "steps": steps,

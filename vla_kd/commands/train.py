@@ -161,6 +161,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})
             if "policy_stats" in results:  # e.g. how often a DySL student skipped
                 summary["eval/policy_stats"] = results["policy_stats"]
+            (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     else:
         if not cfg.dataset:
             raise UserError("missing required value: dataset (e.g. vla-kd train dataset=...)")
