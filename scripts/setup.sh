@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up step for a fresh Debian 12/13 machine:
-#   1. Debian packages: the Vulkan loader (SAPIEN) and EGL (MuJoCo offscreen rendering).
+#   1. Debian packages: the Vulkan loader (SAPIEN), EGL (MuJoCo offscreen rendering), and
+#      iproute2 (the ROS tests run in a private network namespace with loopback only).
 #   2. A software Vulkan driver new enough for SAPIEN (Mesa >= 25 lavapipe), unpacked into the
 #      venv, never into the system: Debian 12's own lavapipe (Mesa 22.3) is refused by SAPIEN.
 #   3. .venv at the repo root with the pip packages in the order that resolves cleanly:
@@ -8,13 +9,13 @@
 # Re-running it does only what is missing.
 #
 # Environment knobs:
-#   VLA_KD_EXTRAS   pip extras to install (default: maniskill,libero,dev)
+#   VLA_KD_EXTRAS   pip extras to install (default: maniskill,libero,ros,rosgraph,dev)
 #   PYTHON          interpreter for the venv (default: python3.11, else python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,dev}"
+EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,dev}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -23,7 +24,7 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # ---------------------------------------------------------------- 1. Debian packages
 DEB_PACKAGES=(libvulkan1 libegl1 libegl-mesa0 libgl1 libgles2 libgbm1 libllvm15
               libxcb-dri3-0 libxshmfence1 libx11-xcb1 libxcb-present0 libxcb-randr0
-              libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libwayland-client0 libelf1 libzstd1)
+              libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libwayland-client0 libelf1 libzstd1 iproute2)
 if command -v dpkg-query >/dev/null; then
     missing=()
     for p in "${DEB_PACKAGES[@]}"; do

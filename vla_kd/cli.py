@@ -13,6 +13,7 @@ COMMANDS = {
     "train": ("vla_kd.commands.train", "train a policy on a dataset with the shared trainer"),
     "pipeline": ("vla_kd.commands.pipeline", "demos -> teacher + action expert -> evaluation"),
     "bench": ("vla_kd.commands.bench", "decoder latency and tokens/s, side by side"),
+    "deploy": ("vla_kd.commands.deploy", "drive a robot with a saved policy through rosbridge"),
 }
 
 HYDRA_FLAGS_WITH_VALUE = (
