@@ -171,6 +171,18 @@ def test_stale_images_are_rejected_on_arrival():
     assert node.image is not None
 
 
+def test_unusable_observations_hold_instead_of_crashing_the_loop():
+    node, transport, clock = make_node(ConstantPolicy(np.zeros(7)), image_topic="/cam")
+    transport.callbacks["/cam"](
+        dict(messages.image_msg(np.zeros((4, 4, 3), np.uint8), clock.now), encoding="mono16")
+    )
+    assert node.stats.rejected_images == 1 and node.image is None
+    transport.callbacks["/cam"](messages.image_msg(np.zeros((4, 4, 3), np.uint8), clock.now))
+    transport.callbacks["/joint_states"]({"header": {}, "name": ["j1"], "position": [0.0]})  # j2 missing
+    assert node.tick() == "bad_observation"
+    assert commands(transport)[-1]["twist"]["linear"] == {"x": 0.0, "y": 0.0, "z": 0.0}
+
+
 def test_after_a_disconnect_nothing_is_published_until_fresh_observations():
     policy = ConstantPolicy([1, 0, 0, 0, 0, 0, 1])
     node, transport, clock = make_node(policy)

@@ -127,7 +127,12 @@ class PolicyNode:
         if now - stamp > self.settings.max_image_age:
             self.stats.rejected_images += 1  # a stale frame must never drive the robot
             return
-        image = messages.image_from_msg(msg, self.settings.image_size)
+        try:
+            image = messages.image_from_msg(msg, self.settings.image_size)
+        except (ValueError, KeyError) as err:
+            self.stats.rejected_images += 1
+            log.warning("image rejected: %s", err)
+            return
         with self._lock:
             self.image = Observed(image, stamp, now)
 
@@ -174,10 +179,12 @@ class PolicyNode:
         if age > s.max_observation_age:
             log.warning("observations %.2f s old: holding", age)
             return self._send_hold(joint_state, "stale", now)
-        obs = {
-            "state": messages.state_from_joint_state(joint_state.value, s.joints, s.include_velocities)[None],
-            "instruction": [self.instruction],
-        }
+        try:
+            state = messages.state_from_joint_state(joint_state.value, s.joints, s.include_velocities)
+        except (KeyError, IndexError, TypeError) as err:
+            log.warning("joint state unusable (%s): holding", err)
+            return self._send_hold(None, "bad_observation", now)
+        obs = {"state": state[None], "instruction": [self.instruction]}
         if image is not None:
             obs["rgb"] = image.value[None]
         started = time.perf_counter()
