@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import random_shift
+from vla_kd.methods.bc import denoise_step, random_shift
 
 ARM, GRIPPER = slice(0, 6), 6
 STAGE2_PARTS = ("mapper", "state", "action_token", "decoder")
@@ -97,15 +97,11 @@ class ActionFineTuning(Method):
             rgb = random_shift(rgb, self.shift_pad)
         features = student.features(rgb, state, list(batch["task"]))
         clean = student.action_norm.normalize(batch["action"])
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
-        noisy = self.scheduler.add_noise(clean, noise, t)
-        predicted = student.decoder(noisy, t, features)
-        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
-        denoise = (((predicted - noise) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
+        step = denoise_step(self.scheduler, student.decoder, features, clean, batch["action_is_pad"])
+        denoise, keep = step.mse, step.keep
 
-        alpha = self.scheduler.alphas_cumprod[t].view(-1, 1, 1)
-        x0 = ((noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()).clamp(-1, 1)
+        alpha = self.scheduler.alphas_cumprod[step.t].view(-1, 1, 1)
+        x0 = ((step.noisy - (1 - alpha).sqrt() * step.predicted) / alpha.sqrt()).clamp(-1, 1)
         arm = (F.smooth_l1_loss(x0[..., ARM], clean[..., ARM], reduction="none") * keep).sum() / (
             keep.sum() * 6
         )

@@ -1,6 +1,8 @@
 """Behaviour cloning of action chunks (the teacher's and the baselines' first method)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -90,6 +92,32 @@ class TokenBC(Method):
         return loss, {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
 
 
+@dataclass
+class Denoised:
+    """One DDPM training draw: the noised chunk, the timesteps, the decoder's noise prediction,
+    the padding mask ``(B, H, 1)`` and the masked noise MSE."""
+
+    noisy: torch.Tensor
+    t: torch.Tensor
+    predicted: torch.Tensor
+    keep: torch.Tensor
+    mse: torch.Tensor
+
+
+def denoise_step(
+    scheduler, decoder, features: torch.Tensor, clean: torch.Tensor, action_is_pad: torch.Tensor
+) -> Denoised:
+    """Noise the normalised chunk ``clean`` at random timesteps, predict the noise with
+    ``decoder`` given ``features``; the MSE over unpadded actions."""
+    noise = torch.randn_like(clean)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
+    noisy = scheduler.add_noise(clean, noise, t)
+    predicted = decoder(noisy, t, features)
+    keep = (~action_is_pad).unsqueeze(-1).float()
+    mse = (((predicted - noise) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
+    return Denoised(noisy, t, predicted, keep, mse)
+
+
 class DiffusionBC(Method):
     """Denoising loss of the action expert: MSE between true and predicted noise (DDPM)."""
 
@@ -105,10 +133,5 @@ class DiffusionBC(Method):
             rgb = random_shift(rgb, self.shift_pad)
         features = policy.encoder(rgb, batch["observation.state"])
         clean = policy.action_norm.normalize(batch["action"])
-        noise = torch.randn_like(clean)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
-        noisy = self.scheduler.add_noise(clean, noise, t)
-        predicted = policy.decoder(noisy, t, features)
-        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
-        mse = (((predicted - noise) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
+        mse = denoise_step(self.scheduler, policy.decoder, features, clean, batch["action_is_pad"]).mse
         return mse, {"losses/denoise_mse": float(mse.detach())}
