@@ -196,3 +196,41 @@ class Trainer:
         model.train()
         self.tracker.log(results, step=self.step)
         last.update(results)
+
+
+@dataclass
+class StagesResult:
+    """What a sequence of training stages did: their final metrics (prefixed ``<stage>/``),
+    steps and samples in all, and each stage's wall seconds."""
+
+    metrics: dict[str, float]
+    steps: int
+    samples: int
+    wall_seconds: dict[str, float]
+
+
+def run_stages(
+    stages: list[tuple[str, Callable[[], Method], int, float]],
+    dataset,
+    settings: TrainerConfig,
+    run_dir: Path,
+    tracker: Tracker,
+) -> StagesResult:
+    """Train ``(name, build_method, steps, lr)`` stages one after another on ``dataset``, each
+    with its own run folder ``run_dir/<name>`` (so each resumes on its own). A stage's method
+    is built only when the stage starts, since building one decides which weights train;
+    stages with no steps are skipped."""
+    from dataclasses import replace
+
+    result = StagesResult({}, 0, 0, {})
+    for name, build, steps, lr in stages:
+        if int(steps) <= 0:
+            continue
+        stage_settings = replace(settings, steps=int(steps), lr=float(lr))
+        started = time.perf_counter()
+        trainer = Trainer(build(), dataset, stage_settings, run_dir / name, tracker)
+        result.metrics.update({f"{name}/{k}": v for k, v in trainer.fit().items()})
+        result.wall_seconds[name] = time.perf_counter() - started
+        result.steps += trainer.step
+        result.samples += trainer.step * stage_settings.batch_size
+    return result

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError
 from vla_kd.tracking import make_tracker
-from vla_kd.trainer import Trainer, TrainerConfig
+from vla_kd.trainer import TrainerConfig, run_stages
 
 STAGES = ("1", "2", "both", "scratch")
 
@@ -108,23 +108,10 @@ def train_align(
     tracker = make_tracker(
         cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train_align"
     )
+    settings = TrainerConfig(**OmegaConf.to_container(trainer_cfg, resolve=True))
     try:
-        metrics, steps, samples, walls = {}, 0, 0, {}
-        for name, build, n_steps, lr in plan:
-            method = build()
-            settings = TrainerConfig(
-                **{
-                    **OmegaConf.to_container(trainer_cfg, resolve=True),
-                    "steps": int(n_steps),
-                    "lr": float(lr),
-                }
-            )
-            clock = time.perf_counter()
-            trainer = Trainer(method, dataset, settings, run_dir / name, tracker)
-            metrics.update({f"{name}/{k}": v for k, v in trainer.fit().items()})
-            walls[name] = time.perf_counter() - clock
-            steps += trainer.step
-            samples += trainer.step * settings.batch_size
+        done = run_stages(plan, dataset, settings, run_dir, tracker)
+        steps, metrics = done.steps, done.metrics
         student.eval().requires_grad_(False)
         extra = {
             "stage": stage,
@@ -140,9 +127,9 @@ def train_align(
             "method": "align",
             "policy": str(output),
             "steps": steps,
-            "samples": samples,
+            "samples": done.samples,
             "wall_seconds": time.perf_counter() - started,
-            "stage_wall_seconds": walls,
+            "stage_wall_seconds": done.wall_seconds,
             **extra,
             **metrics,
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError
 from vla_kd.tracking import make_tracker
-from vla_kd.trainer import Trainer, TrainerConfig
+from vla_kd.trainer import TrainerConfig, run_stages
 
 
 def demo_episodes(dataset) -> list[np.ndarray]:
@@ -41,7 +42,11 @@ def importance_of_layers(teacher, dataset, frames: int, seed: int) -> np.ndarray
 
 
 def train_dysl(
-    cfg: DictConfig, run_dir: Path, teacher_folder: str | None, dataset_path: str | None, output: str | Path,
+    cfg: DictConfig,
+    run_dir: Path,
+    teacher_folder: str | None,
+    dataset_path: str | None,
+    output: str | Path,
     trainer_cfg: DictConfig,
 ) -> tuple[dict, object]:
     """Classify, calibrate, distil in two stages, save to ``output``; (summary, student).
@@ -84,23 +89,19 @@ def train_dysl(
     tracker = make_tracker(
         cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train_dysl"
     )
+    stages = [
+        (
+            f"stage{stage}",
+            partial(SkipAwareDistillation, student, teacher, stage, float(d.skip_probability)),
+            n_steps,
+            lr,
+        )
+        for stage, n_steps, lr in ((1, d.stage1_steps, d.stage1_lr), (2, d.stage2_steps, d.stage2_lr))
+    ]
+    settings = TrainerConfig(**OmegaConf.to_container(trainer_cfg, resolve=True))
     try:
-        metrics: dict = {}
-        steps = 0
-        for stage, n_steps, lr in ((1, d.stage1_steps, d.stage1_lr), (2, d.stage2_steps, d.stage2_lr)):
-            if int(n_steps) <= 0:
-                continue
-            method = SkipAwareDistillation(student, teacher, stage, float(d.skip_probability))
-            settings = TrainerConfig(
-                **{
-                    **OmegaConf.to_container(trainer_cfg, resolve=True),
-                    "steps": int(n_steps),
-                    "lr": float(lr),
-                }
-            )
-            trainer = Trainer(method, dataset, settings, run_dir / f"stage{stage}", tracker)
-            metrics.update({f"stage{stage}/{k}": v for k, v in trainer.fit().items()})
-            steps += trainer.step
+        done = run_stages(stages, dataset, settings, run_dir, tracker)
+        steps, metrics = done.steps, done.metrics
         student.eval().requires_grad_(False)
         extra = {
             "teacher": str(teacher_folder),
@@ -115,7 +116,7 @@ def train_dysl(
             "method": "dysl",
             "policy": str(output),
             "steps": steps,
-            "samples": steps * int(trainer_cfg.batch_size),
+            "samples": done.samples,
             "wall_seconds": time.perf_counter() - started,
             "layer_roles": roles,
             **extra,
