@@ -27,3 +27,8 @@ class Method(abc.ABC):
     def parameters(self):
         """The trainable parameters (all of the model's by default)."""
         return (p for p in self.model.parameters() if p.requires_grad)
+
+
+def frame_keys(batch: dict) -> list[tuple[int, int]]:
+    """``(episode, frame)`` of each row: the key of caches of teacher outputs per dataset frame."""
+    return list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vla_kd.methods.base import Method
+from vla_kd.methods.base import Method, frame_keys
 from vla_kd.nn.jacobi import initial_window, jacobi_decode
 
 
@@ -56,12 +56,12 @@ class ConsistencyDistillation(Method):
         #: (episode, frame) -> (trajectory windows (k+1, n), teacher fixed-point logits (n, bins))
         self.trajectories: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def collect(self, batch: dict) -> None:
-        """Run the teacher's Jacobi decoding on the batch's states not seen yet."""
-        keys = list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))
+    def collect(self, batch: dict) -> list[tuple[int, int]]:
+        """Run the teacher's Jacobi decoding on the batch's states not seen yet; the rows' keys."""
+        keys = frame_keys(batch)
         todo = [i for i, key in enumerate(keys) if key not in self.trajectories]
         if not todo:
-            return
+            return keys
         rgb, state = batch["observation.images.rgb"][todo], batch["observation.state"][todo]
         tasks = [batch["task"][i] for i in todo]
         # Each frame's starting guess depends on the frame alone, not on which batch first
@@ -78,11 +78,11 @@ class ConsistencyDistillation(Method):
         windows = torch.stack(result.trajectory, dim=1)  # (b, k+1, n)
         for row, i in enumerate(todo):
             self.trajectories[keys[i]] = (windows[row], logits[row])
+        return keys
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         student = self.model
-        self.collect(batch)
-        keys = list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))
+        keys = self.collect(batch)
         windows = [self.trajectories[k][0] for k in keys]
         teacher_logits = torch.stack([self.trajectories[k][1] for k in keys])
         fixed = torch.stack([w[-1] for w in windows])

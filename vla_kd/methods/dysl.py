@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from vla_kd.methods.base import Method
+from vla_kd.methods.base import Method, frame_keys
 from vla_kd.nn.layer_skip import token_kl
 
 
@@ -36,12 +36,12 @@ class SkipAwareDistillation(Method):
         #: (episode, frame) -> (teacher's greedy tokens (n,), its logits on them (n, bins))
         self.labels: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def collect(self, batch: dict) -> None:
-        """Decode with the teacher the batch's states not seen yet."""
-        keys = list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))
+    def collect(self, batch: dict) -> list[tuple[int, int]]:
+        """Decode with the teacher the batch's states not seen yet; the rows' keys."""
+        keys = frame_keys(batch)
         todo = [i for i, key in enumerate(keys) if key not in self.labels]
         if not todo:
-            return
+            return keys
         rgb, state = batch["observation.images.rgb"][todo], batch["observation.state"][todo]
         tasks = [batch["task"][i] for i in todo]
         with torch.no_grad():
@@ -49,11 +49,11 @@ class SkipAwareDistillation(Method):
             logits = self.teacher.token_logits(rgb, state, tasks, tokens)
         for row, i in enumerate(todo):
             self.labels[keys[i]] = (tokens[row], logits[row])
+        return keys
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         student = self.model
-        self.collect(batch)
-        keys = list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist(), strict=True))
+        keys = self.collect(batch)
         tokens = torch.stack([self.labels[k][0] for k in keys])
         teacher_logits = torch.stack([self.labels[k][1] for k in keys])
         rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
