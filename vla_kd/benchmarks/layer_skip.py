@@ -17,28 +17,19 @@ import statistics
 import numpy as np
 import torch
 
+from vla_kd.benchmarks.decoding import DecoderResult
 from vla_kd.benchmarks.latency import round_robin_seconds, spread_ms
 
 
-@dataclasses.dataclass
-class SkipResult:
-    """One contestant's figures (batch 1, one row per call)."""
+@dataclasses.dataclass(kw_only=True)
+class SkipResult(DecoderResult):
+    """A decoder row (batch 1, one row per call) plus what layer skipping changes.
+    ``speedup_vs_ar`` here compares *mean* latencies: a guided student's cost varies per call."""
 
-    decoder: str
-    chunk: int
-    batch: int
-    calls: int
-    latency_ms_median: float
-    latency_ms_p10: float
-    latency_ms_p90: float
     latency_ms_mean: float
-    tokens_per_s: float
     trunk_mflops_mean: float
     layers_mean: float  # decoder-layer forwards per action token (adapters not counted)
     paths: dict[str, int]
-    iterations_mean: float = 0.0
-    iterations_max: int = 0
-    speedup_vs_ar: float = 1.0  # mean latency of the teacher's greedy decoding / this one's
     flops_reduction_vs_ar: float = 1.0
 
 
