@@ -86,7 +86,7 @@ def main() -> None:
     timing = {r.decoder: r for r in time_layer_skipping(teacher, views, frames)}
     torch.set_num_threads(2)
 
-    full_flops = student.trunk_flops("full", student.prefix_length)
+    full_flops = student.trunk_flops("full")
     rows = []
     for name, model in [("teacher", teacher), *views.items()]:
         result = evaluate(model, args.task, args.episodes, args.seed, args.workers)

@@ -102,7 +102,7 @@ def time_layer_skipping(teacher, views: dict, frames: list, warmup: int = 5) -> 
         kept = paths[name][warmup:]
         median, p10, p90 = spread_ms(times[name])
         mean = 1000 * statistics.fmean(times[name])
-        flops = [student.trunk_flops(p, student.prefix_length) for p in kept]
+        flops = [student.trunk_flops(p) for p in kept]
         results.append(
             SkipResult(
                 decoder=name,

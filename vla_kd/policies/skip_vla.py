@@ -66,14 +66,10 @@ class SkipVLA(TokenVLA):
             }
         )
         self._layers = list(self.trunk.layers)  # the real decoder layers (a plan swaps the list)
-        with torch.no_grad():
-            size = config.image_size
-            patches = self.vision(torch.zeros(1, size, size, 3, dtype=torch.uint8))[0].shape[1]
-        self.prefix_length = patches + 3  # + instruction, observation, begin-of-action
         self._history: np.ndarray | None = None  # (B, history, 7) last executed actions per row
         self._seen: np.ndarray | None = None  # (B,) how many actions each row has executed
         self._rows: np.ndarray | None = None  # rows the running act() call predicts for
-        self.calls: list[dict] = []  # one entry per row per prediction since reset()
+        self.calls: list[str] = []  # the path of each row's prediction since reset()
 
     @classmethod
     def from_teacher(cls, teacher: TokenVLA, **fields) -> SkipVLA:
@@ -103,9 +99,9 @@ class SkipVLA(TokenVLA):
         with run_layers(self.trunk, self.skip_plan()):
             return self.token_logits(rgb, state, instructions, tokens)
 
-    def trunk_flops(self, path: str, prefix: int) -> int:
-        """Trunk FLOPs of one call of ``path`` for one row (prefix of ``prefix`` positions)."""
-        c, n = self.config, self.n_action_tokens
+    def trunk_flops(self, path: str) -> int:
+        """Trunk FLOPs of one call of ``path`` for one row."""
+        c, n, prefix = self.config, self.n_action_tokens, self.prefix_length
         full = ["layer"] * c.layers
         cheap = ["layer" if r == INFORMATIVE else "adapter" for r in self.roles]
         if path == "full":
@@ -185,7 +181,7 @@ class SkipVLA(TokenVLA):
             history = self._history[self._rows]
             complete = self._seen[self._rows] >= self.config.history
         tokens, paths = self.decode_with_guidance(rgb, state, instructions, history, complete)
-        self.calls.extend({"path": p, "trunk_flops": self.trunk_flops(p, self.prefix_length)} for p in paths)
+        self.calls.extend(paths)
         self.last_iterations = self.n_action_tokens
         return tokens
 
@@ -216,11 +212,11 @@ class SkipVLA(TokenVLA):
 
     def episode_stats(self) -> dict:
         """Counts since ``reset()``: predictions per path and their trunk FLOPs (summed)."""
-        paths = [call["path"] for call in self.calls]
+        counts = {path: self.calls.count(path) for path in ("skip", "full", "skip+full")}
         return {
-            "calls": len(paths),
-            "calls_skip": paths.count("skip"),
-            "calls_full": paths.count("full"),
-            "calls_skip_full": paths.count("skip+full"),
-            "trunk_flops": int(sum(call["trunk_flops"] for call in self.calls)),
+            "calls": len(self.calls),
+            "calls_skip": counts["skip"],
+            "calls_full": counts["full"],
+            "calls_skip_full": counts["skip+full"],
+            "trunk_flops": sum(n * self.trunk_flops(path) for path, n in counts.items()),
         }

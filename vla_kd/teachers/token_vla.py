@@ -110,7 +110,10 @@ class TokenVLA(ChunkedPolicy):
         else:
             self.vision = EfficientNetPatches(c.hidden)
         with torch.no_grad():
-            _, flat = self.vision(torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8))
+            patches, flat = self.vision(torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8))
+        #: prompt positions before the first action token: image patches, instruction,
+        #: observation, begin-of-action
+        self.prefix_length = patches.shape[1] + 3
         self.instruction_proj = nn.Linear(c.instruction_dim, c.hidden)
         # The observation token fuses proprioception with the whole, unpooled image feature map.
         # A separate proprio token let the trunk fit the demos from joint angles alone and
