@@ -18,12 +18,10 @@ CONFIG_NAME = "bench"
 log = logging.getLogger(__name__)
 
 
-def observations(cfg: DictConfig, model, batch: int) -> dict:
-    """A contract batch of ``batch`` different observations (dataset frames or env resets)."""
-    if cfg.dataset:
-        from vla_kd.data.lerobot_dataset import LeRobotDataset
-
-        data = LeRobotDataset(cfg.dataset, action_horizon=1)
+def observations(cfg: DictConfig, data, model, batch: int) -> dict:
+    """A contract batch of ``batch`` different observations: frames of the dataset ``data``,
+    or (None) env resets."""
+    if data is not None:
         rows = [data[int(i)] for i in np.linspace(0, len(data) - 1, batch).astype(int)]
         return {
             "rgb": np.stack([r["observation.images.rgb"].numpy() for r in rows]),
@@ -85,6 +83,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
     if any(dysl_students) and not cfg.dataset:
         raise UserError("dysl_students replay demonstration episodes: give dataset=<the teacher's demos>")
+    data = None
+    if cfg.dataset:  # decoded once: every teacher, batch size and replay reads these frames
+        from vla_kd.data.lerobot_dataset import LeRobotDataset
+
+        data = LeRobotDataset(cfg.dataset, action_horizon=1)
     rows, success = [], {}
     for i, teacher_path in enumerate(cfg.teachers):
         teacher, student = load_pair(str(teacher_path), students[i])
@@ -92,7 +95,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if aligned[i]:  # one trunk pass and DDIM steps instead of token decoding
             decoders["aligned_vla"] = load_policy_of_type(str(aligned[i]), "aligned_vla", "aligned_students")
         for batch in cfg.batch_sizes:
-            obs = observations(cfg, teacher, int(batch))
+            obs = observations(cfg, data, teacher, int(batch))
             torch.set_num_threads(int(cfg.threads))
             results = time_decoders(decoders, obs, calls=int(cfg.calls), warmup=int(cfg.warmup))
             rows.extend(dataclasses.asdict(r) for r in results)
@@ -108,7 +111,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                     r.iterations_mean,
                 )
         if dysl_students[i]:
-            skip_rows, skip_models = bench_layer_skipping(cfg, teacher, str(dysl_students[i]))
+            skip_rows, skip_models = bench_layer_skipping(cfg, data, teacher, str(dysl_students[i]))
             rows.extend(skip_rows)
             decoders = {**decoders, **skip_models}
         if int(cfg.episodes) > 0:
@@ -136,19 +139,17 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return doc
 
 
-def bench_layer_skipping(cfg: DictConfig, teacher, folder: str) -> tuple[list[dict], dict]:
+def bench_layer_skipping(cfg: DictConfig, dataset, teacher, folder: str) -> tuple[list[dict], dict]:
     """The DySL student at ``folder`` against ``teacher`` on replayed demonstrations: rows,
     and the student's settings to evaluate (name -> model view)."""
     import torch
 
     from vla_kd.benchmarks.layer_skip import replay_frames, standard_views, time_layer_skipping, with_settings
-    from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.policies.pretrained import PretrainedPolicy
 
     student = PretrainedPolicy.from_pretrained(folder)
     if student.policy_type != "skip_vla":
         raise UserError(f"dysl_students: '{folder}' holds a {student.policy_type}, not a skip_vla")
-    dataset = LeRobotDataset(cfg.dataset, action_horizon=1)
     frames = replay_frames(dataset, student.config.horizon, student.config.history, int(cfg.replay_calls))
     torch.set_num_threads(int(cfg.threads))
     results = time_layer_skipping(teacher, standard_views(student), frames, warmup=int(cfg.warmup))
