@@ -134,6 +134,7 @@ def test_node_waits_then_commands_then_holds_when_observations_go_stale():
     assert node.tick() == "stale"
     assert commands(transport)[-1]["twist"]["linear"] == {"x": 0.0, "y": 0.0, "z": 0.0}
     assert transport.sent[-1] == ("/vla_kd/gripper", {"data": -1.0})  # the gripper holds too
+    assert list(node.stats.timeline) == [(1000.0, "waiting"), (1000.0, "command"), (1000.6, "stale")]
 
 
 def test_e_stop_holds_until_released_and_a_slow_policy_holds():

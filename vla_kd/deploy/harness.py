@@ -71,9 +71,6 @@ def run_scenario(
         image_size=getattr(policy.config, "image_size", None),
     )
     node = PolicyNode(policy, settings, SafetyLimits(), transport)
-    timeline: list[tuple[float, str]] = []
-    original_tick = node.tick
-    node.tick = lambda: timeline.append((time.time(), original_tick())) or timeline[-1][1]
     estop = transport.publisher("/estop", "std_msgs/msg/Bool")
     pause = transport.publisher("/fake_robot/pause", "std_msgs/msg/Bool")
     time.sleep(1.0)  # let the robot's first observations arrive
@@ -103,16 +100,15 @@ def run_scenario(
     transport.close()
     robot.wait(timeout=duration + 30)
     server.stop()
-    ticks = stats.tick_times
     return {
         "scenario": scenario,
         "events": events,
-        "timeline": timeline,
+        "timeline": list(stats.timeline),
         "outcomes": dict(stats.outcomes),
         "flags": dict(stats.flags),
         "published": stats.published,
         "disconnects": stats.disconnects,
-        "achieved_hz": (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 1 else 0.0,
+        "achieved_hz": stats.achieved_hz,
         "robot": json.loads(robot_report.read_text()),
     }
 

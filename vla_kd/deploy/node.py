@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ from vla_kd.deploy.safety import SafeCommand, SafetyLimits, hold, vet_action
 
 log = logging.getLogger(__name__)
 COMMANDS = ("twist", "twist_stamped", "joint_trajectory")
+TIMELINE_LENGTH = 100_000
 
 
 @dataclass
@@ -66,12 +67,22 @@ class Observed:
 
 @dataclass
 class NodeStats:
+    """Counters of a running node, and its most recent ticks as (clock time, outcome)."""
+
     outcomes: Counter = field(default_factory=Counter)
     flags: Counter = field(default_factory=Counter)
     rejected_images: int = 0
     disconnects: int = 0
     published: int = 0
-    tick_times: list[float] = field(default_factory=list)
+    # bounded: a node may run for days
+    timeline: deque = field(default_factory=lambda: deque(maxlen=TIMELINE_LENGTH))
+
+    @property
+    def achieved_hz(self) -> float:
+        """Ticks per second over the kept timeline."""
+        if len(self.timeline) < 2:
+            return 0.0
+        return (len(self.timeline) - 1) / (self.timeline[-1][0] - self.timeline[0][0])
 
 
 class PolicyNode:
@@ -159,8 +170,10 @@ class PolicyNode:
     # ------------------------------------------------------------- the tick
     def tick(self) -> str:
         """One control step; returns its outcome (also counted in ``stats.outcomes``)."""
+        started = self.clock()
         outcome = self._tick()
         self.stats.outcomes[outcome] += 1
+        self.stats.timeline.append((started, outcome))
         return outcome
 
     def _tick(self) -> str:
@@ -250,7 +263,6 @@ class PolicyNode:
         start = time.perf_counter()
         next_tick = start
         while (duration is None or time.perf_counter() - start < duration) and not (stop and stop.is_set()):
-            self.stats.tick_times.append(time.perf_counter())
             self.tick()
             next_tick += period
             delay = next_tick - time.perf_counter()
