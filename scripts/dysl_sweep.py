@@ -73,9 +73,9 @@ def main() -> None:
         "off": with_settings(student, skipping="off"),
         "always": with_settings(student, skipping="always"),
     }
-    thresholds = {}
+    thresholds, episodes = {}, demo_episodes(dataset)
     for q in args.quantiles:
-        t = calibrate(demo_episodes(dataset), c.horizon, c.history, q, q)
+        t = calibrate(episodes, c.horizon, c.history, q, q)
         thresholds[f"q{q:g}"] = {"quantile": q, "prior": t.prior, "post": t.post}
         views[f"q{q:g}"] = with_settings(
             student, skipping="guided", prior_threshold=t.prior, post_threshold=t.post
