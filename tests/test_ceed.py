@@ -116,6 +116,40 @@ def test_consistency_training_lowers_the_loss(dataset):
     assert all(not p.requires_grad for p in teacher.parameters()), "the teacher stays frozen"
 
 
+def test_augmentation_changes_only_what_the_student_sees(dataset):
+    teacher = tiny_teacher()
+    teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+    batch = batch_of(dataset, range(6))
+    plain = ConsistencyDistillation(student_of(teacher), teacher)
+    augmented = ConsistencyDistillation(
+        student_of(teacher), teacher, shift_pad=4, state_noise=0.5, token_corruption=0.5
+    )
+    torch.manual_seed(0)
+    plain_loss = float(plain.loss(batch, 0)[0])
+    torch.manual_seed(0)
+    augmented_loss = float(augmented.loss(batch, 0)[0])
+    # The targets (cached trajectories and fixed-point logits) come from the clean frames ...
+    for key, (windows, logits) in plain.trajectories.items():
+        assert torch.equal(augmented.trajectories[key][0], windows)
+        assert torch.allclose(augmented.trajectories[key][1], logits)
+    # ... while the student's inputs were augmented in training, and are not in evaluation.
+    assert augmented_loss != pytest.approx(plain_loss, rel=1e-4)
+    plain.model.eval(), augmented.model.eval()
+    torch.manual_seed(1)
+    plain_eval = float(plain.loss(batch, 0)[0])
+    torch.manual_seed(1)
+    assert float(augmented.loss(batch, 0)[0]) == pytest.approx(plain_eval, rel=1e-6)
+
+
+def test_token_corruption_replaces_about_the_given_fraction():
+    from vla_kd.methods.bc import corrupt_tokens
+
+    tokens = torch.full((200, 28), 7)
+    assert torch.equal(corrupt_tokens(tokens, 0.0, 256), tokens)
+    changed = (corrupt_tokens(tokens, 0.5, 256) != tokens).float().mean()
+    assert 0.45 < float(changed) < 0.55  # a random bin equals the old one 1 time in 256
+
+
 def test_jacobi_student_decodes_like_the_teacher_until_trained_and_round_trips(tmp_path):
     from vla_kd.policies.pretrained import PretrainedPolicy
 

@@ -65,6 +65,9 @@ def train_ceed(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
         label_threshold=int(c.label_threshold),
         init=c.init,
         windows_per_state=int(c.windows_per_state),
+        shift_pad=int(c.shift_pad),
+        state_noise=float(c.state_noise),
+        token_corruption=float(c.token_corruption),
     )
     settings = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
     tracker = make_tracker(

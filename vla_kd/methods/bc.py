@@ -25,6 +25,19 @@ def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
     return cropped.round().to(images.dtype)
 
 
+def noisy_state(state: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
+    """Proprioception plus Gaussian noise of ``scale`` standard deviations per feature."""
+    return state + scale * std * torch.randn_like(state) if scale > 0 else state
+
+
+def corrupt_tokens(tokens: torch.Tensor, fraction: float, n_bins: int) -> torch.Tensor:
+    """``tokens`` with about ``fraction`` of them replaced by uniformly random bins."""
+    if fraction <= 0:
+        return tokens
+    corrupt = torch.rand(tokens.shape) < fraction
+    return torch.where(corrupt, torch.randint_like(tokens, n_bins), tokens)
+
+
 class ChunkedBC(Method):
     """L1 between predicted and demonstrated (normalised) action chunks; padding is masked out."""
 
@@ -73,13 +86,11 @@ class TokenBC(Method):
         if policy.training:
             rgb = random_shift(rgb, self.shift_pad)
         state = batch["observation.state"]
-        if policy.training and self.state_noise > 0:
-            state = state + self.state_noise * policy.state_norm.std * torch.randn_like(state)
         tokens = policy.tokenizer.encode(batch["action"]).flatten(1)  # (B, horizon * 7)
         inputs = tokens
-        if policy.training and self.token_corruption > 0:
-            corrupt = torch.rand(tokens.shape) < self.token_corruption
-            inputs = torch.where(corrupt, torch.randint_like(tokens, policy.config.n_bins), tokens)
+        if policy.training:
+            state = noisy_state(state, policy.state_norm.std, self.state_noise)
+            inputs = corrupt_tokens(tokens, self.token_corruption, policy.config.n_bins)
         logits = policy.token_logits(rgb, state, list(batch["task"]), inputs)
         keep = (~batch["action_is_pad"]).repeat_interleave(policy.config.action_dim, dim=1).float()
         if self.label_sigma > 0:

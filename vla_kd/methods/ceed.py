@@ -9,8 +9,11 @@ collected once (and cached by frame). The student, initialised from the teacher,
 where ``q(. | Y, x)`` are the token distributions a forward over window ``Y`` predicts (one
 Jacobi pass), and ``L`` mixes labels: the teacher's fixed-point token where it lies within
 ``label_threshold`` bins of the demonstrated action's token, the demonstrated token where the
-teacher strays further. Images are not augmented: the cached trajectories belong to the
-exact frames.
+teacher strays further. The targets belong to the exact cached frame; what the *student*
+sees can be augmented as the teacher's own training was (``shift_pad``, ``state_noise``, and
+``token_corruption`` of the AR term's teacher-forced inputs, see ``TokenBC``). Without them the
+AR term trains on clean teacher-forced inputs, where copying the previous action's token
+predicts most labels, and the student unlearns looking at the camera.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_kd.methods.base import Method, frame_keys
+from vla_kd.methods.bc import corrupt_tokens, noisy_state, random_shift
 from vla_kd.nn.jacobi import initial_window, jacobi_decode
 
 
@@ -49,10 +53,14 @@ class ConsistencyDistillation(Method):
         label_threshold: int = 8,
         init: str = "random",
         windows_per_state: int = 3,
+        shift_pad: int = 0,
+        state_noise: float = 0.0,
+        token_corruption: float = 0.0,
     ) -> None:
         self.model, self.teacher = student, teacher.eval().requires_grad_(False)
         self.consistency_weight, self.ar_weight = consistency_weight, ar_weight
         self.label_threshold, self.init, self.windows_per_state = label_threshold, init, windows_per_state
+        self.shift_pad, self.state_noise, self.token_corruption = shift_pad, state_noise, token_corruption
         #: (episode, frame) -> (trajectory windows (k+1, n), teacher fixed-point logits (n, bins))
         self.trajectories: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -87,6 +95,9 @@ class ConsistencyDistillation(Method):
         teacher_logits = torch.stack([self.trajectories[k][1] for k in keys])
         fixed = torch.stack([w[-1] for w in windows])
         rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+        if student.training:  # the student's view only; the targets stay the clean frame's
+            rgb = random_shift(rgb, self.shift_pad)
+            state = noisy_state(state, student.state_norm.std, self.state_noise)
         keep = (~batch["action_is_pad"]).repeat_interleave(student.config.action_dim, dim=1).float()
 
         # Intermediate windows (never the fixed point itself): drawn per state from its trajectory.
@@ -100,7 +111,10 @@ class ConsistencyDistillation(Method):
 
         data_tokens = student.tokenizer.encode(batch["action"]).flatten(1)
         labels = mixed_labels(fixed, data_tokens, self.label_threshold)
-        logits = student.token_logits(rgb, state, tasks, labels)
+        inputs = labels
+        if student.training:
+            inputs = corrupt_tokens(labels, self.token_corruption, student.config.n_bins)
+        logits = student.token_logits(rgb, state, tasks, inputs)
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
         ar = (ce * keep.flatten()).sum() / keep.sum()
         loss = self.consistency_weight * consistency + self.ar_weight * ar
