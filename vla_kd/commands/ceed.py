@@ -47,15 +47,23 @@ def jacobi_student(teacher, c: DictConfig):
     return student.train()
 
 
-def train_ceed(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
-    """Train, save to ``cfg.output``; returns (summary, student)."""
+def train_ceed(
+    cfg: DictConfig,
+    run_dir: Path,
+    teacher_folder: str | None,
+    dataset_path: str | None,
+    output: str | Path,
+    trainer_cfg: DictConfig,
+) -> tuple[dict, object]:
+    """Collect the teacher's Jacobi trajectories, distil, save to ``output``; (summary, student).
+    ``cfg`` holds the ``ceed`` and ``tracker`` nodes (and is tracked whole)."""
     from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.methods.ceed import ConsistencyDistillation
 
-    if not cfg.dataset:
+    if not dataset_path:
         raise UserError("method=ceed needs dataset=<the teacher's demonstrations>")
-    teacher = load_token_teacher(cfg.teacher)
-    dataset = LeRobotDataset(cfg.dataset, action_horizon=teacher.config.horizon)
+    teacher = load_token_teacher(teacher_folder)
+    dataset = LeRobotDataset(dataset_path, action_horizon=teacher.config.horizon)
     c = cfg.ceed
     method = ConsistencyDistillation(
         jacobi_student(teacher, c),
@@ -69,7 +77,7 @@ def train_ceed(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
         state_noise=float(c.state_noise),
         token_corruption=float(c.token_corruption),
     )
-    settings = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    settings = TrainerConfig(**OmegaConf.to_container(trainer_cfg, resolve=True))
     tracker = make_tracker(
         cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="train_ceed"
     )
@@ -79,13 +87,13 @@ def train_ceed(cfg: DictConfig, run_dir: Path) -> tuple[dict, object]:
         metrics = trainer.fit()
         method.model.eval()
         method.model.save_pretrained(
-            cfg.output,
-            extra={"teacher": str(cfg.teacher), "dataset": str(cfg.dataset), "steps": trainer.step},
+            output,
+            extra={"teacher": str(teacher_folder), "dataset": str(dataset_path), "steps": trainer.step},
         )
         summary = {
             "model": "token_vla",
             "method": "ceed",
-            "policy": str(cfg.output),
+            "policy": str(output),
             "steps": trainer.step,
             "samples": trainer.step * settings.batch_size,
             "wall_seconds": time.perf_counter() - started,

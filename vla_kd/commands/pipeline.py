@@ -43,7 +43,7 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-STUDENTS = ("rpd", "dysl", "align")
+STUDENTS = ("rpd", "ceed", "dysl", "align")
 
 
 def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dict:
@@ -61,6 +61,13 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dic
             cfg, task, str(run_dir / "teacher"), training_dir, folder, use_teacher=True, job_type="train_rpd"
         )
         samples = summary["env_steps"]
+    elif method == "ceed":
+        from vla_kd.commands.ceed import train_ceed
+
+        summary, _ = train_ceed(
+            cfg, training_dir, str(run_dir / "teacher"), str(run_dir / "dataset"), folder, cfg.ceed_trainer
+        )
+        samples = summary["samples"]
     elif method == "dysl":
         from vla_kd.commands.dysl import train_dysl
 

@@ -150,7 +150,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         from vla_kd.commands.dysl import train_dysl
 
         if cfg.method == "ceed":
-            summary, student = train_ceed(cfg, run_dir)
+            summary, student = train_ceed(cfg, run_dir, cfg.teacher, cfg.dataset, cfg.output, cfg.trainer)
         elif cfg.method == "dysl":
             summary, student = train_dysl(cfg, run_dir, cfg.teacher, cfg.dataset, cfg.output, cfg.trainer)
         else:
