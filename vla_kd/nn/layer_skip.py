@@ -112,7 +112,8 @@ def adapter_flops(hidden: int, rank: int, new_tokens: int) -> int:
 
 def forward_flops(config, roles_run: Sequence[str], adapter_rank: int, new_tokens: int, context: int) -> int:
     """Trunk FLOPs of one forward: ``roles_run[i]`` is ``"layer"``, ``"adapter"`` or ``"bypass"``."""
-    kv_hidden = config.hidden  # the TokenVLA trunk has as many key/value heads as query heads
+    # grouped-query attention (the SmolLM2 trunk) shrinks the key/value projections
+    kv_hidden = config.hidden * (getattr(config, "kv_heads", None) or config.heads) // config.heads
     total = 0
     for role in roles_run:
         if role == "layer":

@@ -38,6 +38,12 @@ class TokenVLAConfig:
     layers: int = 4
     heads: int = 4
     intermediate: int = 256
+    kv_heads: int | None = None  # grouped-query attention; None: as many as ``heads``
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    #: where the trunk's weights start: "tiny" (random init) or "smollm2" (the pretrained
+    #: SmolLM2-135M, whose architecture the sizes above must then match; see teachers.smollm2)
+    trunk: str = "tiny"
     instruction_dim: int = EMBEDDING_DIM
     decoding: str = "greedy"  # greedy (autoregressive, KV cache) | jacobi (vla_kd.nn.jacobi)
     jacobi_init: str = "repeat"
@@ -133,8 +139,10 @@ class TokenVLA(ChunkedPolicy):
         nn.init.normal_(self.action_embed.weight, std=0.02)
         self.trunk = LlamaModel(LlamaConfig(
             vocab_size=1, hidden_size=c.hidden, num_hidden_layers=c.layers,
-            num_attention_heads=c.heads, num_key_value_heads=c.heads,
+            num_attention_heads=c.heads, num_key_value_heads=c.kv_heads or c.heads,
             intermediate_size=c.intermediate, max_position_embeddings=512,
+            rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+            rms_norm_eps=c.rms_norm_eps,
             bos_token_id=None, eos_token_id=None, pad_token_id=None,  # no text vocabulary here
         ))
         self.trunk.embed_tokens = None  # inputs come as embeddings; the vocab table is unused
