@@ -70,13 +70,14 @@ def student_of(teacher):
 
 def test_consistency_loss_is_zero_at_the_fixed_point_when_student_is_teacher(dataset):
     teacher = tiny_teacher()
-    method = ConsistencyDistillation(student_of(teacher), teacher, ar_weight=0.0)
+    method = ConsistencyDistillation(student_of(teacher), teacher, ar_weight=0.0, fixed_point_weight=1.0)
     batch = batch_of(dataset, range(6))
     method.collect(batch)
     for key, (windows, logits) in method.trajectories.items():  # every "intermediate" window = Y*
         method.trajectories[key] = (windows[-1:].repeat(3, 1), logits)
     loss, metrics = method.loss(batch, 0)
     assert abs(float(loss)) < 1e-6 and metrics["losses/consistency_kl"] < 1e-6
+    assert metrics["losses/fixed_point_kl"] < 1e-6
     # ... and positive from the real intermediate windows of a random start.
     fresh = ConsistencyDistillation(student_of(teacher), teacher, ar_weight=0.0)
     assert float(fresh.loss(batch, 0)[0]) > 1e-3

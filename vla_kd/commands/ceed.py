@@ -76,6 +76,7 @@ def train_ceed(
         shift_pad=int(c.shift_pad),
         state_noise=float(c.state_noise),
         token_corruption=float(c.token_corruption),
+        fixed_point_weight=float(c.fixed_point_weight),
     )
     settings = TrainerConfig(**OmegaConf.to_container(trainer_cfg, resolve=True))
     tracker = make_tracker(

@@ -5,15 +5,17 @@ For each dataset state ``x`` the frozen teacher's Jacobi trajectory ``Y_0 .. Y_k
 collected once (and cached by frame). The student, initialised from the teacher, minimises
 
     L = w_c * sum_i KL( q_T(. | Y*, x) || q_S(. | Y_i, x) ) / n_windows  +  w_ar * CE(q_S(. | L, x), L)
+        [ + w_f * KL( q_T(. | Y*, x) || q_S(. | Y*, x) ) ]
 
 where ``q(. | Y, x)`` are the token distributions a forward over window ``Y`` predicts (one
 Jacobi pass), and ``L`` mixes labels: the teacher's fixed-point token where it lies within
 ``label_threshold`` bins of the demonstrated action's token, the demonstrated token where the
-teacher strays further. The targets belong to the exact cached frame; what the *student*
-sees can be augmented as the teacher's own training was (``shift_pad``, ``state_noise``, and
-``token_corruption`` of the AR term's teacher-forced inputs, see ``TokenBC``). Without them the
-AR term trains on clean teacher-forced inputs, where copying the previous action's token
-predicts most labels, and the student unlearns looking at the camera.
+teacher strays further. The optional last term (``fixed_point_weight``) distils the teacher's
+soft distributions on its own greedy output, where the AR term uses hard labels.
+
+The targets belong to the exact cached frame; what the *student* sees can be augmented as the
+teacher's own training was (``shift_pad``, ``state_noise``, and ``token_corruption`` of the AR
+term's teacher-forced inputs, see ``TokenBC``).
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ class ConsistencyDistillation(Method):
         shift_pad: int = 0,
         state_noise: float = 0.0,
         token_corruption: float = 0.0,
+        fixed_point_weight: float = 0.0,
     ) -> None:
         self.model, self.teacher = student, teacher.eval().requires_grad_(False)
         self.consistency_weight, self.ar_weight = consistency_weight, ar_weight
         self.label_threshold, self.init, self.windows_per_state = label_threshold, init, windows_per_state
         self.shift_pad, self.state_noise, self.token_corruption = shift_pad, state_noise, token_corruption
+        self.fixed_point_weight = fixed_point_weight
         #: (episode, frame) -> (trajectory windows (k+1, n), teacher fixed-point logits (n, bins))
         self.trajectories: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -108,6 +112,11 @@ class ConsistencyDistillation(Method):
                 consistency_kl(teacher_logits, student.token_logits(rgb, state, tasks, picks), keep)
             )
         consistency = torch.stack(kl_terms).mean()
+        # Optionally the fixed point itself too: the teacher's soft distributions on its own
+        # greedy output, which anchors the student's greedy (and so converged Jacobi) decoding.
+        fixed_point = torch.zeros(())
+        if self.fixed_point_weight > 0:
+            fixed_point = consistency_kl(teacher_logits, student.token_logits(rgb, state, tasks, fixed), keep)
 
         data_tokens = student.tokenizer.encode(batch["action"]).flatten(1)
         labels = mixed_labels(fixed, data_tokens, self.label_threshold)
@@ -118,10 +127,12 @@ class ConsistencyDistillation(Method):
         ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
         ar = (ce * keep.flatten()).sum() / keep.sum()
         loss = self.consistency_weight * consistency + self.ar_weight * ar
+        loss = loss + self.fixed_point_weight * fixed_point
         teacher_share = ((labels == fixed).float() * keep).sum() / keep.sum()
         return loss, {
             "losses/consistency_kl": float(consistency.detach()),
             "losses/ar_ce": float(ar.detach()),
+            "losses/fixed_point_kl": float(fixed_point.detach()),
             "train/teacher_label_share": float(teacher_share),
             "train/jacobi_passes": float(sum(len(w) - 1 for w in windows) / len(windows)),
         }
