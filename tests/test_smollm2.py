@@ -54,6 +54,13 @@ def test_wrong_sizes_are_named_in_one_error():
     assert "rope_theta" in message and "hidden" not in message
 
 
+def test_an_unknown_trunk_is_refused():
+    from vla_kd.teachers.token_vla import TokenVLA
+
+    with pytest.raises(UserError, match="trunk"):
+        TokenVLA(smollm2_config(trunk="smollm3"))
+
+
 def test_a_missing_wheel_is_a_one_line_error(monkeypatch):
     from vla_kd.teachers import smollm2
 

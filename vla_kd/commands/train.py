@@ -54,8 +54,6 @@ def build_method(m: DictConfig, dataset):
             from vla_kd.teachers.smollm2 import init_trunk_from_smollm2
 
             log.info("trunk initialised from SmolLM2-135M: %s", init_trunk_from_smollm2(policy))
-        elif m.trunk != "tiny":
-            raise unknown_name("trunk", m.trunk, ("tiny", "smollm2"))
         policy.set_normalization(state_stats, dataset.actions)
         return TokenBC(policy, shift_pad=m.shift_pad, label_sigma=m.label_sigma,
                        state_noise=m.state_noise, token_corruption=m.token_corruption)

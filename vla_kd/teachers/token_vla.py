@@ -111,6 +111,10 @@ class TokenVLA(ChunkedPolicy):
             from vla_kd.errors import unknown_name
 
             raise unknown_name("vision encoder", c.vision, ("cnn", "efficientnet_lite0"))
+        if c.trunk not in ("tiny", "smollm2"):
+            from vla_kd.errors import unknown_name
+
+            raise unknown_name("trunk", c.trunk, ("tiny", "smollm2"))
         if c.vision == "cnn":
             self.vision: nn.Module = PatchCNN(c.hidden, c.patch_grid)
         else:
