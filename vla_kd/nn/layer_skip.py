@@ -113,7 +113,7 @@ def adapter_flops(hidden: int, rank: int, new_tokens: int) -> int:
 def forward_flops(config, roles_run: Sequence[str], adapter_rank: int, new_tokens: int, context: int) -> int:
     """Trunk FLOPs of one forward: ``roles_run[i]`` is ``"layer"``, ``"adapter"`` or ``"bypass"``."""
     # grouped-query attention (the SmolLM2 trunk) shrinks the key/value projections
-    kv_hidden = config.hidden * (getattr(config, "kv_heads", None) or config.heads) // config.heads
+    kv_hidden = config.hidden * config.key_value_heads // config.heads
     total = 0
     for role in roles_run:
         if role == "layer":

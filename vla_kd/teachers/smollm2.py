@@ -59,9 +59,7 @@ def check_architecture(config, pretrained_config) -> None:
     """Raise a one-line error naming every TokenVLA size that differs from the pretrained trunk's."""
     wrong = []
     for field, attribute in ARCHITECTURE.items():
-        ours = getattr(config, field)
-        if field == "kv_heads" and ours is None:
-            ours = config.heads
+        ours = config.key_value_heads if field == "kv_heads" else getattr(config, field)
         theirs = getattr(pretrained_config, attribute)
         if ours != theirs:
             wrong.append(f"{field}={ours} (SmolLM2-135M has {theirs})")

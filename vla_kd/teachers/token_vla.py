@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
+from vla_kd.errors import unknown_name
 from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
 from vla_kd.nn.normalization import Standardizer
@@ -52,6 +53,11 @@ class TokenVLAConfig:
     exit_max_changed: int | None = None
     exit_max_bin_change: int | None = None
     exit_max_iterations: int | None = None
+
+    @property
+    def key_value_heads(self) -> int:
+        """The trunk's key/value heads (``kv_heads``, or one per query head when unset)."""
+        return self.kv_heads or self.heads
 
 
 class PatchCNN(nn.Module):
@@ -108,12 +114,8 @@ class TokenVLA(ChunkedPolicy):
 
         c = config
         if c.vision not in ("cnn", "efficientnet_lite0"):
-            from vla_kd.errors import unknown_name
-
             raise unknown_name("vision encoder", c.vision, ("cnn", "efficientnet_lite0"))
         if c.trunk not in ("tiny", "smollm2"):
-            from vla_kd.errors import unknown_name
-
             raise unknown_name("trunk", c.trunk, ("tiny", "smollm2"))
         if c.vision == "cnn":
             self.vision: nn.Module = PatchCNN(c.hidden, c.patch_grid)
@@ -143,7 +145,7 @@ class TokenVLA(ChunkedPolicy):
         nn.init.normal_(self.action_embed.weight, std=0.02)
         self.trunk = LlamaModel(LlamaConfig(
             vocab_size=1, hidden_size=c.hidden, num_hidden_layers=c.layers,
-            num_attention_heads=c.heads, num_key_value_heads=c.kv_heads or c.heads,
+            num_attention_heads=c.heads, num_key_value_heads=c.key_value_heads,
             intermediate_size=c.intermediate, max_position_embeddings=512,
             rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
             rms_norm_eps=c.rms_norm_eps,
