@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import requires_maniskill, run_cli
 
-from vla_kd.evaluator import EpisodeResult, TaskProtocol, aggregate, summarize
+from vla_kd.evaluator import EpisodeResult, TaskProtocol, aggregate, record_milestones, summarize
 
 
 def fake_result(task: str, episode: int, success: bool) -> EpisodeResult:
@@ -33,6 +33,19 @@ def test_aggregate_has_required_top_level_fields():
         assert key in doc
     assert doc["tasks"]["maniskill/PickCube-v1"]["protocol"]["max_episode_steps"] == 100
     assert doc["success_rate"] == 0.5
+
+
+def test_milestones_are_boolean_flags_ever_true_and_rated_per_episode():
+    flags: dict[str, bool] = {}
+    for info in ({"success": False, "is_grasped": True, "elapsed_steps": 1, "instruction": "pick"},
+                 {"success": True, "is_grasped": np.bool_(False), "is_obj_placed": np.bool_(True)}):
+        record_milestones(flags, info)
+    assert flags == {"is_grasped": True, "is_obj_placed": True}  # success, counts and text left out
+
+    results = [fake_result("t", i, False) for i in range(4)]
+    results[0].milestones, results[1].milestones = {"is_grasped": True}, {"is_grasped": False}
+    assert summarize(results)["milestone_rates"] == {"is_grasped": 0.25}
+    assert "milestone_rates" not in summarize([fake_result("t", 0, True)])
 
 
 @requires_maniskill
@@ -61,6 +74,10 @@ def test_random_policy_scores_zero_and_scripted_scores_above_zero_on_pickcube(tm
     assert random_summary["success_rate"] == 0.0
     assert scripted_summary["success_rate"] > 0.5
     assert scripted_summary["ci95"][0] > random_summary["ci95"][0]
+    # PickCube's own sub-goal flags: no success without a grasp and a placement.
+    rates = scripted_summary["milestone_rates"]
+    assert rates["is_grasped"] >= scripted_summary["success_rate"]
+    assert rates["is_obj_placed"] >= scripted_summary["success_rate"]
     assert protocol.seeds == list(range(1000, 1010)) and protocol.max_episode_steps == 100
 
 

@@ -36,6 +36,7 @@ class EpisodeResult:
     policy_ms_per_action: float
     env_ms_per_step: float
     policy_stats: dict | None = None  # the policy's own counters (e.g. layer-skipping paths)
+    milestones: dict[str, bool] | None = None  # the task's own boolean flags, ever true
 
 
 @dataclass
@@ -70,6 +71,7 @@ def run_episode(
     skip_frames = frames is None and hasattr(env.unwrapped, "render_next_observation") and hasattr(
         policy, "rows_to_predict")
     success_once = bool(info["success"])
+    milestones: dict[str, bool] = {}
     total_reward, policy_s, env_s, steps = 0.0, 0.0, 0.0, 0
     while steps < max_steps:
         steps += 1
@@ -87,6 +89,7 @@ def run_episode(
         env_s += time.perf_counter() - start
         total_reward += reward
         success_once |= bool(info["success"])
+        record_milestones(milestones, info)
         if terminated or truncated:
             break
     if skip_frames:
@@ -97,8 +100,20 @@ def run_episode(
         episode_return=float(total_reward),
         length=steps,
         init_state_id=info.get("init_state_id", (options or {}).get("init_state_id")),
+        milestones=milestones or None,
     )
     return stats, policy_s, env_s
+
+
+def record_milestones(milestones: dict[str, bool], info: dict) -> None:
+    """OR into ``milestones`` every boolean flag of a step's ``info`` other than ``success``.
+
+    ManiSkill reports sub-goals this way (PickCube: ``is_grasped``, ``is_obj_placed``,
+    ``is_robot_static``), which tells *where* a failing policy fails: it never reached the cube,
+    grasped and dropped it, or placed it without stopping."""
+    for key, value in info.items():
+        if key != "success" and isinstance(value, bool | np.bool_):
+            milestones[key] = milestones.get(key, False) or bool(value)
 
 
 def evaluate_task(
@@ -224,7 +239,14 @@ def summarize(results: list[EpisodeResult]) -> dict:
         "policy_ms_per_action": float(np.mean([r.policy_ms_per_action for r in results])) if n else 0.0,
         "env_ms_per_step": float(np.mean([r.env_ms_per_step for r in results])) if n else 0.0,
         **({"policy_stats": summed_policy_stats(results)} if any(r.policy_stats for r in results) else {}),
+        **({"milestone_rates": milestone_rates(results)} if any(r.milestones for r in results) else {}),
     }
+
+
+def milestone_rates(results: list[EpisodeResult]) -> dict[str, float]:
+    """For each task flag, the fraction of ``results`` in which it was ever true."""
+    keys = sorted({k for r in results for k in (r.milestones or {})})
+    return {k: sum(bool((r.milestones or {}).get(k)) for r in results) / len(results) for k in keys}
 
 
 def summed_policy_stats(results: list[EpisodeResult]) -> dict:

@@ -59,6 +59,10 @@ def markdown_table(results: dict) -> str:
             f"| {row['mean_return']:.2f} | {row['mean_length']:.0f} | {row['max_steps'] or ''} "
             f"| {row['policy_ms_per_action']:.2f} |"
         )
+    for task, entry in results["tasks"].items():
+        if entry.get("milestone_rates"):  # where failing episodes stop, e.g. never grasped
+            rates = ", ".join(f"`{k}` {v:.0%}" for k, v in entry["milestone_rates"].items())
+            lines += ["", f"{task}, task flags ever true: {rates}."]
     return "\n".join(lines) + "\n"
 
 

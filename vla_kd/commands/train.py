@@ -97,6 +97,11 @@ def _given_policy(policy, env):
     return policy
 
 
+def milestone_metrics(results: dict) -> dict[str, float]:
+    """Flat tracker keys for the task's sub-goal rates (e.g. ``eval/milestones/is_grasped``)."""
+    return {f"eval/milestones/{k}": v for k, v in results.get("milestone_rates", {}).items()}
+
+
 def make_evaluator(cfg: DictConfig, eval_cfg: DictConfig, policy):
     """A trainer callback evaluating ``policy`` on ``eval_cfg.env`` (held-out seeds), or None."""
     if not eval_cfg.env:
@@ -108,7 +113,8 @@ def make_evaluator(cfg: DictConfig, eval_cfg: DictConfig, policy):
         log.info("step %d: %s success %.1f%% over %d episodes", step, task,
                  100 * summary["success_rate"], summary["episodes"])
         return {"eval/success_rate": summary["success_rate"], "eval/ci95_low": summary["ci95"][0],
-                "eval/ci95_high": summary["ci95"][1], "eval/episodes": summary["episodes"]}
+                "eval/ci95_high": summary["ci95"][1], "eval/episodes": summary["episodes"],
+                **milestone_metrics(summary)}
 
     return evaluate
 
@@ -166,6 +172,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"]})
             if "policy_stats" in results:  # e.g. how often a DySL student skipped
                 summary["eval/policy_stats"] = results["policy_stats"]
+            summary.update(milestone_metrics(results))
             (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     else:
         if not cfg.dataset:
@@ -190,7 +197,7 @@ def run_rl(cfg: DictConfig, run_dir: Path) -> dict:
     results = evaluate_policy(cfg, cfg.eval, student, eval_task, name=f"{cfg.method} student")
     summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"],
                     "eval/episodes": results["episodes"], "eval/mean_return": results["mean_return"],
-                    "eval/task": eval_task})
+                    "eval/task": eval_task, **milestone_metrics(results)})
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
