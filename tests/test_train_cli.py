@@ -46,7 +46,8 @@ def test_trained_policy_folder_is_evaluable(tiny_dataset, tmp_path):
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["eval/episodes"] == 1 and 0.0 <= summary["eval/success_rate"] <= 1.0
     results = tmp_path / "eval.json"
-    proc = run_cli("eval", f"policy={out}", "env=maniskill/PushCube-v1", "obs_mode=rgb",
+    # no obs_mode=rgb needed: the folder's config says the model reads a camera
+    proc = run_cli("eval", f"policy={out}", "env=maniskill/PushCube-v1",
                    "episodes_per_task=1", "max_episode_steps=5", "tracker=none",
                    f"output_json={results}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -57,3 +58,15 @@ def test_train_requires_a_dataset(tmp_path):
     proc = run_cli("train", "tracker=none", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert "dataset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_saved_camera_policy_asks_for_rgb_observations(tmp_path):
+    from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
+    from vla_kd.policies.registry import policy_observation
+
+    for use_image, expected in ((True, "rgb"), (False, None)):
+        folder = tmp_path / f"image_{use_image}"
+        ChunkedBCPolicy(ChunkedBCConfig(state_dim=4, image_size=64, use_image=use_image, hidden=16)
+                        ).save_pretrained(folder)
+        assert policy_observation(str(folder)) == (expected, False)
+    assert policy_observation("random") == (None, False)

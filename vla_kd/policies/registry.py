@@ -83,8 +83,9 @@ def policy_image_size(spec: str) -> int | None:
 def policy_observation(spec: str) -> tuple[str | None, bool]:
     """(the obs_mode a saved policy folder requires or None, whether it reads privileged state).
 
-    RL students trained on privileged state declare it in their config; other policies take the
-    evaluation's ``obs_mode`` (scripted experts always get privileged state)."""
+    RL students trained on privileged state declare it in their config; a folder whose model
+    reads a camera (``image_size`` set, ``use_image`` not false) requires ``rgb``; other policies
+    take the evaluation's ``obs_mode`` (scripted experts always get privileged state)."""
     if spec == "scripted":
         return None, True
     if spec in BUILTIN:
@@ -93,7 +94,8 @@ def policy_observation(spec: str) -> tuple[str | None, bool]:
 
     config = read_config(Path(spec))
     if config["policy_type"] != "gaussian_student":
-        return None, False
+        model = config.get("config", {})
+        return ("rgb" if model.get("image_size") and model.get("use_image", True) else None), False
     from vla_kd.policies.gaussian_mlp import observation_needs
 
     return observation_needs(config["config"].get("observation", "state"))
