@@ -333,3 +333,23 @@ def test_a_chunked_teacher_never_predicts_from_a_skipped_camera_frame():
     obs["rgb_fresh"][2, 1] = 0.0
     with pytest.raises(RuntimeError, match="skipped camera frame"):
         label_rollout(tiny_vla(), obs, starts, "push the cube")
+
+
+def test_sampling_student_is_seeded_and_spread_by_its_std():
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+
+    _, config = make_rpd(CountingTeacher())
+    obs = {"state": np.zeros((2000, 3), np.float32), "privileged": np.zeros((2000, 2), np.float32)}
+    student = GaussianStudent(config)
+    mean = student.act(obs)
+    student.sample_with(7)
+    first = student.act(obs)
+    student.sample_with(7)
+    np.testing.assert_array_equal(first, student.act(obs))  # same seed, same samples
+    spread = (first - mean)[np.abs(first) < 1].std()  # clamping to [-1, 1] cuts the tails
+    assert 0.4 < spread < 0.65, spread  # log_std_init -0.5: std 0.61
+    from vla_kd.errors import UserError
+    from vla_kd.policies.registry import build_policy
+
+    with pytest.raises(UserError, match="RL student"):
+        build_policy("random", None, sample_actions=True)

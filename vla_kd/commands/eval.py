@@ -50,7 +50,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 task,
                 make_env=partial(make_env, task, **kwargs),  # partials pickle for the workers
                 make_policy=partial(build_policy, str(cfg.policy), seed=int(cfg.seed),
-                                    action_steps=cfg.action_steps),
+                                    action_steps=cfg.action_steps,
+                                    sample_actions=bool(cfg.sample_actions)),
                 episodes=cfg.episodes_per_task,
                 seed=cfg.seed,
                 video_dir=run_dir / "videos" if want_video else None,

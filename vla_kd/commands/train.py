@@ -194,6 +194,8 @@ def run_rl(cfg: DictConfig, run_dir: Path) -> dict:
     summary, student = train_rl_student(cfg, task, cfg.teacher, run_dir, Path(cfg.output),
                                         use_teacher=cfg.method == "rpd")
     eval_task = str(cfg.eval.env or task)
+    if cfg.eval.sample_actions:
+        student.sample_with(int(cfg.eval.seed))
     results = evaluate_policy(cfg, cfg.eval, student, eval_task, name=f"{cfg.method} student")
     summary.update({"eval/success_rate": results["success_rate"], "eval/ci95": results["ci95"],
                     "eval/episodes": results["episodes"], "eval/mean_return": results["mean_return"],

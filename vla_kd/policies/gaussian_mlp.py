@@ -103,7 +103,8 @@ def sb3_policy_kwargs(config: GaussianStudentConfig) -> dict:
 
 @register_policy_type
 class GaussianStudent(PretrainedPolicy):
-    """A PPO/RPD-trained actor-critic acting deterministically (the Gaussian's mean)."""
+    """A PPO/RPD-trained actor-critic acting with the Gaussian's mean (or, after
+    :meth:`sample_with`, with seeded samples from it: the policy PPO's rollouts ran)."""
 
     policy_type = "gaussian_student"
     config_class = GaussianStudentConfig
@@ -117,6 +118,15 @@ class GaussianStudent(PretrainedPolicy):
             lr_schedule=lambda _: 0.0,
             **sb3_policy_kwargs(config),
         )
+        self._sampler: torch.Generator | None = None
+
+    def sample_with(self, seed: int) -> None:
+        """Act with samples from N(mean, std) drawn from a generator seeded by ``seed``.
+
+        Early in training the learnt std is still wide and the mean alone can act very
+        differently from the noisy policy that collected the rollouts (measured: a PushCube
+        student succeeded in 0 of 40 episodes with its mean and 25 of 40 sampling)."""
+        self._sampler = torch.Generator().manual_seed(int(seed))
 
     @property
     def observation_mode(self) -> str:
@@ -135,7 +145,11 @@ class GaussianStudent(PretrainedPolicy):
         for key in student_keys(self.config.observation):
             value = torch.as_tensor(np.asarray(obs[key]))
             batch[key] = value.permute(0, 3, 1, 2) if key == "rgb" else value  # contract rgb is HWC
-        action = self.mean_action(batch).clamp(-1.0, 1.0)
+        action = self.mean_action(batch)
+        if self._sampler is not None:
+            std = torch.exp(self.actor_critic.log_std)
+            action = action + std * torch.randn(action.shape, generator=self._sampler)
+        action = action.clamp(-1.0, 1.0)
         return action.numpy().astype(np.float32).reshape(-1, ACTION_DIM)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from vla_kd.errors import unknown_name
+from vla_kd.errors import UserError, unknown_name
 from vla_kd.policies.base import Policy, RandomPolicy
 
 BUILTIN = ("random", "scripted")
@@ -51,10 +51,16 @@ def check_policy_spec(spec: str) -> None:
         raise unknown_name(f"policy_type in {Path(spec) / 'config.json'}", policy_type, POLICY_CLASSES)
 
 
-def build_policy(spec: str, env, seed: int = 0, action_steps: int | None = None) -> Policy:
+def build_policy(
+    spec: str, env, seed: int = 0, action_steps: int | None = None, sample_actions: bool = False
+) -> Policy:
     """The policy named by ``spec`` for ``env`` (``action_steps``: how many actions of each
-    predicted chunk a chunked policy executes before predicting again; None: all)."""
+    predicted chunk a chunked policy executes before predicting again; None: all;
+    ``sample_actions``: an RL student samples its Gaussian, seeded by ``seed``, instead of
+    acting with the mean)."""
     check_policy_spec(spec)
+    if sample_actions and spec in BUILTIN:
+        raise UserError(f"sample_actions=true needs an RL student (gaussian_student), not '{spec}'")
     if spec == "random":
         return RandomPolicy(seed)
     if spec == "scripted":
@@ -66,6 +72,10 @@ def build_policy(spec: str, env, seed: int = 0, action_steps: int | None = None)
     policy = PretrainedPolicy.from_pretrained(spec)
     if action_steps is not None and hasattr(policy, "n_action_steps"):
         policy.n_action_steps = int(action_steps)
+    if sample_actions:
+        if not hasattr(policy, "sample_with"):
+            raise UserError(f"sample_actions=true needs an RL student (gaussian_student), not '{spec}'")
+        policy.sample_with(seed)
     return policy
 
 
