@@ -17,12 +17,13 @@ def test_pipeline_debug_end_to_end(tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["demos"]["attempts"] == 2 and doc["demos"]["recorded_success"] >= 1
     names = [row["name"] for row in doc["policies"]]
-    students = ["rpd student", "ceed student", "dysl student", "align student"]
+    rpd = ["rpd student", "rpd student (sampled actions)"]
+    students = [*rpd, "ceed student", "dysl student", "align student"]
     assert names == ["teacher", "action_expert", *students]
     for row in doc["policies"]:
         assert row["episodes"] == 2 and 0.0 <= row["success_rate"] <= 1.0
     # the RPD row counts env steps
-    assert [row["samples"] for row in doc["policies"]] == [32, 32, 256, 16, 32, 32]
+    assert [row["samples"] for row in doc["policies"]] == [32, 32, 256, 256, 16, 32, 32]
     assert read_config(tmp_path / "teacher")["policy_type"] == "token_vla"
     assert read_config(tmp_path / "students" / "rpd")["policy_type"] == "gaussian_student"
     ceed = read_config(tmp_path / "students" / "ceed")

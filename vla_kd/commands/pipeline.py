@@ -21,11 +21,14 @@ CONFIG_NAME = "pipeline"
 log = logging.getLogger(__name__)
 
 
-def evaluate_saved(cfg: DictConfig, folder: Path) -> dict:
-    """Evaluate a saved policy folder (as ``vla-kd eval policy=<folder>`` would load it)."""
+def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) -> dict:
+    """Evaluate a saved policy folder (as ``vla-kd eval policy=<folder>`` would load it);
+    ``sample_actions``: an RL student acts with seeded samples of its Gaussian."""
     from vla_kd.policies.pretrained import PretrainedPolicy
 
     policy = PretrainedPolicy.from_pretrained(folder)
+    if sample_actions:
+        policy.sample_with(int(cfg.eval.seed))
     return evaluate_policy(cfg, cfg.eval, policy, str(cfg.task), name=str(folder))
 
 
@@ -46,8 +49,9 @@ def results_table(rows: list[dict]) -> str:
 STUDENTS = ("rpd", "ceed", "dysl", "align")
 
 
-def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dict:
-    """Distil the pipeline's teacher into ``students/<method>`` and evaluate it."""
+def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> list[dict]:
+    """Distil the pipeline's teacher into ``students/<method>`` and evaluate it: one results row,
+    two for the RPD student (acting with its Gaussian's mean, and sampling from it)."""
     if method not in STUDENTS:
         from vla_kd.errors import unknown_name
 
@@ -91,19 +95,24 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dic
             cfg.align_trainer,
         )
         samples = summary["samples"]
-    evaluation = evaluate_saved(cfg, folder)
-    write_json_atomic(evaluation, run_dir / f"{method}_results.json")
-    log.info("%s student: success %.1f%%", method, 100 * evaluation["success_rate"])
-    return {
-        "name": f"{method} student",
-        "task": task,
-        "episodes": evaluation["episodes"],
-        "success_rate": evaluation["success_rate"],
-        "ci95": evaluation["ci95"],
-        "policy_ms_per_action": evaluation["policy_ms_per_action"],
-        "samples": samples,
-        "wall_seconds": summary["wall_seconds"],
-    }
+    rows = []
+    for sample_actions in (False, True) if method == "rpd" else (False,):
+        suffix = "_sampled" if sample_actions else ""
+        evaluation = evaluate_saved(cfg, folder, sample_actions)
+        write_json_atomic(evaluation, run_dir / f"{method}{suffix}_results.json")
+        name = f"{method} student" + (" (sampled actions)" if sample_actions else "")
+        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+        rows.append({
+            "name": name,
+            "task": task,
+            "episodes": evaluation["episodes"],
+            "success_rate": evaluation["success_rate"],
+            "ci95": evaluation["ci95"],
+            "policy_ms_per_action": evaluation["policy_ms_per_action"],
+            "samples": samples,
+            "wall_seconds": summary["wall_seconds"],
+        })
+    return rows
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -156,7 +165,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         )
         log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
     for method in cfg.students:
-        rows.append(train_student(cfg, str(method), str(task), run_dir))
+        rows.extend(train_student(cfg, str(method), str(task), run_dir))
     table = results_table(rows)
     doc = {
         "task": str(task),
