@@ -9,8 +9,10 @@ per task with ``vla-kd eval`` on the same held-out seeds. Writes ``results.json`
 ``results.md`` (task x method x success +- CI x env steps x latency) and ``success_vs_steps.png``
 (training success vs env steps, mean over seeds, with the teacher's held-out success as a line).
 
-Training success is measured on the training episodes with the stochastic policy; the
-held-out columns are deterministic evaluations on seeds no run trained on.
+Training success is measured on the training episodes with the stochastic policy. Held out,
+on seeds no run trained on, each student is evaluated twice: acting with its Gaussian's mean
+(deterministic, the usual protocol) and with seeded samples from it (``sample_actions=true``,
+the policy its rollouts ran), which early in training can succeed far more often.
 """
 
 from __future__ import annotations
@@ -73,6 +75,27 @@ def train(
             args.append(f"teacher={teacher}")
         run(args)
     return folder
+
+
+def evaluate_sampled(task: str, folder: Path, episodes: int) -> dict:
+    """The student of ``folder`` on the held-out seeds, acting with samples of its Gaussian."""
+    results = folder / "sampled_eval" / "results.json"
+    if not results.is_file():
+        run(
+            [
+                "eval",
+                f"policy={folder / 'policy'}",
+                f"env={task}",
+                f"episodes_per_task={episodes}",
+                "seed=100000",
+                "max_episode_steps=100",
+                "sample_actions=true",
+                "progress=false",
+                "tracker=none",
+                f"hydra.run.dir={results.parent}",
+            ]
+        )
+    return json.loads(results.read_text())
 
 
 def smoothed_curve(folder: Path, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -173,10 +196,12 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, args.extra)
             result = json.loads((folder / "train_summary.json").read_text())
             steps, success = smoothed_curve(folder)
+            sampled = evaluate_sampled(task, folder, args.episodes)
             entry[method].append(
                 {
                     "seed": seed,
                     **{k: result[f"eval/{k}"] for k in keys},
+                    "sampled": {k: sampled[k] for k in keys},
                     "env_steps": result["env_steps"],
                     "wall_seconds": result["wall_seconds"],
                     "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
@@ -190,9 +215,9 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
 def results_table(summary: dict) -> str:
     """task x policy x held-out success (CI) x env steps x steps to the teacher's rate x ms/action."""
     rows = [
-        "| task | policy | success (held-out) | 95% CI | env steps | steps to teacher's rate "
-        "| ms/call | ms/action |",
-        "|---|---|---:|---|---:|---:|---:|---:|",
+        "| task | policy | success (held-out) | 95% CI | sampling actions | 95% CI | env steps "
+        "| steps to teacher's rate | ms/call | ms/action |",
+        "|---|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
 
     def pct(r: dict) -> str:
@@ -203,16 +228,17 @@ def results_table(summary: dict) -> str:
         t_lat, s_lat = lat["teacher"], lat["rpd"]
         per_call = f"{t_lat['call_ms_median']:.2f} | {t_lat['action_ms']:.2f}"
         name = f"teacher ({t_lat['actions_per_call']} actions/call)"
-        rows.append(f"| {task} | {name} | {pct(entry['teacher'])} | (demos) | | {per_call} |")
+        rows.append(f"| {task} | {name} | {pct(entry['teacher'])} | | | (demos) | | {per_call} |")
         for method in METHODS:
             for r in entry[method]:
                 reach = "not reached" if r["steps_to_teacher"] is None else f"{r['steps_to_teacher']:.0f}"
                 ms = f"{s_lat['call_ms_median']:.3f} | {s_lat['action_ms']:.3f}" if method == "rpd" else " | "
                 name = f"{method} seed {r['seed']}"
-                rows.append(f"| {task} | {name} | {pct(r)} | {r['env_steps']} | {reach} | {ms} |")
+                sampled = pct(r["sampled"]) if "sampled" in r else " | "
+                rows.append(f"| {task} | {name} | {pct(r)} | {sampled} | {r['env_steps']} | {reach} | {ms} |")
         per_call = t_lat["call_ms_median"] / s_lat["call_ms_median"]
         per_action = t_lat["action_ms"] / s_lat["action_ms"]
-        rows.append(f"| {task} | RPD student speed-up | | | | | {per_call:.0f}x | {per_action:.0f}x |")
+        rows.append(f"| {task} | RPD student speed-up | | | | | | | {per_call:.0f}x | {per_action:.0f}x |")
     return "\n".join(rows) + "\n"
 
 
