@@ -33,25 +33,17 @@ def run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "vla_kd.cli", *args], check=True, stdin=subprocess.DEVNULL)
 
 
-def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int) -> dict:
-    results = out / "teacher_eval" / "results.json"
+def held_out_eval(task: str, policy: str | Path, episodes: int, results: Path, *overrides: str) -> dict:
+    """``vla-kd eval`` of ``policy`` on the held-out seeds into ``results`` (reused if there)."""
     if not results.is_file():
-        run(
-            [
-                "eval",
-                f"policy={teacher}",
-                f"env={task}",
-                "obs_mode=rgb",
-                f"episodes_per_task={episodes}",
-                "seed=100000",
-                "max_episode_steps=100",
-                "workers=2",
-                "progress=false",
-                "tracker=none",
-                f"hydra.run.dir={results.parent}",
-            ]
-        )
+        run(["eval", f"policy={policy}", f"env={task}", f"episodes_per_task={episodes}", "seed=100000",
+             "max_episode_steps=100", "progress=false", "tracker=none", f"hydra.run.dir={results.parent}",
+             *overrides])
     return json.loads(results.read_text())
+
+
+def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int) -> dict:
+    return held_out_eval(task, teacher, episodes, out / "teacher_eval" / "results.json", "workers=2")
 
 
 def train(
@@ -80,22 +72,7 @@ def train(
 def evaluate_sampled(task: str, folder: Path, episodes: int) -> dict:
     """The student of ``folder`` on the held-out seeds, acting with samples of its Gaussian."""
     results = folder / "sampled_eval" / "results.json"
-    if not results.is_file():
-        run(
-            [
-                "eval",
-                f"policy={folder / 'policy'}",
-                f"env={task}",
-                f"episodes_per_task={episodes}",
-                "seed=100000",
-                "max_episode_steps=100",
-                "sample_actions=true",
-                "progress=false",
-                "tracker=none",
-                f"hydra.run.dir={results.parent}",
-            ]
-        )
-    return json.loads(results.read_text())
+    return held_out_eval(task, folder / "policy", episodes, results, "sample_actions=true")
 
 
 def smoothed_curve(folder: Path, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
