@@ -83,11 +83,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     expert = evaluate_expert(args, args.out)
-    expert_training = (
-        json.loads((Path(args.expert).parent / "action_expert_training" / "train_summary.json").read_text())
-        if (Path(args.expert).parent / "action_expert_training").exists()
-        else {}
-    )
+    # the expert's training summary: beside a pipeline's expert, or in a `vla-kd train` run folder
+    folder = Path(args.expert).parent
+    summaries = [folder / sub / "train_summary.json" for sub in ("action_expert_training", ".")]
+    expert_training = next((json.loads(p.read_text()) for p in summaries if p.is_file()), {})
     rows = [
         {
             "policy": "action expert alone",
