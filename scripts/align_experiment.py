@@ -93,7 +93,8 @@ def main() -> None:
             "success_rate": expert["success_rate"],
             "ci95": expert["ci95"],
             "samples": expert_training.get("samples"),
-            "wall_seconds": expert_training.get("wall_seconds"),
+            # training only, as for the rows below (a run's wall_seconds includes its evaluation)
+            "wall_seconds": expert_training.get("time/seconds", expert_training.get("wall_seconds")),
         }
     ]
     for stage, label in (("both", "aligned VLA (stage 1 + 2)"), ("scratch", "same VLA from scratch")):
