@@ -70,3 +70,8 @@ def test_a_saved_camera_policy_asks_for_rgb_observations(tmp_path):
                         ).save_pretrained(folder)
         assert policy_observation(str(folder)) == (expected, False)
     assert policy_observation("random") == (None, False)
+    from vla_kd.errors import UserError
+    from vla_kd.policies.registry import build_policy
+
+    with pytest.raises(UserError, match="RL student"):  # only PPO/RPD students sample actions
+        build_policy(str(folder), None, sample_actions=True)

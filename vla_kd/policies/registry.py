@@ -59,7 +59,7 @@ def build_policy(
     ``sample_actions``: an RL student samples its Gaussian, seeded by ``seed``, instead of
     acting with the mean)."""
     check_policy_spec(spec)
-    if sample_actions and spec in BUILTIN:
+    if sample_actions and not is_rl_student(spec):  # refused before anything is loaded or built
         raise UserError(f"sample_actions=true needs an RL student (gaussian_student), not '{spec}'")
     if spec == "random":
         return RandomPolicy(seed)
@@ -73,10 +73,17 @@ def build_policy(
     if action_steps is not None and hasattr(policy, "n_action_steps"):
         policy.n_action_steps = int(action_steps)
     if sample_actions:
-        if not hasattr(policy, "sample_with"):
-            raise UserError(f"sample_actions=true needs an RL student (gaussian_student), not '{spec}'")
         policy.sample_with(seed)
     return policy
+
+
+def is_rl_student(spec: str) -> bool:
+    """Whether ``spec`` is a saved PPO/RPD student folder (a ``gaussian_student``)."""
+    if spec in BUILTIN:
+        return False
+    from vla_kd.policies.pretrained import read_config
+
+    return read_config(Path(spec))["policy_type"] == "gaussian_student"
 
 
 def policy_image_size(spec: str) -> int | None:
