@@ -43,13 +43,19 @@ if command -v dpkg-query >/dev/null; then
 fi
 
 # ---------------------------------------------------------------- 2. venv
+# The full install is ~4.7 GB in the venv plus pip's unpacking space; say so before pip fails
+# half-way with "No space left on device".
+free_kb="$(df -Pk "$ROOT" | awk 'NR==2{print $4}')"
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((7 * 1024 * 1024)) ] && [ ! -x "$VENV/bin/vla-kd" ]; then
+    log "warning: only $((free_kb / 1024)) MiB free under $ROOT; the install needs about 7 GiB"
+fi
 if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"
 fi
 pip_quiet() {
     # Some machines' pip configs name local indexes that may not exist; their warnings are noise.
-    "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "^WARNING: Location '" >&2)
+    "$VENV/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q "$@" 2> >(grep -v "^WARNING: Location '" >&2)
 }
 
 # ---------------------------------------------------------------- 3. software Vulkan

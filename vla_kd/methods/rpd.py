@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import DictRolloutBuffer
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import explained_variance
 
 from vla_kd.errors import unknown_name
@@ -133,6 +134,11 @@ class RPD(PPO):
         self.teacher_schedule, self.anneal_steps = teacher_schedule, anneal_steps
         self.teacher_std, self.label_batch_size = teacher_std, label_batch_size
         super().__init__(policy, env, rollout_buffer_class=LabelledRolloutBuffer, **ppo_kwargs)
+        if not self.verbose and self.tensorboard_log is None:
+            # SB3's default logger would make an empty folder under the system temp dir on every
+            # ``learn``; with nothing to print or write, an in-memory logger keeps the values the
+            # tracking callback reads.
+            self.set_logger(Logger(folder=None, output_formats=[]))
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "teacher"]  # a frozen model: given again at load
