@@ -35,7 +35,7 @@ def build_method(m: DictConfig, dataset):
 
         policy = ChunkedBCPolicy(ChunkedBCConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
-            use_image=m.use_image and bool(cameras), hidden=m.hidden,
+            use_image=m.use_image and bool(cameras), hidden=m.hidden, image_pooling=m.image_pooling,
         ))
         policy.set_normalization(state_stats, dataset.feature_stats("action"))
         return ChunkedBC(policy, shift_pad=m.shift_pad)
@@ -64,7 +64,7 @@ def build_method(m: DictConfig, dataset):
         policy = DiffusionActionExpert(ActionExpertConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
-            inference_steps=m.inference_steps,
+            inference_steps=m.inference_steps, image_pooling=m.image_pooling,
         ))
         policy.set_normalization(state_stats, dataset.feature_stats("action"))
         return DiffusionBC(policy, shift_pad=m.shift_pad)

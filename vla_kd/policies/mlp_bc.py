@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
+from vla_kd.errors import unknown_name
 from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
 from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
@@ -30,26 +31,61 @@ class ChunkedBCConfig:
     use_image: bool = True
     hidden: int = 256
     action_dim: int = ACTION_DIM
+    image_pooling: str = "flatten"
+
+
+class SpatialSoftmax(nn.Module):
+    """Feature maps (B, C, H, W) -> the expected image position of each channel (B, 2C).
+
+    Each channel becomes a keypoint: a softmax over its map with a learned temperature, then
+    the mean (x, y) in [-1, 1]. Unlike flattening, this keeps *where* things are as numbers
+    with sub-cell precision (Levine et al. 2016; robomimic and diffusion policy use it for
+    precise grasps). torch has no such layer, so it is written here (a few lines).
+    """
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.flatten(), ys.flatten()], dim=-1), persistent=False)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        attention = torch.softmax(features.flatten(2) / self.log_temperature.exp(), dim=-1)
+        return (attention @ self.grid).flatten(1)  # (B, C, 2) -> (B, 2C)
+
+
+IMAGE_POOLINGS = ("flatten", "spatial_softmax")
 
 
 class ConvEncoder(nn.Module):
-    """uint8 (B, H, W, 3) images -> (B, features)."""
+    """uint8 (B, H, W, 3) images -> (B, features).
 
-    def __init__(self, image_size: int, features: int = 256) -> None:
+    ``pooling``: ``flatten`` (NatureCNN: the last feature map, flattened) or ``spatial_softmax``
+    (one keypoint per channel of the last map, see :class:`SpatialSoftmax`).
+    """
+
+    def __init__(self, image_size: int, features: int = 256, pooling: str = "flatten") -> None:
         super().__init__()
+        if pooling not in IMAGE_POOLINGS:
+            raise unknown_name("image pooling", pooling, IMAGE_POOLINGS)
         self.net = nn.Sequential(
             nn.Conv2d(3, 32, 8, stride=4), nn.ReLU(),
             nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(),
-            nn.Flatten(),
+            nn.Conv2d(64, 64, 3, stride=1),
         )
         with torch.no_grad():
-            flat = self.net(torch.zeros(1, 3, image_size, image_size)).shape[1]
+            _, channels, height, width = self.net(torch.zeros(1, 3, image_size, image_size)).shape
+        if pooling == "flatten":
+            self.pool = nn.Sequential(nn.ReLU(), nn.Flatten())
+            flat = channels * height * width
+        else:
+            self.pool = SpatialSoftmax(height, width)
+            flat = 2 * channels
         self.project = nn.Sequential(nn.Linear(flat, features), nn.ReLU())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.permute(0, 3, 1, 2).float() / 255.0
-        return self.project(self.net(x))
+        return self.project(self.pool(self.net(x)))
 
 
 @register_policy_type
@@ -62,7 +98,7 @@ class ChunkedBCPolicy(ChunkedPolicy):
     def __init__(self, config: ChunkedBCConfig) -> None:
         super().__init__(config)
         c = config
-        self.image_encoder = ConvEncoder(c.image_size, c.hidden) if c.use_image else None
+        self.image_encoder = ConvEncoder(c.image_size, c.hidden, c.image_pooling) if c.use_image else None
         inputs = c.state_dim + (c.hidden if c.use_image else 0)
         self.head = nn.Sequential(
             nn.Linear(inputs, c.hidden), nn.ReLU(),

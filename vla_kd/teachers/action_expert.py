@@ -34,6 +34,7 @@ class ActionExpertConfig:
     hidden: int = 512
     train_timesteps: int = 100
     inference_steps: int = 10
+    image_pooling: str = "flatten"
 
 
 class ObservationEncoder(nn.Module):
@@ -41,7 +42,7 @@ class ObservationEncoder(nn.Module):
 
     def __init__(self, c: ActionExpertConfig) -> None:
         super().__init__()
-        self.image = ConvEncoder(c.image_size, c.features)
+        self.image = ConvEncoder(c.image_size, c.features, c.image_pooling)
         self.fuse = nn.Sequential(nn.Linear(c.features + c.state_dim, c.features), nn.Mish())
         self.state_norm = Standardizer(c.state_dim)
 

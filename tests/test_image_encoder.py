@@ -1,0 +1,47 @@
+"""The CNN image encoder: keypoint (spatial-softmax) pooling and the unchanged flatten path."""
+
+import pytest
+import torch
+
+from vla_kd.errors import UserError
+from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy, ConvEncoder, SpatialSoftmax
+
+
+@pytest.mark.parametrize(("row", "col"), [(0, 0), (3, 7), (9, 2)])
+def test_spatial_softmax_finds_a_peak(row: int, col: int) -> None:
+    height, width = 10, 8
+    maps = torch.zeros(2, 3, height, width)
+    maps[:, :, row, col] = 50.0  # a sharp peak: the softmax puts almost all weight there
+    keypoints = SpatialSoftmax(height, width)(maps).view(2, 3, 2)
+    expected = torch.tensor([-1 + 2 * col / (width - 1), -1 + 2 * row / (height - 1)])
+    assert torch.allclose(keypoints, expected.expand(2, 3, 2), atol=1e-4)
+
+
+def test_spatial_softmax_of_a_flat_map_is_the_centre() -> None:
+    keypoints = SpatialSoftmax(5, 5)(torch.zeros(1, 4, 5, 5))
+    assert torch.allclose(keypoints, torch.zeros(1, 8), atol=1e-6)
+
+
+def test_encoder_output_shapes_and_bad_pooling() -> None:
+    images = torch.randint(0, 256, (3, 128, 128, 3), dtype=torch.uint8)
+    for pooling in ("flatten", "spatial_softmax"):
+        assert ConvEncoder(128, 32, pooling)(images).shape == (3, 32)
+    with pytest.raises(UserError, match="image pooling"):
+        ConvEncoder(128, 32, "max")
+
+
+def test_flatten_encoder_keeps_the_parameter_names_of_saved_policies() -> None:
+    # Policies saved before the pooling option existed must still load.
+    names = set(ChunkedBCPolicy(ChunkedBCConfig(state_dim=4, image_size=64)).state_dict())
+    assert {"image_encoder.net.0.weight", "image_encoder.net.2.weight", "image_encoder.net.4.weight",
+            "image_encoder.project.0.weight"} <= names
+    assert not any(".pool." in name for name in names)
+
+
+def test_keypoint_policy_save_load_round_trip(tmp_path) -> None:
+    torch.manual_seed(0)
+    policy = ChunkedBCPolicy(ChunkedBCConfig(state_dim=4, image_size=64, image_pooling="spatial_softmax"))
+    policy.save_pretrained(tmp_path / "p")
+    loaded = ChunkedBCPolicy.from_pretrained(tmp_path / "p")
+    state, rgb = torch.randn(2, 4), torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    assert torch.equal(policy(state, rgb), loaded(state, rgb))
