@@ -45,3 +45,44 @@ def test_keypoint_policy_save_load_round_trip(tmp_path) -> None:
     loaded = ChunkedBCPolicy.from_pretrained(tmp_path / "p")
     state, rgb = torch.randn(2, 4), torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
     assert torch.equal(policy(state, rgb), loaded(state, rgb))
+
+
+def test_auxiliary_privileged_loss_teaches_the_encoder_to_locate() -> None:
+    """The aux head learns a target that only the image carries (a bright square's position),
+    and the policy still acts from rgb + proprio alone."""
+    from vla_kd.methods.bc import ChunkedBC
+
+    torch.manual_seed(0)
+    policy = ChunkedBCPolicy(ChunkedBCConfig(state_dim=2, horizon=1, image_size=64, hidden=64,
+                                             aux_state_dim=2, image_pooling="spatial_softmax"))
+    policy.set_normalization({"mean": torch.zeros(2), "std": torch.ones(2)},
+                             {"min": -torch.ones(7), "max": torch.ones(7)},
+                             {"mean": torch.full((2,), 28.0), "std": torch.full((2,), 14.0)})
+    method = ChunkedBC(policy, shift_pad=0, aux_weight=1.0)
+    optimiser = torch.optim.Adam(policy.parameters(), 3e-3)
+
+    def batch(n: int = 32) -> dict:
+        where = torch.randint(4, 52, (n, 2))
+        rgb = torch.zeros(n, 64, 64, 3, dtype=torch.uint8)
+        for i, (r, c) in enumerate(where):
+            rgb[i, r:r + 8, c:c + 8] = 255
+        return {"observation.state": torch.zeros(n, 2), "observation.images.rgb": rgb,
+                "action": torch.zeros(n, 1, 7), "action_is_pad": torch.zeros(n, 1, dtype=torch.bool),
+                "observation.environment_state": where.float()}
+
+    first = method.loss(batch(), 0)[1]["losses/aux_privileged"]
+    for step in range(150):
+        loss, logs = method.loss(batch(), step)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert logs["losses/aux_privileged"] < 0.2 * first
+    obs = {"state": torch.zeros(1, 2).numpy(), "rgb": batch(1)["observation.images.rgb"].numpy()}
+    assert policy.predict_action_chunk(obs).shape == (1, 1, 7)
+
+
+def test_aux_weight_needs_an_aux_head() -> None:
+    from vla_kd.methods.bc import ChunkedBC
+
+    with pytest.raises(ValueError, match="aux_state_dim"):
+        ChunkedBC(ChunkedBCPolicy(ChunkedBCConfig(state_dim=2, image_size=64)), aux_weight=1.0)

@@ -75,3 +75,30 @@ def test_a_saved_camera_policy_asks_for_rgb_observations(tmp_path):
 
     with pytest.raises(UserError, match="RL student"):  # only PPO/RPD students sample actions
         build_policy(str(folder), None, sample_actions=True)
+
+
+def test_train_with_the_auxiliary_privileged_head(tmp_path):
+    rng = np.random.default_rng(0)
+    writer = LeRobotWriter(tmp_path / "ds", fps=20, robot_type="panda", cameras={"rgb": (64, 64)},
+                           state_dim=5, env_state_dim=3)
+    for _ in range(2):
+        writer.add_episode("pick up the cube", rng.normal(size=(6, 5)).astype(np.float32),
+                           rng.uniform(-0.3, 0.3, size=(6, 7)).astype(np.float32),
+                           {"rgb": rng.integers(0, 255, size=(6, 64, 64, 3), dtype=np.uint8)},
+                           env_states=rng.normal(size=(6, 3)).astype(np.float32))
+    dataset = writer.finalize()
+    out = tmp_path / "policy"
+    proc = run_cli("train", f"dataset={dataset}", "trainer=debug", "tracker=none", "model.hidden=32",
+                   "model.aux_privileged_weight=1.0", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}",
+                   "trainer.progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["losses/aux_privileged"] > 0
+    assert json.loads((out / "config.json").read_text())["config"]["aux_state_dim"] == 3
+
+
+def test_auxiliary_head_needs_privileged_state_in_the_dataset(tiny_dataset, tmp_path):
+    proc = run_cli("train", f"dataset={tiny_dataset}", "trainer=debug", "tracker=none",
+                   "model.aux_privileged_weight=1.0", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    assert "observation.environment_state" in proc.stderr

@@ -33,12 +33,24 @@ def build_method(m: DictConfig, dataset):
     if m.type == "chunked_bc":
         from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 
+        aux_dim = 0
+        if m.aux_privileged_weight > 0:
+            if dataset.env_states is None or not cameras:
+                raise UserError(
+                    "model.aux_privileged_weight > 0 needs a dataset with camera frames and "
+                    "observation.environment_state (the privileged vector that `vla-kd demos` records)"
+                )
+            aux_dim = dataset.env_states.shape[1]
         policy = ChunkedBCPolicy(ChunkedBCConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             use_image=m.use_image and bool(cameras), hidden=m.hidden, image_pooling=m.image_pooling,
+            aux_state_dim=aux_dim,
         ))
-        policy.set_normalization(state_stats, dataset.feature_stats("action"))
-        return ChunkedBC(policy, shift_pad=m.shift_pad)
+        policy.set_normalization(
+            state_stats, dataset.feature_stats("action"),
+            dataset.feature_stats("observation.environment_state") if aux_dim else None,
+        )
+        return ChunkedBC(policy, shift_pad=m.shift_pad, aux_weight=m.aux_privileged_weight)
     if m.type == "token_vla":
         from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
 

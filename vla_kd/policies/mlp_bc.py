@@ -32,6 +32,9 @@ class ChunkedBCConfig:
     hidden: int = 256
     action_dim: int = ACTION_DIM
     image_pooling: str = "flatten"
+    #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
+    #: the image features while training; 0 = no such head. Never an input of the policy.
+    aux_state_dim: int = 0
 
 
 class SpatialSoftmax(nn.Module):
@@ -108,18 +111,29 @@ class ChunkedBCPolicy(ChunkedPolicy):
         # Filled from dataset stats before training; saved with the weights.
         self.state_norm = Standardizer(c.state_dim)
         self.action_norm = MinMaxNormalizer(c.action_dim)
+        if c.aux_state_dim:
+            if not c.use_image:
+                raise ValueError("the auxiliary privileged-state head reads image features: needs use_image")
+            self.aux_head = nn.Linear(c.hidden, c.aux_state_dim)
+            self.aux_norm = Standardizer(c.aux_state_dim)
 
-    def set_normalization(self, state_stats: dict, action_stats: dict) -> None:
+    def set_normalization(self, state_stats: dict, action_stats: dict, aux_stats: dict | None = None) -> None:
         self.state_norm.fit(state_stats)
         self.action_norm.fit(action_stats)
+        if self.config.aux_state_dim:
+            self.aux_norm.fit(aux_stats)
 
-    def forward(self, state: torch.Tensor, rgb: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised action chunk ``(B, horizon, action_dim)``."""
+    def forward(
+        self, state: torch.Tensor, rgb: torch.Tensor | None = None, return_image_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised action chunk ``(B, horizon, action_dim)`` (and the image features if asked)."""
         features = [self.state_norm(state)]
-        if self.image_encoder is not None:
-            features.append(self.image_encoder(rgb))
+        image = self.image_encoder(rgb) if self.image_encoder is not None else None
+        if image is not None:
+            features.append(image)
         out = self.head(torch.cat(features, dim=-1))
-        return out.view(-1, self.config.horizon, self.config.action_dim)
+        chunk = out.view(-1, self.config.horizon, self.config.action_dim)
+        return (chunk, image) if return_image_features else chunk
 
 
     @torch.no_grad()
