@@ -1,5 +1,6 @@
 """The CNN image encoder: keypoint (spatial-softmax) pooling and the unchanged flatten path."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,32 @@ def test_aux_weight_needs_an_aux_head() -> None:
 
     with pytest.raises(ValueError, match="aux_state_dim"):
         ChunkedBC(ChunkedBCPolicy(ChunkedBCConfig(state_dim=2, image_size=64)), aux_weight=1.0)
+
+
+def test_token_vla_auxiliary_head_trains_the_image_summary_and_leaves_decoding_alone(tmp_path) -> None:
+    from vla_kd.methods.bc import TokenBC
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(0)
+    config = TokenVLAConfig(state_dim=3, horizon=2, image_size=64, hidden=32, layers=1, heads=2,
+                            intermediate=64, aux_state_dim=2)
+    policy = TokenVLA(config)
+    policy.set_normalization({"mean": torch.zeros(3), "std": torch.ones(3)}, torch.rand(50, 7) * 2 - 1,
+                             {"mean": torch.zeros(2), "std": torch.ones(2)})
+    batch = {"observation.state": torch.randn(4, 3),
+             "observation.images.rgb": torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8),
+             "action": torch.rand(4, 2, 7) * 2 - 1, "action_is_pad": torch.zeros(4, 2, dtype=torch.bool),
+             "observation.environment_state": torch.randn(4, 2), "task": ["pick up the cube"] * 4}
+    loss, logs = TokenBC(policy, shift_pad=0, aux_weight=1.0).loss(batch, 0)
+    plain, _ = TokenBC(policy, shift_pad=0).loss(batch, 0)
+    assert logs["losses/aux_privileged"] > 0
+    assert torch.isclose(loss, plain + logs["losses/aux_privileged"], rtol=1e-4)
+    loss.backward()
+    assert policy.aux_head.weight.grad is not None and policy.image_summary[0].weight.grad is not None
+    # the head is not on the acting path: decoding needs no privileged input and round-trips
+    obs = {"state": batch["observation.state"][:1].numpy(),
+           "rgb": batch["observation.images.rgb"][:1].numpy(), "instruction": ["pick up the cube"]}
+    policy.eval()
+    policy.save_pretrained(tmp_path / "p")
+    loaded = TokenVLA.from_pretrained(tmp_path / "p")
+    assert np.array_equal(policy.predict_action_chunk(obs), loaded.predict_action_chunk(obs))

@@ -77,7 +77,12 @@ def test_a_saved_camera_policy_asks_for_rgb_observations(tmp_path):
         build_policy(str(folder), None, sample_actions=True)
 
 
-def test_train_with_the_auxiliary_privileged_head(tmp_path):
+@pytest.mark.parametrize("model", [
+    ["model=chunked_bc", "model.hidden=32"],
+    ["model=token_vla", "model.hidden=32", "model.layers=1", "model.heads=2", "model.intermediate=64",
+     "model.horizon=2"],
+], ids=["chunked_bc", "token_vla"])
+def test_train_with_the_auxiliary_privileged_head(tmp_path, model):
     rng = np.random.default_rng(0)
     writer = LeRobotWriter(tmp_path / "ds", fps=20, robot_type="panda", cameras={"rgb": (64, 64)},
                            state_dim=5, env_state_dim=3)
@@ -88,7 +93,7 @@ def test_train_with_the_auxiliary_privileged_head(tmp_path):
                            env_states=rng.normal(size=(6, 3)).astype(np.float32))
     dataset = writer.finalize()
     out = tmp_path / "policy"
-    proc = run_cli("train", f"dataset={dataset}", "trainer=debug", "tracker=none", "model.hidden=32",
+    proc = run_cli("train", f"dataset={dataset}", "trainer=debug", "tracker=none", *model,
                    "model.aux_privileged_weight=1.0", f"output={out}", f"hydra.run.dir={tmp_path / 'run'}",
                    "trainer.progress=false")
     assert proc.returncode == 0, proc.stderr[-3000:]

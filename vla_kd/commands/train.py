@@ -22,6 +22,19 @@ log = logging.getLogger(__name__)
 MODELS = ("chunked_bc", "token_vla", "diffusion_action_expert")
 
 
+def privileged_aux_dim(m: DictConfig, dataset, cameras: list[str]) -> int:
+    """Width of the auxiliary privileged-state target (0 when ``model.aux_privileged_weight``
+    is 0 or absent); a clear error when the dataset cannot supply it."""
+    if m.get("aux_privileged_weight", 0.0) <= 0:
+        return 0
+    if dataset.env_states is None or not cameras:
+        raise UserError(
+            "model.aux_privileged_weight > 0 needs a dataset with camera frames and "
+            "observation.environment_state (the privileged vector that `vla-kd demos` records)"
+        )
+    return int(dataset.env_states.shape[1])
+
+
 def build_method(m: DictConfig, dataset):
     """The model described by the ``model`` node ``m``, sized and normalised from the dataset,
     and its BC method."""
@@ -30,26 +43,17 @@ def build_method(m: DictConfig, dataset):
     cameras = [k for k in dataset.camera_keys if k.endswith(".rgb")]
     image_size = dataset.info["features"][cameras[0]]["shape"][0] if cameras else 128
     state_stats = dataset.feature_stats("observation.state")
+    aux_dim = privileged_aux_dim(m, dataset, cameras)
+    aux_stats = dataset.feature_stats("observation.environment_state") if aux_dim else None
     if m.type == "chunked_bc":
         from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 
-        aux_dim = 0
-        if m.aux_privileged_weight > 0:
-            if dataset.env_states is None or not cameras:
-                raise UserError(
-                    "model.aux_privileged_weight > 0 needs a dataset with camera frames and "
-                    "observation.environment_state (the privileged vector that `vla-kd demos` records)"
-                )
-            aux_dim = dataset.env_states.shape[1]
         policy = ChunkedBCPolicy(ChunkedBCConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             use_image=m.use_image and bool(cameras), hidden=m.hidden, image_pooling=m.image_pooling,
             aux_state_dim=aux_dim,
         ))
-        policy.set_normalization(
-            state_stats, dataset.feature_stats("action"),
-            dataset.feature_stats("observation.environment_state") if aux_dim else None,
-        )
+        policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
         return ChunkedBC(policy, shift_pad=m.shift_pad, aux_weight=m.aux_privileged_weight)
     if m.type == "token_vla":
         from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
@@ -61,14 +65,16 @@ def build_method(m: DictConfig, dataset):
             vision=m.vision, patch_grid=m.patch_grid,
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
             kv_heads=m.kv_heads, rope_theta=m.rope_theta, rms_norm_eps=m.rms_norm_eps, trunk=m.trunk,
+            aux_state_dim=aux_dim,
         ))
         if m.trunk == "smollm2":
             from vla_kd.teachers.smollm2 import init_trunk_from_smollm2
 
             log.info("trunk initialised from SmolLM2-135M: %s", init_trunk_from_smollm2(policy))
-        policy.set_normalization(state_stats, dataset.actions)
+        policy.set_normalization(state_stats, dataset.actions, aux_stats)
         return TokenBC(policy, shift_pad=m.shift_pad, label_sigma=m.label_sigma,
-                       state_noise=m.state_noise, token_corruption=m.token_corruption)
+                       state_noise=m.state_noise, token_corruption=m.token_corruption,
+                       aux_weight=m.get("aux_privileged_weight", 0.0))
     if m.type == "diffusion_action_expert":
         from vla_kd.methods.bc import DiffusionBC
         from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert

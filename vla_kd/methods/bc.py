@@ -38,6 +38,13 @@ def corrupt_tokens(tokens: torch.Tensor, fraction: float, n_bins: int) -> torch.
     return torch.where(corrupt, torch.randint_like(tokens, n_bins), tokens)
 
 
+def privileged_aux_loss(policy, image_features: torch.Tensor, batch: dict) -> torch.Tensor:
+    """MSE, in standard deviations, between the policy's auxiliary-head prediction from its
+    image features and the frame's privileged state (object and goal poses)."""
+    target = policy.aux_norm(batch["observation.environment_state"])
+    return F.mse_loss(policy.aux_head(image_features), target)
+
+
 class ChunkedBC(Method):
     """L1 between predicted and demonstrated (normalised) action chunks; padding is masked out.
 
@@ -67,8 +74,7 @@ class ChunkedBC(Method):
         logs = {"losses/l1": float(l1.detach())}
         if self.aux_weight <= 0:
             return l1, logs
-        aux_target = policy.aux_norm(batch["observation.environment_state"])
-        aux = F.mse_loss(policy.aux_head(image), aux_target)
+        aux = privileged_aux_loss(policy, image, batch)
         logs["losses/aux_privileged"] = float(aux.detach())
         return l1 + self.aux_weight * aux, logs
 
@@ -84,17 +90,21 @@ class TokenBC(Method):
     that fraction of the teacher-forced input action tokens by random bins (targets stay clean):
     consecutive actions of a chunk are nearly equal, so with clean inputs most tokens are
     predictable by copying the one ``action_dim`` positions back, and the few that need the
-    observation get little of the gradient."""
+    observation get little of the gradient. ``aux_weight`` adds the auxiliary privileged-state
+    loss of :class:`ChunkedBC` on the image summary."""
 
     def __init__(
         self, policy, shift_pad: int = 4, label_sigma: float = 0.0, state_noise: float = 0.0,
-        token_corruption: float = 0.0,
+        token_corruption: float = 0.0, aux_weight: float = 0.0,
     ) -> None:
+        if aux_weight > 0 and not policy.config.aux_state_dim:
+            raise ValueError("aux_weight > 0 needs a policy built with aux_state_dim > 0")
         self.model = policy
         self.shift_pad = shift_pad
         self.label_sigma = label_sigma
         self.state_noise = state_noise
         self.token_corruption = token_corruption
+        self.aux_weight = aux_weight
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         policy = self.model
@@ -107,7 +117,8 @@ class TokenBC(Method):
         if policy.training:
             state = noisy_state(state, policy.state_norm.std, self.state_noise)
             inputs = corrupt_tokens(tokens, self.token_corruption, policy.config.n_bins)
-        logits = policy.token_logits(rgb, state, list(batch["task"]), inputs)
+        prefix, image_summary = policy.encode(rgb, state, list(batch["task"]))
+        logits = policy.token_logits(rgb, state, list(batch["task"]), inputs, prefix=prefix)
         keep = (~batch["action_is_pad"]).repeat_interleave(policy.config.action_dim, dim=1).float()
         if self.label_sigma > 0:
             soft = policy.tokenizer.soft_targets(batch["action"], self.label_sigma).flatten(1, 2)
@@ -116,7 +127,12 @@ class TokenBC(Method):
             ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")
         loss = (ce * keep.flatten()).sum() / keep.sum()
         accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
-        return loss, {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
+        logs = {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
+        if self.aux_weight > 0:
+            aux = privileged_aux_loss(policy, image_summary, batch)
+            logs["losses/aux_privileged"] = float(aux.detach())
+            loss = loss + self.aux_weight * aux
+        return loss, logs
 
 
 @dataclass

@@ -53,6 +53,9 @@ class TokenVLAConfig:
     exit_max_changed: int | None = None
     exit_max_bin_change: int | None = None
     exit_max_iterations: int | None = None
+    #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
+    #: the image summary while training; 0 = no such head. Never an input of the policy.
+    aux_state_dim: int = 0
 
     @property
     def key_value_heads(self) -> int:
@@ -155,36 +158,53 @@ class TokenVLA(ChunkedPolicy):
         self.head = nn.Linear(c.hidden, c.n_bins)
         self.tokenizer = ActionTokenizer(c.action_dim, c.n_bins)
         self.state_norm = Standardizer(c.state_dim)
+        if c.aux_state_dim:
+            self.aux_head = nn.Linear(c.hidden, c.aux_state_dim)
+            self.aux_norm = Standardizer(c.aux_state_dim)
 
     @property
     def n_action_tokens(self) -> int:
         return self.config.horizon * self.config.action_dim
 
-    def set_normalization(self, state_stats: dict, actions: np.ndarray) -> None:
+    def set_normalization(
+        self, state_stats: dict, actions: np.ndarray, aux_stats: dict | None = None
+    ) -> None:
         self.state_norm.fit(state_stats)
         self.tokenizer.fit(torch.as_tensor(actions))
+        if self.config.aux_state_dim:
+            self.aux_norm.fit(aux_stats)
 
     # ------------------------------------------------------------- encoding
-    def prefix(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """Prefix embeddings ``(B, image tokens + 2 + 1, hidden)``, ending with begin-of-action."""
+    def encode(
+        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prefix embeddings ``(B, image tokens + 2 + 1, hidden)`` ending with begin-of-action,
+        the image summary ``(B, hidden)`` that the observation token and the auxiliary head read)."""
         batch = len(state)
         instruction = embed_instructions(instructions).to(state.device)
         patches, flat = self.vision(rgb)
-        observation = torch.cat([self.image_summary(flat), self.state_norm(state)], dim=-1)
+        image_summary = self.image_summary(flat)
+        observation = torch.cat([image_summary, self.state_norm(state)], dim=-1)
         parts = [
             patches,
             self.instruction_proj(instruction)[:, None],
             self.observation_proj(observation)[:, None],
             self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)),
         ]
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1), image_summary
+
+    def prefix(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """Prefix embeddings ``(B, image tokens + 2 + 1, hidden)``, ending with begin-of-action."""
+        return self.encode(rgb, state, instructions)[0]
 
     def token_logits(
         self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str], tokens: torch.Tensor,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool = False, prefix: torch.Tensor | None = None,
     ):
-        """Teacher-forced logits ``(B, n_action_tokens, n_bins)`` for target ``tokens``."""
-        prefix = self.prefix(rgb, state, instructions)
+        """Teacher-forced logits ``(B, n_action_tokens, n_bins)`` for target ``tokens`` (from
+        ``prefix`` when the caller has already encoded the observation)."""
+        if prefix is None:
+            prefix = self.prefix(rgb, state, instructions)
         inputs = torch.cat([prefix, self.action_embed(tokens[:, :-1])], dim=1)
         out = self.trunk(inputs_embeds=inputs, output_hidden_states=output_hidden_states)
         action_hidden = out.last_hidden_state[:, prefix.shape[1] - 1 :]
