@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) -> dict:
-    """Evaluate a saved policy folder (as ``vla-kd eval policy=<folder>`` would load it);
+    """Evaluate a saved policy folder, loaded as ``vla-kd eval policy=<folder>`` loads it;
     ``sample_actions``: an RL student acts with seeded samples of its Gaussian."""
-    from vla_kd.policies.pretrained import PretrainedPolicy
+    from vla_kd.policies.registry import build_policy
 
-    policy = PretrainedPolicy.from_pretrained(folder)
-    if sample_actions:
-        policy.sample_with(int(cfg.eval.seed))
+    # A saved folder needs no env to be built.
+    policy = build_policy(str(folder), env=None, seed=int(cfg.eval.seed), sample_actions=sample_actions)
     return evaluate_policy(cfg, cfg.eval, policy, str(cfg.task), name=str(folder))
 
 
