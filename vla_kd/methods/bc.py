@@ -38,6 +38,12 @@ def corrupt_tokens(tokens: torch.Tensor, fraction: float, n_bins: int) -> torch.
     return torch.where(corrupt, torch.randint_like(tokens, n_bins), tokens)
 
 
+def check_aux_weight(policy, aux_weight: float) -> None:
+    """An auxiliary privileged-state loss needs the policy's auxiliary head."""
+    if aux_weight > 0 and not policy.config.aux_state_dim:
+        raise ValueError("aux_weight > 0 needs a policy built with aux_state_dim > 0")
+
+
 def privileged_aux_loss(policy, image_features: torch.Tensor, batch: dict) -> torch.Tensor:
     """MSE, in standard deviations, between the policy's auxiliary-head prediction from its
     image features and the frame's privileged state (object and goal poses)."""
@@ -56,8 +62,7 @@ class ChunkedBC(Method):
     """
 
     def __init__(self, policy: ChunkedBCPolicy, shift_pad: int = 4, aux_weight: float = 0.0) -> None:
-        if aux_weight > 0 and not policy.config.aux_state_dim:
-            raise ValueError("aux_weight > 0 needs a policy built with aux_state_dim > 0")
+        check_aux_weight(policy, aux_weight)
         self.model = policy
         self.shift_pad = shift_pad
         self.aux_weight = aux_weight
@@ -97,8 +102,7 @@ class TokenBC(Method):
         self, policy, shift_pad: int = 4, label_sigma: float = 0.0, state_noise: float = 0.0,
         token_corruption: float = 0.0, aux_weight: float = 0.0,
     ) -> None:
-        if aux_weight > 0 and not policy.config.aux_state_dim:
-            raise ValueError("aux_weight > 0 needs a policy built with aux_state_dim > 0")
+        check_aux_weight(policy, aux_weight)
         self.model = policy
         self.shift_pad = shift_pad
         self.label_sigma = label_sigma
