@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from vla_kd.data.lerobot_dataset import LeRobotDataset
+from vla_kd.data.lerobot_writer import ACTION, ENV_STATE, STATE
 from vla_kd.envs import make_env
 from vla_kd.evaluator import evaluate_task, summarize
 from vla_kd.methods.bc import ChunkedBC
@@ -47,10 +48,6 @@ class PrivilegedInput(Policy):
         return self.inner.act({"state": np.concatenate([obs["state"], obs["privileged"]], axis=-1)})
 
 
-def stats_of(x: np.ndarray) -> dict:
-    return {"mean": x.mean(0), "std": x.std(0), "min": x.min(0), "max": x.max(0)}
-
-
 def train(dataset: LeRobotDataset, horizon: int, steps: int, batch_size: int, seed: int) -> ChunkedBCPolicy:
     """Chunked BC on ``state ++ environment_state``; the library's own ChunkedBC loss."""
     torch.manual_seed(seed)
@@ -61,7 +58,10 @@ def train(dataset: LeRobotDataset, horizon: int, steps: int, batch_size: int, se
     is_pad = torch.as_tensor(np.stack([p for _, p in chunks]))
     policy = ChunkedBCPolicy(ChunkedBCConfig(state_dim=inputs.shape[1], horizon=horizon, use_image=False,
                                              hidden=512))
-    policy.set_normalization(stats_of(inputs), stats_of(dataset.actions))
+    # the dataset's own per-feature stats, the two input vectors' side by side
+    state_stats, env_stats = (dataset.feature_stats(k) for k in (STATE, ENV_STATE))
+    input_stats = {k: np.concatenate([state_stats[k], env_stats[k]]) for k in state_stats}
+    policy.set_normalization(input_stats, dataset.feature_stats(ACTION))
     method = ChunkedBC(policy)
     optimiser = torch.optim.AdamW(policy.parameters(), lr=3e-4)
     states = torch.as_tensor(inputs)
