@@ -175,3 +175,35 @@ def test_skipping_frames_a_chunked_policy_never_reads_changes_nothing():
     assert len(read_skipping) == 4 and all(img.any() for img in read_skipping)  # steps 0, 3, 6, 9
     for a, b in zip(read_skipping, seen, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_success_vs_latency_plot_places_one_point_per_policy(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from vla_kd.reporting import plot_policies_success_vs_latency
+
+    rows = [
+        {"name": "teacher", "success_rate": 1.0, "ci95": [0.93, 1.0], "policy_ms_per_action": 9.5},
+        {"name": "student", "success_rate": 0.0, "ci95": [0.0, 0.07], "policy_ms_per_action": 0.05},
+    ]
+    seen = {}
+    original = plt.Figure.savefig
+
+    def capture(fig, *args, **kwargs):  # read the points back from the figure being saved
+        ax = fig.axes[0]
+        seen["points"] = [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_marker() == "o"]
+        seen["labels"] = [text.get_text() for text in ax.texts]
+        seen["xscale"] = ax.get_xscale()
+        return original(fig, *args, **kwargs)
+
+    plt.Figure.savefig = capture
+    try:
+        path = plot_policies_success_vs_latency(rows, tmp_path / "plot.png", title="t")
+    finally:
+        plt.Figure.savefig = original
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert seen["points"] == [(9.5, 1.0), (0.05, 0.0)]
+    assert seen["labels"] == ["teacher", "student"] and seen["xscale"] == "log"

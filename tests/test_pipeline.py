@@ -34,4 +34,5 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert read_config(tmp_path / "students" / "align")["policy_type"] == "aligned_vla"
     assert read_config(tmp_path / "action_expert")["policy_type"] == "diffusion_action_expert"
     assert "| teacher |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "success_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["protocol"]["eval_seeds_from"] >= 100000 and doc["protocol"]["demo_seeds"] == "0..1"

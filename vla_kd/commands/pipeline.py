@@ -15,7 +15,7 @@ from vla_kd.cli_support import hydra_command
 from vla_kd.commands.train import evaluate_policy, train_model
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
-from vla_kd.reporting import write_json_atomic
+from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 
 CONFIG_NAME = "pipeline"
 log = logging.getLogger(__name__)
@@ -180,6 +180,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     }
     write_json_atomic(doc, run_dir / "results.json")
     (run_dir / "results.md").write_text(table)
+    plot_policies_success_vs_latency(
+        rows, run_dir / "success_vs_latency.png", title=f"{task}: {cfg.eval.episodes} held-out episodes each"
+    )
     from vla_kd.tracking import make_tracker
 
     tracker = make_tracker(cfg.tracker, run_dir / "summary_run", job_type="pipeline")
@@ -190,7 +193,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker.summary({f"{r['name']}/success_rate": r["success_rate"] for r in rows})
     tracker.finish()
     print(table)
-    print(json.dumps({"results": str(run_dir / "results.json"), "wall_seconds": doc["wall_seconds"]}))
+    print(json.dumps({
+        "results": str(run_dir / "results.json"),
+        "plot": str(run_dir / "success_vs_latency.png"),
+        "wall_seconds": doc["wall_seconds"],
+    }))
     return doc
 
 
