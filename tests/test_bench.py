@@ -89,3 +89,23 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
     assert skipping["dysl_skip"]["paths"]["skip"] == 3 and skipping["dysl_skip"]["layers_mean"] == 1.0
     assert skipping["dysl_skip"]["flops_reduction_vs_ar"] > 1.5
     assert "| dysl_guided |" in out.with_suffix(".md").read_text()
+
+
+def test_bench_plot_points_keep_evaluated_decoders_at_the_smallest_batch():
+    from vla_kd.commands.bench import success_latency_points
+
+    rows = [
+        {"decoder": "ar", "chunk": 8, "batch": 1, "latency_ms_median": 10.0},
+        {"decoder": "ar", "chunk": 8, "batch": 4, "latency_ms_median": 30.0},
+        {"decoder": "ceed", "chunk": 8, "batch": 1, "latency_ms_median": 2.0},
+        {"decoder": "dysl", "chunk": 8, "batch": 1, "latency_ms_median": 5.0, "latency_ms_mean": 6.0},
+    ]
+    success = {
+        "ar@chunk8": {"success_rate": 0.8, "ci95": [0.7, 0.9], "episodes": 100},
+        "dysl@chunk8": {"success_rate": 0.6, "ci95": [0.5, 0.7], "episodes": 100},
+    }
+    points = success_latency_points(rows, success)
+    assert [(p["name"], p["policy_ms_per_action"], p["success_rate"]) for p in points] == [
+        ("ar (chunk 8)", 10.0, 0.8),  # batch 4 dropped; ceed was not evaluated
+        ("dysl (chunk 8)", 6.0, 0.6),  # the mean, since a guided student's cost varies
+    ]

@@ -91,10 +91,16 @@ def plot_success(results: dict, path: str | Path) -> Path:
     return path
 
 
-def plot_policies_success_vs_latency(rows: list[dict], path: str | Path, title: str = "") -> Path:
+def plot_policies_success_vs_latency(
+    rows: list[dict],
+    path: str | Path,
+    title: str = "",
+    xlabel: str = "policy ms per executed action",
+    log_x: bool = True,
+) -> Path:
     """One point per policy row (``name``, ``success_rate``, ``ci95``, ``policy_ms_per_action``):
-    success with its Wilson 95% interval against the policy's own ms per executed action (log x,
-    since students and teachers differ by orders of magnitude)."""
+    success with its Wilson 95% interval against the policy's latency. The x axis is logarithmic
+    by default, since students and teachers differ by orders of magnitude."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,12 +109,14 @@ def plot_policies_success_vs_latency(rows: list[dict], path: str | Path, title: 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for row in rows:
         rate, (low, high) = row["success_rate"], row["ci95"]
-        # a zero latency cannot sit on a log axis; the evaluator reports > 0 for any real policy
-        latency = max(float(row["policy_ms_per_action"]), 1e-3)
+        latency = float(row["policy_ms_per_action"])
+        if log_x:  # a zero latency cannot sit on a log axis; the evaluator reports > 0 for any real policy
+            latency = max(latency, 1e-3)
         ax.errorbar(latency, rate, yerr=[[max(0.0, rate - low)], [max(0.0, high - rate)]], fmt="o", capsize=3)
         ax.annotate(row["name"], (latency, rate), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set(xlabel="policy ms per executed action (log)", ylabel="success rate (95% Wilson CI)",
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel + (" (log)" if log_x else ""), ylabel="success rate (95% Wilson CI)",
            ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.cli_support import hydra_command
 from vla_kd.errors import UserError
-from vla_kd.reporting import write_json_atomic
+from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 
 CONFIG_NAME = "bench"
 log = logging.getLogger(__name__)
@@ -134,7 +134,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         table += "\n" + layer_skip_table(skip_rows, success)
     Path(cfg.output_json).with_suffix(".md").write_text(table)
     if success:
-        plot_success_vs_latency(rows, success, Path(cfg.output_json).with_name("success_vs_latency.png"))
+        plot_policies_success_vs_latency(
+            success_latency_points(rows, success),
+            Path(cfg.output_json).with_name("success_vs_latency.png"),
+            xlabel="latency per call at batch 1, ms",
+            log_x=False,
+        )
     print(table)
     return doc
 
@@ -211,27 +216,22 @@ def bench_table(rows: list[dict], success: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_success_vs_latency(rows: list[dict], success: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+def success_latency_points(rows: list[dict], success: dict) -> list[dict]:
+    """The evaluated decoders at the smallest batch, as rows for the shared success-vs-latency plot."""
+    smallest_batch = min((r["batch"] for r in rows), default=1)
+    points = []
     for r in rows:
         s = success.get(f"{r['decoder']}@chunk{r['chunk']}")
-        if s is None or r["batch"] != min(x["batch"] for x in rows):
+        if s is None or r["batch"] != smallest_batch:
             continue
-        low, high = s["ci95"]
-        rate = s["success_rate"]
-        latency = r.get("latency_ms_mean", r["latency_ms_median"])  # a guided student's cost varies
-        ax.errorbar(latency, rate, yerr=[[rate - low], [high - rate]], fmt="o", capsize=3)
-        ax.annotate(f"{r['decoder']} (chunk {r['chunk']})", (latency, rate), fontsize=8)
-    ax.set(xlabel="latency per call, ms (batch 1)", ylabel="success rate (95% CI)", ylim=(0, 1))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        points.append({
+            "name": f"{r['decoder']} (chunk {r['chunk']})",
+            "success_rate": s["success_rate"],
+            "ci95": s["ci95"],
+            # a guided DySL student's cost varies per call, so its mean is the fair figure
+            "policy_ms_per_action": r.get("latency_ms_mean", r["latency_ms_median"]),
+        })
+    return points
 
 
 main = hydra_command(CONFIG_NAME, run)
