@@ -2,7 +2,9 @@
 several guidance quantiles, beside its full teacher (the Pareto curve, not only the best point).
 
 For every setting the prior and post thresholds are re-derived from the *training*
-demonstrations (``--dataset``) at the given quantiles; evaluation runs on held-out seeds.
+demonstrations (``--dataset``) at the given quantiles; ``--calibrations student`` adds settings
+whose post threshold is the quantile of the student's own cheap-path jumps on those demos.
+Evaluation runs on held-out seeds.
 Wall-clock figures come from one replay of demonstration frames in which the teacher and every
 setting take turns call by call (vla_kd.benchmarks.layer_skip), FLOPs from the paths the
 student actually took in the evaluation episodes.
@@ -55,12 +57,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--replay-calls", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path("runs/dysl_sweep"))
+    parser.add_argument(
+        "--calibrations", nargs="+", choices=["demos", "student"], default=["demos"],
+        help="post threshold from the demos' own jumps, or from the student's cheap path on the demos",
+    )
+    parser.add_argument("--no-fixed", action="store_true", help="leave out skipping off / always")
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     from vla_kd.benchmarks.layer_skip import replay_frames, time_layer_skipping, with_settings
-    from vla_kd.commands.dysl import demo_episodes
+    from vla_kd.commands.dysl import cheap_path_jumps, demo_episodes
     from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.policies.pretrained import PretrainedPolicy
     from vla_kd.policies.skip_guidance import calibrate
@@ -69,17 +77,21 @@ def main() -> None:
     student = PretrainedPolicy.from_pretrained(args.student)
     dataset = LeRobotDataset(args.dataset, action_horizon=1)
     c = student.config
-    views = {
+    views = {} if args.no_fixed else {
         "off": with_settings(student, skipping="off"),
         "always": with_settings(student, skipping="always"),
     }
     thresholds, episodes = {}, demo_episodes(dataset)
-    for q in args.quantiles:
-        t = calibrate(episodes, c.horizon, c.history, q, q)
-        thresholds[f"q{q:g}"] = {"quantile": q, "prior": t.prior, "post": t.post}
-        views[f"q{q:g}"] = with_settings(
-            student, skipping="guided", prior_threshold=t.prior, post_threshold=t.post
-        )
+    jumps = cheap_path_jumps(student, dataset, 512, seed=0) if "student" in args.calibrations else None
+    for calibration in args.calibrations:
+        for q in args.quantiles:
+            t = calibrate(episodes, c.horizon, c.history, q, q)
+            post = t.post if calibration == "demos" else float(np.quantile(jumps, q))
+            name = f"q{q:g}" + ("" if calibration == "demos" else "-student")
+            thresholds[name] = {"quantile": q, "prior": t.prior, "post": post, "calibration": calibration}
+            views[name] = with_settings(
+                student, skipping="guided", prior_threshold=t.prior, post_threshold=post
+            )
 
     torch.set_num_threads(1)
     frames = replay_frames(dataset, c.horizon, c.history, args.replay_calls)

@@ -226,6 +226,30 @@ def test_thresholds_are_quantiles_of_the_training_demos():
     assert calibrate(episodes, 2, 4, None, None) == SkipThresholds(None, None)
 
 
+def test_student_calibration_reads_its_cheap_path_at_the_demos_chunk_boundaries(dataset):
+    from vla_kd.benchmarks.layer_skip import with_settings
+    from vla_kd.commands.dysl import boundary_rows, cheap_path_jumps
+
+    student = student_of(tiny_teacher(), history=2)
+    cheap = with_settings(student, skipping="always")
+    rows = boundary_rows(dataset, horizon=2, history=2)
+    assert rows.tolist() == [e * 12 + t for e in range(3) for t in (2, 4, 6, 8, 10)]
+    by_hand = []
+    for row in rows:  # one row at a time, always on the cheap path
+        item = dataset[int(row)]
+        tokens, paths = cheap.decode_with_guidance(
+            item["observation.images.rgb"][None], item["observation.state"][None], [item["task"]]
+        )
+        assert paths == ["skip"]
+        first = student.tokens_to_actions(tokens)[0, 0].clamp(-1, 1).numpy()
+        last = dataset.actions[row - 1]
+        if (first[6] >= 0) == (last[6] >= 0):  # gripper flips are left out
+            by_hand.append(np.linalg.norm(first[:6] - last[:6]))
+    jumps = cheap_path_jumps(student, dataset, frames=100, seed=0, batch_size=4)
+    assert len(by_hand) > 0 and np.allclose(jumps, by_hand, atol=1e-6)
+    assert len(cheap_path_jumps(student, dataset, frames=5, seed=0)) <= 5
+
+
 # ------------------------------------------------------------------ training and saving
 def test_stage_one_trains_only_the_adapters_and_lowers_the_kl(dataset):
     from vla_kd.methods.dysl import SkipAwareDistillation
@@ -302,3 +326,26 @@ def test_train_method_dysl_end_to_end(dataset, tmp_path):
 
     proc = run_cli(*common, "dysl.informative_layers=9", f"hydra.run.dir={tmp_path / 'x'}")
     assert proc.returncode != 0 and "informative_layers" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli(*common, "dysl.post_calibration=evaluation", f"hydra.run.dir={tmp_path / 'y'}")
+    assert proc.returncode != 0 and "post_calibration" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_post_threshold_calibrated_on_the_trained_students_cheap_path(dataset, tmp_path):
+    from vla_kd.commands.dysl import cheap_path_jumps, demo_episodes
+    from vla_kd.policies.skip_vla import SkipVLA
+
+    teacher = tiny_teacher()
+    teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+    teacher.save_pretrained(tmp_path / "teacher")
+    proc = run_cli(
+        "train", "method=dysl", f"teacher={tmp_path / 'teacher'}", f"dataset={dataset.root}", "tracker=none",
+        "trainer.progress=false", "trainer.batch_size=8", "dysl.stage1_steps=2", "dysl.stage2_steps=2",
+        "dysl.importance_frames=8", "dysl.history=2", "dysl.post_calibration=student",
+        f"output={tmp_path / 'student'}", f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    student = SkipVLA.from_pretrained(tmp_path / "student").eval()
+    demos = calibrate(demo_episodes(dataset), 2, 2, 0.8, 0.8)
+    expected = np.quantile(cheap_path_jumps(student, dataset, frames=512, seed=0), 0.8)
+    assert student.config.prior_threshold == pytest.approx(demos.prior)  # the prior still reads the demos
+    assert student.config.post_threshold == pytest.approx(expected) and expected != pytest.approx(demos.post)

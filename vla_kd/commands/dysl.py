@@ -4,7 +4,9 @@ bypasses its teacher's incremental layers on unimportant steps (DySL-VLA).
 Steps, all from the training demonstrations: (1) rank the teacher's layers by how much
 bypassing each one changes its action-token distributions and keep the most important ones
 as informative; (2) calibrate the prior and post guidance thresholds as quantiles of the demos'
-motion statistics; (3) stage 1, adapters only; (4) stage 2, everything, skipping sampled.
+motion statistics; (3) stage 1, adapters only; (4) stage 2, everything, skipping sampled; (5)
+with ``dysl.post_calibration=student``, re-derive the post threshold from the trained student's
+cheap-path actions on the same demos.
 """
 
 from __future__ import annotations
@@ -41,6 +43,40 @@ def importance_of_layers(teacher, dataset, frames: int, seed: int) -> np.ndarray
     return layer_importance(teacher, rgb, state, tasks, tokens)
 
 
+def boundary_rows(dataset, horizon: int, history: int) -> np.ndarray:
+    """Dataset rows at the chunk boundaries ``t = k * horizon >= history`` of every episode:
+    where a deployed student decides its path (the steps :func:`calibrate` reads)."""
+    rows = []
+    for episode in np.unique(dataset.episode_index):
+        frames = np.flatnonzero(dataset.episode_index == episode)
+        rows.extend(frames[max(horizon, history) :: horizon].tolist())
+    return np.array(rows, dtype=int)
+
+
+@torch.no_grad()
+def cheap_path_jumps(student, dataset, frames: int, seed: int, batch_size: int = 64) -> np.ndarray:
+    """The post test's statistic on training data: at up to ``frames`` chunk boundaries (drawn by
+    ``seed``), the arm jump from the demo's previous action to the student's cheap-path first
+    action. Its quantile is the post threshold under ``dysl.post_calibration=student``."""
+    from vla_kd.benchmarks.layer_skip import with_settings
+    from vla_kd.policies.skip_guidance import post_jumps
+
+    c = student.config
+    rows = boundary_rows(dataset, c.horizon, c.history)
+    rows = np.sort(np.random.default_rng(seed).permutation(rows)[:frames])
+    cheap = with_settings(student, skipping="always")
+    jumps = []
+    for start in range(0, len(rows), batch_size):
+        picked = rows[start : start + batch_size]
+        batch = torch.utils.data.default_collate([dataset[int(i)] for i in picked])
+        tokens, _ = cheap.decode_with_guidance(
+            batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+        )
+        first = student.tokens_to_actions(tokens)[:, 0].clamp(-1, 1).numpy()
+        jumps.append(post_jumps(dataset.actions[picked - 1], first))
+    return np.concatenate(jumps) if jumps else np.zeros(0)
+
+
 def train_dysl(
     cfg: DictConfig,
     run_dir: Path,
@@ -67,6 +103,8 @@ def train_dysl(
             f"dysl.informative_layers must be 1..{teacher.config.layers} (the teacher's layers), "
             f"got {d.informative_layers}"
         )
+    if d.post_calibration not in ("demos", "student"):
+        raise UserError(f"dysl.post_calibration must be demos or student, got {d.post_calibration!r}")
     dataset = LeRobotDataset(dataset_path, action_horizon=teacher.config.horizon)
     started = time.perf_counter()
     importance = importance_of_layers(teacher, dataset, int(d.importance_frames), int(trainer_cfg.seed))
@@ -103,12 +141,19 @@ def train_dysl(
         done = run_stages(stages, dataset, settings, run_dir, tracker)
         steps, metrics = done.steps, done.metrics
         student.eval().requires_grad_(False)
+        if d.post_calibration == "student" and d.post_quantile is not None:
+            jumps = cheap_path_jumps(student, dataset, int(d.calibration_frames), int(trainer_cfg.seed))
+            if len(jumps) == 0:
+                raise UserError("no chunk boundary without a gripper flip in the demos: cannot calibrate")
+            post = float(np.quantile(jumps, float(d.post_quantile)))
+            thresholds = dataclasses.replace(thresholds, post=post)
+            student.config = dataclasses.replace(student.config, post_threshold=thresholds.post)
         extra = {
             "teacher": str(teacher_folder),
             "dataset": str(dataset_path),
             "steps": steps,
             "layer_importance": importance.tolist(),
-            "thresholds": dataclasses.asdict(thresholds),
+            "thresholds": {**dataclasses.asdict(thresholds), "post_calibration": d.post_calibration},
         }
         student.save_pretrained(output, extra=extra)
         summary = {

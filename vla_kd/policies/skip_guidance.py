@@ -10,8 +10,11 @@ last executed one by more than a threshold, or flips the gripper (DeeR-VLA's L2 
 successive outputs).
 
 Both thresholds are quantiles of the same statistics over the *training demonstrations*
-(:func:`calibrate`), never over evaluation episodes. Closeness to contact is not used: a VLA
-student sees no object poses.
+(:func:`calibrate`), never over evaluation episodes. The post threshold can instead be a
+quantile of the trained student's own cheap-path jumps on the training demos (:func:`post_jumps`
+on its proposals; ``dysl.post_calibration=student``): a policy's actions jump more than a
+planner's smooth ones, so the demos' quantile rejects far more cheap actions than it names.
+Closeness to contact is not used: a VLA student sees no object poses.
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ def post_rejects(last_executed: np.ndarray, proposed: np.ndarray, thresholds: Sk
     return rejects
 
 
+def post_jumps(last_executed: np.ndarray, proposed: np.ndarray) -> np.ndarray:
+    """The post test's statistic: the L2 arm jump from ``last_executed`` ``(B, 7)`` to
+    ``proposed`` ``(B, 7)``, for the rows whose gripper does not flip (a flip is always
+    rejected, so it would only inflate a quantile)."""
+    keep = ~gripper_flipped(np.stack([last_executed, proposed], axis=1))
+    return np.linalg.norm(proposed[keep, ARM] - last_executed[keep, ARM], axis=-1)
+
+
 def demo_statistics(
     episodes: Sequence[np.ndarray], horizon: int, history: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +89,7 @@ def demo_statistics(
             window = actions[None, t - history : t]
             if not gripper_flipped(window)[0]:
                 scores.append(float(motion_change(window)[0]))
-            pair = actions[None, t - 1 : t + 1]
-            if not gripper_flipped(pair)[0]:
-                jumps.append(float(np.linalg.norm(pair[0, 1, ARM] - pair[0, 0, ARM])))
+            jumps.extend(post_jumps(actions[None, t - 1], actions[None, t]).tolist())
     return np.array(scores), np.array(jumps)
 
 
