@@ -72,8 +72,7 @@ def cheap_path_jumps(student, dataset, frames: int, seed: int, batch_size: int =
         tokens, _ = cheap.decode_with_guidance(
             batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
         )
-        first = student.tokens_to_actions(tokens)[:, 0].clamp(-1, 1).numpy()
-        jumps.append(post_jumps(dataset.actions[picked - 1], first))
+        jumps.append(post_jumps(dataset.actions[picked - 1], student.first_actions(tokens)))
     return np.concatenate(jumps) if jumps else np.zeros(0)
 
 

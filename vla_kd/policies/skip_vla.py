@@ -130,6 +130,11 @@ class SkipVLA(TokenVLA):
                 tokens.append(self.head(out.last_hidden_state[:, -1]).argmax(-1))
         return cache, out, tokens
 
+    def first_actions(self, tokens: torch.Tensor) -> np.ndarray:
+        """The first action ``(B, 7)``, clipped to the action range, that ``tokens`` (at least one
+        action's worth per row) decode to: what the post test compares with the last executed one."""
+        return self.tokens_to_actions(tokens)[:, 0].clamp(-1, 1).numpy()
+
     @torch.no_grad()
     def decode_with_guidance(
         self, rgb, state, instructions, history: np.ndarray | None = None, complete: np.ndarray | None = None
@@ -157,7 +162,7 @@ class SkipVLA(TokenVLA):
             run = self._greedy(prefix[rows], c.action_dim, self.skip_plan())
             accept = np.ones(len(rows), bool)
             if c.skipping == "guided":
-                first = self.tokens_to_actions(torch.stack(run[2], dim=1))[:, 0].clamp(-1, 1).numpy()
+                first = self.first_actions(torch.stack(run[2], dim=1))
                 accept = ~post_rejects(history[rows, -1], first, thresholds)
             if accept.any():
                 keep = torch.as_tensor(np.flatnonzero(accept))
