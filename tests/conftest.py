@@ -5,6 +5,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,9 +17,18 @@ requires_maniskill = pytest.mark.skipif(not HAS_MANISKILL, reason="extra 'manisk
 requires_libero = pytest.mark.skipif(not HAS_LIBERO, reason="extra 'libero' not installed")
 
 
+# The package the tests import; the CLI subprocesses must run the same code.
+PACKAGE_ROOT = str(Path(importlib.util.find_spec("vla_kd").origin).parent.parent)
+_CLI_WORKDIR = tempfile.TemporaryDirectory(prefix="vla_kd_cli_")
+
+
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``vla-kd`` in a subprocess with no stdin (an input() prompt would fail, not hang)."""
-    env = dict(os.environ, HYDRA_FULL_ERROR="0")
+    """Run ``vla-kd`` in a subprocess with no stdin (an input() prompt would fail, not hang).
+
+    It runs in a scratch folder, so a command without ``hydra.run.dir`` (the error tests) writes
+    its default ``runs/...`` folder there, not into the checkout."""
+    pythonpath = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONPATH=pythonpath)
     return subprocess.run(
         [sys.executable, "-m", "vla_kd.cli", *args],
         capture_output=True,
@@ -25,6 +36,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         stdin=subprocess.DEVNULL,
         timeout=timeout,
         env=env,
+        cwd=_CLI_WORKDIR.name,
     )
 
 
