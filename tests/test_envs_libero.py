@@ -25,7 +25,8 @@ def test_task0_contract(suite, max_steps):
 
     env = make_env(f"libero/{suite}/0", obs_mode="rgb", include_privileged=True)
     try:
-        check_env(env, skip_render_check=True)
+        if suite == "libero_object":  # gymnasium's full checker once; the suites share one wrapper
+            check_env(env, skip_render_check=True)
         assert env.max_episode_steps == max_steps and env.settle_steps == 10
         assert env.num_init_states == 50
         obs, info = env.reset(seed=3)
