@@ -1,0 +1,124 @@
+"""Can a Markovian state student fit a chunked teacher's actions? A check for RPD.
+
+    python scripts/rpd_label_fit.py --teacher <TokenVLA folder> --task maniskill/PushCube-v1
+
+A chunked teacher executes its predicted chunk open-loop, so its action at a state also depends
+on how far into the chunk it is (the phase, episode step mod chunk length). RPD's state student
+sees no phase. This script rolls the teacher out on its own (seeds from 200000, used by no
+training or evaluation run), records what the RPD state student would read (``state`` +
+``privileged``), the phase and the teacher's action, and fits the same MLP twice, without and
+with a one-hot phase input, on three quarters of the episodes. It prints the held-out MSE of
+each fit (and of predicting the mean action) and writes them to ``--out``. If the phase cuts the
+error a lot, the teacher's labels are partly unlearnable for the student RPD trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vla_kd.envs import make_env
+from vla_kd.policies.base import add_batch_dim
+from vla_kd.policies.registry import build_policy, policy_image_size
+
+
+def rollouts(task: str, teacher_folder: str, episodes: int, max_steps: int) -> dict[str, np.ndarray]:
+    """The teacher's own episodes: student inputs, chunk phase, teacher action, episode index."""
+    env = make_env(
+        task, obs_mode="rgb", include_privileged=True, max_episode_steps=max_steps,
+        image_size=policy_image_size(teacher_folder) or 128,
+    )
+    teacher = build_policy(teacher_folder, env)
+    chunk = int(getattr(teacher, "actions_per_chunk", 1))
+    rows: dict[str, list] = {"inputs": [], "phase": [], "action": [], "episode": []}
+    successes = 0
+    try:
+        for episode in tqdm(range(episodes), desc="teacher rollouts"):
+            obs, info = env.reset(seed=200000 + episode)
+            teacher.reset()
+            for t in range(max_steps):
+                batch = add_batch_dim(obs)
+                batch["instruction"] = [env.instruction]
+                action = np.asarray(teacher.act(batch), np.float32)[0]
+                rows["inputs"].append(np.concatenate([obs["state"], obs["privileged"]]).astype(np.float32))
+                rows["phase"].append(t % chunk)
+                rows["action"].append(action)
+                rows["episode"].append(episode)
+                obs, _, terminated, truncated, info = env.step(action)
+                if terminated or truncated:
+                    break
+            successes += bool(info.get("success", False))
+    finally:
+        env.close()
+    out = {k: np.stack(v) if k in ("inputs", "action") else np.asarray(v) for k, v in rows.items()}
+    out["chunk"], out["successes"] = np.asarray(chunk), np.asarray(successes)
+    return out
+
+
+def fit_mse(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+            steps: int, seed: int) -> float:
+    """Held-out MSE of the RPD student's MLP shape ([256] * 3, tanh) fit by Adam."""
+    torch.manual_seed(seed)
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    x, xt = (torch.as_tensor((a - mean) / std) for a in (train_x, test_x))
+    y, yt = torch.as_tensor(train_y), torch.as_tensor(test_y)
+    layers, width = [], x.shape[1]
+    for _ in range(3):
+        layers += [torch.nn.Linear(width, 256), torch.nn.Tanh()]
+        width = 256
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, y.shape[1]))
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        index = torch.randint(len(x), (256,), generator=generator)
+        loss = torch.nn.functional.mse_loss(model(x[index]), y[index])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model(xt), yt))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--task", default="maniskill/PushCube-v1")
+    parser.add_argument("--episodes", type=int, default=40)
+    parser.add_argument("--max-steps", type=int, default=50, help="episode limit (RPD trains at 50)")
+    parser.add_argument("--fit-steps", type=int, default=3000)
+    parser.add_argument("--out", type=Path, default=Path("runs/rpd_label_fit.json"))
+    args = parser.parse_args()
+
+    data = rollouts(args.task, args.teacher, args.episodes, args.max_steps)
+    chunk = int(data["chunk"])
+    phase = np.eye(chunk, dtype=np.float32)[data["phase"]]
+    train = data["episode"] < int(0.75 * args.episodes)
+    test = ~train
+    y = data["action"]
+    results = {
+        "task": args.task,
+        "teacher": args.teacher,
+        "chunk": chunk,
+        "episodes": args.episodes,
+        "max_steps": args.max_steps,
+        "teacher_successes": int(data["successes"]),
+        "frames": {"train": int(train.sum()), "test": int(test.sum())},
+        "mse_predicting_the_mean": float(((y[test] - y[train].mean(0)) ** 2).mean()),
+    }
+    with_phase = np.concatenate([data["inputs"], phase], 1)
+    for name, x in (("state", data["inputs"]), ("state_and_phase", with_phase)):
+        results[f"mse_{name}"] = fit_mse(x[train], y[train], x[test], y[test], args.fit_steps, seed=0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
