@@ -26,6 +26,11 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("ppo", "rpd")
+# One episode length for training, the held-out evaluations and the teacher's line in the plot.
+# The TokenVLA teachers imitate planner demos that take 50-100 steps: the PushCube chunk-8
+# teacher succeeds 83% of the time within 100 steps and 0% within 50 (rl's default), so RPD
+# at 50 steps pulled its students toward a policy that never succeeds inside an episode.
+EPISODE_STEPS = 100
 
 
 def run(args: list[str]) -> None:
@@ -37,8 +42,8 @@ def held_out_eval(task: str, policy: str | Path, episodes: int, results: Path, *
     """``vla-kd eval`` of ``policy`` on the held-out seeds into ``results`` (reused if there)."""
     if not results.is_file():
         run(["eval", f"policy={policy}", f"env={task}", f"episodes_per_task={episodes}", "seed=100000",
-             "max_episode_steps=100", "progress=false", "tracker=none", f"hydra.run.dir={results.parent}",
-             *overrides])
+             f"max_episode_steps={EPISODE_STEPS}", "progress=false", "tracker=none",
+             f"hydra.run.dir={results.parent}", *overrides])
     return json.loads(results.read_text())
 
 
@@ -57,6 +62,8 @@ def train(
             f"env={task}",
             f"rl.seed={seed}",
             f"rl.total_timesteps={steps}",
+            f"rl.max_episode_steps={EPISODE_STEPS}",
+            f"eval.max_episode_steps={EPISODE_STEPS}",
             f"eval.episodes={episodes}",
             "eval.seed=100000",
             "rl.progress=false",
