@@ -20,58 +20,66 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stable_baselines3.common.torch_layers import create_mlp
 from tqdm import tqdm
 
 from vla_kd.envs import make_env
-from vla_kd.policies.base import add_batch_dim
+from vla_kd.evaluator import run_episode
+from vla_kd.policies.base import Policy
 from vla_kd.policies.registry import build_policy, policy_image_size
 
 
+class RecordingPolicy(Policy):
+    """Acts as ``teacher`` and records, per step, what the RPD state student would read, the
+    chunk phase (steps since the episode's reset, mod the chunk length) and the action."""
+
+    def __init__(self, teacher: Policy) -> None:
+        self.teacher, self.chunk = teacher, int(getattr(teacher, "actions_per_chunk", 1))
+        self.rows: dict[str, list] = {"inputs": [], "phase": [], "action": [], "episode": []}
+        self.episode, self._t = -1, 0
+
+    def reset(self) -> None:
+        self.teacher.reset()
+        self.episode, self._t = self.episode + 1, 0
+
+    def act(self, obs: dict) -> np.ndarray:
+        actions = np.asarray(self.teacher.act(obs), np.float32)
+        self.rows["inputs"].append(np.concatenate([obs["state"][0], obs["privileged"][0]]).astype(np.float32))
+        self.rows["phase"].append(self._t % self.chunk)
+        self.rows["action"].append(actions[0])
+        self.rows["episode"].append(self.episode)
+        self._t += 1
+        return actions
+
+
 def rollouts(task: str, teacher_folder: str, episodes: int, max_steps: int) -> dict[str, np.ndarray]:
-    """The teacher's own episodes: student inputs, chunk phase, teacher action, episode index."""
+    """The teacher's own episodes (the evaluator's episode loop): student inputs, chunk phase,
+    teacher action and episode index per step, the chunk length and the successes."""
     env = make_env(
         task, obs_mode="rgb", include_privileged=True, max_episode_steps=max_steps,
         image_size=policy_image_size(teacher_folder) or 128,
     )
-    teacher = build_policy(teacher_folder, env)
-    chunk = int(getattr(teacher, "actions_per_chunk", 1))
-    rows: dict[str, list] = {"inputs": [], "phase": [], "action": [], "episode": []}
-    successes = 0
     try:
-        for episode in tqdm(range(episodes), desc="teacher rollouts"):
-            obs, info = env.reset(seed=200000 + episode)
-            teacher.reset()
-            for t in range(max_steps):
-                batch = add_batch_dim(obs)
-                batch["instruction"] = [env.instruction]
-                action = np.asarray(teacher.act(batch), np.float32)[0]
-                rows["inputs"].append(np.concatenate([obs["state"], obs["privileged"]]).astype(np.float32))
-                rows["phase"].append(t % chunk)
-                rows["action"].append(action)
-                rows["episode"].append(episode)
-                obs, _, terminated, truncated, info = env.step(action)
-                if terminated or truncated:
-                    break
-            successes += bool(info.get("success", False))
+        recorder = RecordingPolicy(build_policy(teacher_folder, env))
+        successes = sum(
+            run_episode(env, recorder, 200000 + episode, max_steps)[0]["success_once"]
+            for episode in tqdm(range(episodes), desc="teacher rollouts")
+        )
     finally:
         env.close()
-    out = {k: np.stack(v) if k in ("inputs", "action") else np.asarray(v) for k, v in rows.items()}
-    out["chunk"], out["successes"] = np.asarray(chunk), np.asarray(successes)
+    out = {k: np.stack(v) if k in ("inputs", "action") else np.asarray(v) for k, v in recorder.rows.items()}
+    out["chunk"], out["successes"] = np.asarray(recorder.chunk), np.asarray(successes)
     return out
 
 
 def fit_mse(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
             steps: int, seed: int) -> float:
-    """Held-out MSE of the RPD student's MLP shape ([256] * 3, tanh) fit by Adam."""
+    """Held-out MSE of the RPD student's MLP shape (rl's default: [256] * 3, tanh) fit by Adam."""
     torch.manual_seed(seed)
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     x, xt = (torch.as_tensor((a - mean) / std) for a in (train_x, test_x))
     y, yt = torch.as_tensor(train_y), torch.as_tensor(test_y)
-    layers, width = [], x.shape[1]
-    for _ in range(3):
-        layers += [torch.nn.Linear(width, 256), torch.nn.Tanh()]
-        width = 256
-    model = torch.nn.Sequential(*layers, torch.nn.Linear(width, y.shape[1]))
+    model = torch.nn.Sequential(*create_mlp(x.shape[1], y.shape[1], [256, 256, 256], torch.nn.Tanh))
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
