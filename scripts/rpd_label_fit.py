@@ -10,6 +10,16 @@ training or evaluation run), records what the RPD state student would read (``st
 with a one-hot phase input, on three quarters of the episodes. It prints the held-out MSE of
 each fit (and of predicting the mean action) and writes them to ``--out``. If the phase cuts the
 error a lot, the teacher's labels are partly unlearnable for the student RPD trains.
+
+``--action-noise 0 0.3 0.6`` repeats all of it with Gaussian noise of that width added to the
+*executed* action while the label stays the teacher's own, noise-free action, and the teacher
+goes on with its chunk as if it had not been disturbed. That is the situation inside RPD: the
+student executes samples of its Gaussian (std ``exp(log_std_init)`` = 0.61 at the start), and
+``label_rollout`` replays the teacher's chunks over the states those samples reach. If the
+held-out error grows with the noise, the chunked teacher's labels stop being a function of the
+student's state once the student leaves the teacher's own path. ``--teacher-action-steps 1``
+makes the teacher re-predict at every step (RPD's ``rl.teacher_action_steps=1``), so each label
+is a fresh prediction from the state it labels: the control for that explanation.
 """
 
 from __future__ import annotations
@@ -33,8 +43,9 @@ class RecordingPolicy(Policy):
     """Acts as ``teacher`` and records, per step, what the RPD state student would read, the
     chunk phase (steps since the episode's reset, mod the chunk length) and the action."""
 
-    def __init__(self, teacher: Policy) -> None:
+    def __init__(self, teacher: Policy, action_noise: float = 0.0, seed: int = 0) -> None:
         self.teacher, self.chunk = teacher, int(getattr(teacher, "actions_per_chunk", 1))
+        self.action_noise, self.rng = action_noise, np.random.default_rng(seed)
         self.rows: dict[str, list] = {"inputs": [], "phase": [], "action": [], "episode": []}
         self.episode, self._t = -1, 0
 
@@ -49,21 +60,25 @@ class RecordingPolicy(Policy):
         self.rows["action"].append(actions[0])
         self.rows["episode"].append(self.episode)
         self._t += 1
-        return actions
+        if self.action_noise > 0:  # executed, not recorded: the label stays the teacher's action
+            actions = np.clip(actions + self.rng.normal(0, self.action_noise, actions.shape), -1, 1)
+        return actions.astype(np.float32)
 
 
-def rollouts(task: str, teacher_folder: str, episodes: int, max_steps: int) -> dict[str, np.ndarray]:
-    """The teacher's own episodes (the evaluator's episode loop): student inputs, chunk phase,
-    teacher action and episode index per step, the chunk length and the successes."""
+def rollouts(task: str, teacher_folder: str, episodes: int, max_steps: int,
+             action_noise: float = 0.0, action_steps: int | None = None) -> dict[str, np.ndarray]:
+    """The teacher's episodes (the evaluator's episode loop), with ``action_noise`` added to the
+    executed actions: student inputs, chunk phase, teacher action and episode index per step,
+    the chunk length and the successes."""
     env = make_env(
         task, obs_mode="rgb", include_privileged=True, max_episode_steps=max_steps,
         image_size=policy_image_size(teacher_folder) or 128,
     )
     try:
-        recorder = RecordingPolicy(build_policy(teacher_folder, env))
+        recorder = RecordingPolicy(build_policy(teacher_folder, env, action_steps=action_steps), action_noise)
         successes = sum(
             run_episode(env, recorder, 200000 + episode, max_steps)[0]["success_once"]
-            for episode in tqdm(range(episodes), desc="teacher rollouts")
+            for episode in tqdm(range(episodes), desc=f"teacher rollouts, action noise {action_noise}")
         )
     finally:
         env.close()
@@ -92,6 +107,30 @@ def fit_mse(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y
         return float(torch.nn.functional.mse_loss(model(xt), yt))
 
 
+def fit_labels(args: argparse.Namespace, action_noise: float) -> dict:
+    """Roll out at one noise level; held-out MSE of the mean, state and state + phase fits."""
+    data = rollouts(
+        args.task, args.teacher, args.episodes, args.max_steps, action_noise, args.teacher_action_steps
+    )
+    chunk = int(data["chunk"])
+    phase = np.eye(chunk, dtype=np.float32)[data["phase"]]
+    train = data["episode"] < int(0.75 * args.episodes)
+    test = ~train
+    y = data["action"]
+    results = {
+        "action_noise": action_noise,
+        "chunk": chunk,
+        "teacher_successes": int(data["successes"]),
+        "frames": {"train": int(train.sum()), "test": int(test.sum())},
+        "mse_predicting_the_mean": float(((y[test] - y[train].mean(0)) ** 2).mean()),
+    }
+    with_phase = np.concatenate([data["inputs"], phase], 1)
+    for name, x in (("state", data["inputs"]), ("state_and_phase", with_phase)):
+        results[f"mse_{name}"] = fit_mse(x[train], y[train], x[test], y[test], args.fit_steps, seed=0)
+    print(json.dumps(results))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,28 +140,21 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=40)
     parser.add_argument("--max-steps", type=int, default=50, help="episode limit (RPD trains at 50)")
     parser.add_argument("--fit-steps", type=int, default=3000)
+    parser.add_argument("--action-noise", type=float, nargs="+", default=[0.0],
+                        help="std of the noise added to executed actions; one fit per value")
+    parser.add_argument("--teacher-action-steps", type=int, default=None,
+                        help="actions of a chunk executed before re-predicting (default: all)")
     parser.add_argument("--out", type=Path, default=Path("runs/rpd_label_fit.json"))
     args = parser.parse_args()
 
-    data = rollouts(args.task, args.teacher, args.episodes, args.max_steps)
-    chunk = int(data["chunk"])
-    phase = np.eye(chunk, dtype=np.float32)[data["phase"]]
-    train = data["episode"] < int(0.75 * args.episodes)
-    test = ~train
-    y = data["action"]
     results = {
         "task": args.task,
         "teacher": args.teacher,
-        "chunk": chunk,
         "episodes": args.episodes,
         "max_steps": args.max_steps,
-        "teacher_successes": int(data["successes"]),
-        "frames": {"train": int(train.sum()), "test": int(test.sum())},
-        "mse_predicting_the_mean": float(((y[test] - y[train].mean(0)) ** 2).mean()),
+        "teacher_action_steps": args.teacher_action_steps,
+        "by_action_noise": [fit_labels(args, noise) for noise in args.action_noise],
     }
-    with_phase = np.concatenate([data["inputs"], phase], 1)
-    for name, x in (("state", data["inputs"]), ("state_and_phase", with_phase)):
-        results[f"mse_{name}"] = fit_mse(x[train], y[train], x[test], y[test], args.fit_steps, seed=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
