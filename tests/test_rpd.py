@@ -132,6 +132,23 @@ def test_chunked_teacher_labels_follow_its_own_chunk_schedule_per_env():
     np.testing.assert_allclose(labels[2, 1], chunk_env1_t1[0, 1], atol=1e-6)
 
 
+def test_teacher_action_steps_sets_the_labels_chunk_and_the_camera_period(tmp_path):
+    from omegaconf import OmegaConf
+
+    from vla_kd.commands.rpd import camera_period, load_teacher
+
+    folder = tiny_vla().save_pretrained(tmp_path / "teacher")
+    task = "maniskill/PushCube-v1"  # a saved folder loads without building the task's env
+    whole = load_teacher(str(folder), task, OmegaConf.create({"teacher_action_steps": None}))
+    fresh = load_teacher(str(folder), task, OmegaConf.create({"teacher_action_steps": 1}))
+    assert whole.actions_per_chunk == 2 and camera_period(whole, ("state",)) == 2
+    assert fresh.actions_per_chunk == 1 and camera_period(fresh, ("state",)) == 1
+    obs = rollout_observations(n_steps=2)
+    labels = label_rollout(fresh, obs, np.zeros((2, 2), bool), "push the cube")
+    direct = fresh.predict_action_chunk(contract_step(obs, 1))[:, 0]  # step 1: predicted afresh
+    np.testing.assert_allclose(labels[1], direct, atol=1e-6)
+
+
 class CountingExpert:
     """A stateful teacher: its action is the number of steps since the env's episode start."""
 

@@ -32,7 +32,13 @@ def teacher_keys(teacher) -> tuple[str, ...]:
 
 
 def load_teacher(spec: str | None, task: str, rl: DictConfig):
-    """The teacher named by ``spec`` (``scripted`` or a saved policy folder) for ``task``, or None."""
+    """The teacher named by ``spec`` (``scripted`` or a saved policy folder) for ``task``, or None.
+
+    ``rl.teacher_action_steps`` sets how many actions of each predicted chunk a chunked teacher
+    executes before predicting again (None: the whole chunk, as it acts in evaluation). The
+    labels follow: 1 labels every student state with the teacher's fresh first action, a
+    function of that state alone; the whole chunk labels a state with the action the teacher's
+    open-loop plan, made up to a chunk earlier, holds for that step."""
     if spec in (None, "", "none"):
         return None
     from vla_kd.envs import make_env
@@ -47,7 +53,8 @@ def load_teacher(spec: str | None, task: str, rl: DictConfig):
             return build_policy("scripted", probe)
         finally:
             probe.close()
-    return build_policy(str(spec), env=None)
+    steps = rl.get("teacher_action_steps")
+    return build_policy(str(spec), env=None, action_steps=None if steps is None else int(steps))
 
 
 def camera_period(teacher, student_keys: tuple[str, ...]) -> int:
