@@ -370,3 +370,118 @@ def test_sampling_student_is_seeded_and_spread_by_its_std():
 
     with pytest.raises(UserError, match="RL student"):
         build_policy("random", None, sample_actions=True)
+
+
+# ------------------------------------------------------------- chunk-acting students
+def test_action_chunk_wrapper_executes_its_chunk_and_stops_at_the_episode_end():
+    from vla_kd.envs.rl import ActionChunk
+
+    env = ActionChunk(ToyEnv(), 3)
+    assert env.action_space.shape == (21,)
+    env.reset(seed=0)
+    chunk = np.concatenate([np.full(7, 0.3), np.full(7, 0.5), np.full(7, 0.1)]).astype(np.float32)
+    _, reward, terminated, truncated, info = env.step(chunk)
+    assert env.unwrapped.t == 3 and info["executed_steps"] == 3
+    assert reward == pytest.approx(-0.4) and not (terminated or truncated)  # 0 - 0.2 - 0.2
+    env.step(chunk)  # t = 6
+    _, _, _, truncated, info = env.step(chunk)  # the episode ends at t = 8, mid-chunk
+    assert truncated and info["executed_steps"] == 2 and env.unwrapped.t == 8
+
+
+def test_chunk_labels_are_the_teachers_chunks_predicted_from_each_state():
+    teacher = tiny_vla()  # horizon 2
+    obs = rollout_observations(n_steps=3)
+    starts = np.array([[1, 1], [0, 0], [0, 1]], bool)
+    labels = label_rollout(teacher, obs, starts, "push the cube", batch_size=4, chunk=2)
+    assert labels.shape == (3, 2, 14)
+    for t in range(3):  # every stored state is a decision point: no replay, no memory
+        direct = teacher.predict_action_chunk(contract_step(obs, t))
+        np.testing.assert_allclose(labels[t], direct.reshape(2, 14), atol=1e-6)
+    with pytest.raises(UserError, match="chunks of at least 3"):
+        label_rollout(teacher, obs, starts, "push the cube", chunk=3)
+    with pytest.raises(UserError, match="chunks of at least 2"):
+        label_rollout(CountingExpert(), {"state": np.zeros((1, 1, 3))}, starts[:1, :1], "x", chunk=2)
+    obs["rgb_fresh"] = np.ones((3, 2, 1), np.float32)
+    obs["rgb_fresh"][1, 0] = 0.0
+    with pytest.raises(RuntimeError, match="skipped camera frame"):
+        label_rollout(teacher, obs, starts, "push the cube", chunk=2)
+
+
+def chunk_student_config(chunk=2):
+    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig
+
+    return GaussianStudentConfig(
+        observation="state",
+        observation_shapes={"state": [3], "privileged": [2]},
+        net_arch=[32, 32],
+        action_chunk=chunk,
+    )
+
+
+def test_chunk_student_executes_its_chunk_open_loop_and_round_trips(tmp_path):
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    torch.manual_seed(0)
+    student = GaussianStudent(chunk_student_config())
+    assert student.actor_critic.action_space.shape == (14,) and student.actions_per_chunk == 2
+    obs = {"state": np.ones((1, 3), np.float32), "privileged": np.zeros((1, 2), np.float32)}
+    chunk = student.predict_action_chunk(obs)
+    assert chunk.shape == (1, 2, 7)
+    other = {"state": -np.ones((1, 3), np.float32), "privileged": np.zeros((1, 2), np.float32)}
+    np.testing.assert_array_equal(student.act(obs), chunk[:, 0])
+    np.testing.assert_array_equal(student.act(other), chunk[:, 1])  # open-loop: no new prediction
+    np.testing.assert_array_equal(student.act(other), student.predict_action_chunk(other)[:, 0])
+    loaded = PretrainedPolicy.from_pretrained(student.save_pretrained(tmp_path / "student"))
+    assert loaded.config.action_chunk == 2
+    np.testing.assert_array_equal(loaded.predict_action_chunk(obs), chunk)
+
+
+def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
+    from dataclasses import dataclass
+
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from vla_kd.envs.rl import ActionChunk
+    from vla_kd.policies.gaussian_mlp import sb3_policy_kwargs
+    from vla_kd.policies.pretrained import ChunkedPolicy
+
+    @dataclass
+    class Horizon:
+        horizon: int = 2
+
+    target = np.concatenate([np.full(7, 0.3), np.full(7, -0.3)]).astype(np.float32)
+
+    class ConstantChunks(ChunkedPolicy):
+        name = "constant chunks"
+
+        def __init__(self):
+            super().__init__(Horizon())
+            self.calls = 0
+
+        def predict_action_chunk(self, obs):
+            self.calls += 1
+            return np.tile(target.reshape(1, 2, 7), (len(obs["state"]), 1, 1))
+
+    teacher = ConstantChunks()
+    model = RPD(
+        MultiInputActorCriticPolicy,
+        DummyVecEnv([lambda: ActionChunk(ToyEnv(), 2)] * 2),
+        teacher=teacher,
+        teacher_weight=10.0,
+        action_chunk=2,
+        n_steps=32,
+        batch_size=8,
+        n_epochs=3,
+        learning_rate=3e-3,
+        policy_kwargs=sb3_policy_kwargs(chunk_student_config()),
+        seed=0,
+        device="cpu",
+    )
+    obs = {"state": np.zeros((1, 3)), "privileged": np.zeros((1, 2))}
+    before = np.abs(model.predict(obs, deterministic=True)[0] - target).mean()
+    model.learn(640)  # 10 rollouts of 32 decisions x 2 envs
+    assert teacher.calls == 10  # one flat batch per rollout
+    after = np.abs(model.predict(obs, deterministic=True)[0] - target).mean()
+    assert after < 0.5 * before, (before, after)

@@ -57,18 +57,23 @@ def load_teacher(spec: str | None, task: str, rl: DictConfig):
     return build_policy(str(spec), env=None, action_steps=None if steps is None else int(steps))
 
 
-def camera_period(teacher, student_keys: tuple[str, ...]) -> int:
+def camera_period(teacher, student_keys: tuple[str, ...], action_chunk: int = 1) -> int:
     """How often the training envs must render: every step, unless only a chunked teacher
-    looks at the camera, which it does once per executed chunk (episode steps 0, k, 2k, ...)."""
+    looks at the camera, which it does once per executed chunk (episode steps 0, k, 2k, ...);
+    for a student acting in ``action_chunk``-action chunks, once per student decision."""
     if teacher is None or "rgb" in student_keys or "rgb" not in teacher_keys(teacher):
         return 1
+    if action_chunk > 1:
+        return action_chunk
     return int(getattr(teacher, "actions_per_chunk", 1))
 
 
 def make_training_env(
-    cfg: DictConfig, task: str, keys: tuple[str, ...], image_size: int, image_every: int = 1
+    cfg: DictConfig, task: str, keys: tuple[str, ...], image_size: int, image_every: int = 1,
+    action_chunk: int = 1,
 ):
-    """Vectorised training envs: CPU subprocess workers, or ManiSkill's GPU-batched sim."""
+    """Vectorised training envs: CPU subprocess workers, or ManiSkill's GPU-batched sim;
+    ``action_chunk > 1``: each env step executes that many actions (CPU workers only)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from vla_kd.envs import check_task
@@ -89,8 +94,11 @@ def make_training_env(
     )
     if sim.sim_backend == "cpu":
         venv = make_rl_vec_env(
-            task, keys, int(rl.num_envs), seed=int(rl.seed), image_every=image_every, **kwargs
+            task, keys, int(rl.num_envs), seed=int(rl.seed), image_every=image_every,
+            action_chunk=action_chunk, **kwargs,
         )
+    elif action_chunk > 1:
+        raise UserError("rl.action_chunk > 1 runs on the CPU sim only (maniskill=cpu)")
     else:
         from vla_kd.envs.maniskill_gpu import ManiSkillBatchedEnv
 
@@ -102,24 +110,33 @@ def make_training_env(
 
 class TrackingCallback(BaseCallback):
     """Per rollout: training success rate (episodes that ended in it), return, speed and the
-    last update's losses to the tracker; a progress bar; atomic periodic checkpoints."""
+    last update's losses to the tracker; a progress bar; atomic periodic checkpoints.
 
-    def __init__(self, tracker: Tracker, total: int, save, every: int, progress: bool) -> None:
+    Counts env steps, not SB3's steps: a chunk-acting student's step executes up to
+    ``action_chunk`` env steps (``info["executed_steps"]``)."""
+
+    def __init__(
+        self, tracker: Tracker, total: int, save, every: int, progress: bool, action_chunk: int = 1
+    ) -> None:
         super().__init__()
         self.tracker, self.total, self.save, self.every = tracker, total, save, every
-        self.progress = progress
+        self.progress, self.action_chunk = progress, action_chunk
+        self.env_steps = 0
         self.curve: list[dict] = []
         self._ended = self._succeeded = 0
         self._returns: list[float] = []
         self._last_save = 0
 
     def _on_training_start(self) -> None:
-        self.bar = tqdm(total=self.total, initial=self.num_timesteps, desc="rl", disable=not self.progress)
-        self._last_save = self.num_timesteps
-        self._started, self._start_steps = time.perf_counter(), self.num_timesteps
+        self.env_steps = self.num_timesteps * self.action_chunk  # a resumed run: about
+        self.bar = tqdm(total=self.total, initial=self.env_steps, desc="rl", disable=not self.progress)
+        self._last_save = self.env_steps
+        self._started, self._start_steps = time.perf_counter(), self.env_steps
 
     def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
+        executed = sum(int(info.get("executed_steps", 1)) for info in self.locals["infos"])
+        self.env_steps += executed
+        self.bar.update(executed)
         for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
             if done:
                 self._ended += 1
@@ -129,19 +146,19 @@ class TrackingCallback(BaseCallback):
         return True
 
     def _on_rollout_start(self) -> None:  # after the previous update: its losses are recorded
-        if self.num_timesteps == self._start_steps:
+        if self.env_steps == self._start_steps:
             return
         self._flush()
-        if self.num_timesteps - self._last_save >= self.every:
+        if self.env_steps - self._last_save >= self.every:
             self.save()
-            self._last_save = self.num_timesteps
+            self._last_save = self.env_steps
 
     def _flush(self) -> None:
         elapsed = time.perf_counter() - self._started
         row = {
-            "env_steps": self.num_timesteps,
+            "env_steps": self.env_steps,
             "train/episodes": self._ended,
-            "time/env_steps_per_s": (self.num_timesteps - self._start_steps) / max(elapsed, 1e-9),
+            "time/env_steps_per_s": (self.env_steps - self._start_steps) / max(elapsed, 1e-9),
             "time/seconds": elapsed,
         }
         if self._ended:
@@ -154,7 +171,7 @@ class TrackingCallback(BaseCallback):
                 if k.startswith(("train/", "time/teacher"))
             }
         )
-        self.tracker.log(row, step=self.num_timesteps)
+        self.tracker.log(row, step=self.env_steps)
         self.curve.append(row)
         self.bar.set_postfix(success=f"{row.get('train/success_rate', float('nan')):.2f}")
         self._ended = self._succeeded = 0
@@ -176,6 +193,7 @@ def student_config(rl: DictConfig, venv):
         activation=rl.activation,
         cnn_features=int(rl.cnn_features),
         log_std_init=float(rl.log_std_init),
+        action_chunk=int(rl.get("action_chunk", 1)),
     )
 
 
@@ -209,10 +227,11 @@ def train_rl_student(
         cfg.maniskill.image_size
     )
     # The GPU sim renders batched on the GPU: every frame is cheap there.
+    chunk = int(rl.get("action_chunk", 1))
     image_every = (
-        camera_period(teacher, student_keys(rl.student)) if cfg.maniskill.sim_backend == "cpu" else 1
+        camera_period(teacher, student_keys(rl.student), chunk) if cfg.maniskill.sim_backend == "cpu" else 1
     )
-    venv = make_training_env(cfg, task, keys, image_size, image_every)
+    venv = make_training_env(cfg, task, keys, image_size, image_every, chunk)
     tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type=job_type)
     checkpoint = run_dir / CHECKPOINT
     started = time.perf_counter()
@@ -227,6 +246,7 @@ def train_rl_student(
             teacher_schedule=rl.teacher_schedule,
             anneal_steps=rl.anneal_steps,
             teacher_std=float(rl.teacher_std),
+            action_chunk=chunk,
         )
         resumed = bool(rl.resume) and checkpoint.is_file()
         if resumed:
@@ -251,10 +271,11 @@ def train_rl_student(
             staged.replace(checkpoint)
 
         callback = TrackingCallback(
-            tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress)
+            tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress), chunk
         )
-        # SB3 counts a continued run's budget on top of the steps already done.
-        remaining = int(rl.total_timesteps) - (model.num_timesteps if resumed else 0)
+        # SB3 counts a continued run's budget on top of the steps already done, and counts
+        # decisions: a chunk-acting student's budget is total / chunk of them.
+        remaining = -(-int(rl.total_timesteps) // chunk) - (model.num_timesteps if resumed else 0)
         model.learn(max(remaining, 0), callback=callback, reset_num_timesteps=not resumed)
         save()
         student = GaussianStudent(config)
@@ -265,14 +286,14 @@ def train_rl_student(
             extra={
                 "task": task,
                 "teacher": str(teacher_spec) if teacher else None,
-                "env_steps": int(model.num_timesteps),
+                "env_steps": callback.env_steps,
             },
         )
         summary = {
             "model": "gaussian_student",
             "method": "rpd" if teacher else "ppo",
             "policy": str(output),
-            "env_steps": int(model.num_timesteps),
+            "env_steps": callback.env_steps,
             "wall_seconds": time.perf_counter() - started,
             "final_train_success_rate": callback.curve[-1].get("train/success_rate")
             if callback.curve

@@ -84,22 +84,62 @@ class RLObservation(gym.ObservationWrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_rl_env(task: str, keys: tuple[str, ...], image_every: int = 1, **env_kwargs) -> gym.Env:
-    """One training env: the contract env for ``task`` wrapped by :class:`RLObservation`."""
+class ActionChunk(gym.Wrapper):
+    """One step executes a chunk of ``k`` actions open-loop: the action is ``(k * 7,)``, the
+    reward the sum over the executed steps, and a chunk stops early where the episode ends.
+
+    This lets an RL student act as a chunked teacher does (a TokenVLA executes its 8-action
+    chunks), so the teacher's label for a student state is the chunk it predicts from that
+    very state. ``info["executed_steps"]`` counts the env steps; ``info["is_success"]`` is
+    true if any executed step succeeded."""
+
+    def __init__(self, env: gym.Env, k: int) -> None:
+        super().__init__(env)
+        low, high = env.action_space.low, env.action_space.high
+        self.k, self.single = k, env.action_space.shape[0]
+        self.action_space = gym.spaces.Box(np.tile(low, k), np.tile(high, k), dtype=env.action_space.dtype)
+
+    def step(self, action):
+        actions = np.asarray(action).reshape(self.k, self.single)
+        total, succeeded, executed = 0.0, False, 0
+        for single in actions:
+            obs, reward, terminated, truncated, info = self.env.step(single)
+            total, executed = total + float(reward), executed + 1
+            succeeded |= bool(info.get("is_success", False))
+            if terminated or truncated:
+                break
+        info = {**info, "executed_steps": executed, "is_success": succeeded}
+        return obs, total, terminated, truncated, info
+
+
+def make_rl_env(
+    task: str, keys: tuple[str, ...], image_every: int = 1, action_chunk: int = 1, **env_kwargs
+) -> gym.Env:
+    """One training env: the contract env for ``task`` wrapped by :class:`RLObservation`, and
+    by :class:`ActionChunk` when ``action_chunk > 1``."""
     from vla_kd.envs import make_env
 
-    return RLObservation(make_env(task, **env_kwargs), keys, image_every)
+    env = RLObservation(make_env(task, **env_kwargs), keys, image_every)
+    return ActionChunk(env, action_chunk) if action_chunk > 1 else env
 
 
 def make_rl_vec_env(
-    task: str, keys: tuple[str, ...], num_envs: int, seed: int, image_every: int = 1, **env_kwargs
+    task: str,
+    keys: tuple[str, ...],
+    num_envs: int,
+    seed: int,
+    image_every: int = 1,
+    action_chunk: int = 1,
+    **env_kwargs,
 ):
     """``num_envs`` training envs as an SB3 VecEnv (subprocess workers when more than one:
     ManiSkill's CPU sim runs one env per process), seeded ``seed, seed + 1, ...``."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     TaskId.parse(task)
-    factories = [partial(make_rl_env, task, keys, image_every, **env_kwargs) for _ in range(num_envs)]
+    factories = [
+        partial(make_rl_env, task, keys, image_every, action_chunk, **env_kwargs) for _ in range(num_envs)
+    ]
     # forkserver: never fork a parent that already holds a Vulkan/EGL context.
     venv = SubprocVecEnv(factories, start_method="forkserver") if num_envs > 1 else DummyVecEnv(factories)
     venv.seed(seed)

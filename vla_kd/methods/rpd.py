@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import explained_variance
 
 from vla_kd.errors import unknown_name
-from vla_kd.methods.teacher_labels import check_teacher, label_rollout
+from vla_kd.methods.teacher_labels import check_chunk_teacher, check_teacher, label_rollout
 
 TEACHER_LOSSES = ("mse", "l1", "bc", "kl")
 SCHEDULES = ("constant", "cosine")
@@ -105,7 +105,9 @@ class RPD(PPO):
     """PPO + ``lambda_t * L_teacher`` on the actor (see the module docstring).
 
     ``teacher``: any suite policy (a saved model folder's policy or a scripted expert), or None
-    for plain PPO; ``instruction``: the task's language instruction, given to VLA teachers.
+    for plain PPO; ``instruction``: the task's language instruction, given to VLA teachers;
+    ``action_chunk``: actions per student decision (the envs execute chunks of that many; the
+    labels are the teacher's chunks, see :mod:`vla_kd.methods.teacher_labels`).
     """
 
     def __init__(
@@ -120,19 +122,23 @@ class RPD(PPO):
         anneal_steps: int | None = None,
         teacher_std: float = 0.1,
         label_batch_size: int = 256,
+        action_chunk: int = 1,
         **ppo_kwargs,
     ) -> None:
         if teacher_loss not in TEACHER_LOSSES:
             raise unknown_name("teacher loss", teacher_loss, TEACHER_LOSSES)
         if teacher_schedule not in SCHEDULES:
             raise unknown_name("teacher-weight schedule", teacher_schedule, SCHEDULES)
-        if teacher is not None:
+        if teacher is not None and action_chunk > 1:
+            check_chunk_teacher(teacher, action_chunk)
+        elif teacher is not None:
             check_teacher(teacher)
         # Attribute names match the arguments: SB3's ``load(path, **kwargs)`` sets them by name.
         self.teacher, self.instruction = teacher, instruction
         self.teacher_loss, self.teacher_weight = teacher_loss, teacher_weight
         self.teacher_schedule, self.anneal_steps = teacher_schedule, anneal_steps
         self.teacher_std, self.label_batch_size = teacher_std, label_batch_size
+        self.action_chunk = action_chunk
         super().__init__(policy, env, rollout_buffer_class=LabelledRolloutBuffer, **ppo_kwargs)
         if not self.verbose and self.tensorboard_log is None:
             # SB3's default logger would make an empty folder under the system temp dir on every
@@ -146,16 +152,16 @@ class RPD(PPO):
     def current_teacher_weight(self) -> float:
         if self.teacher is None:
             return 0.0
-        return teacher_weight(
-            self.num_timesteps, self.teacher_weight, self.teacher_schedule, self.anneal_steps
-        )
+        env_steps = self.num_timesteps * self.action_chunk  # the schedule is in env steps
+        return teacher_weight(env_steps, self.teacher_weight, self.teacher_schedule, self.anneal_steps)
 
     def label_rollout(self) -> float:
         """Fill the buffer's teacher actions; returns the seconds it took."""
         started = time.perf_counter()
         buffer = self.rollout_buffer
         buffer.teacher_actions[:] = label_rollout(
-            self.teacher, buffer.observations, buffer.episode_starts, self.instruction, self.label_batch_size
+            self.teacher, buffer.observations, buffer.episode_starts, self.instruction, self.label_batch_size,
+            self.action_chunk,
         )
         return time.perf_counter() - started
 

@@ -13,6 +13,9 @@ of one per minibatch per epoch. The label is the action the teacher itself would
   re-predict when it runs out. Re-predicting at every state instead would label with a
   different, much worse policy: the PushCube TokenVLA succeeds 62% of the time executing its
   4-action chunks and 1% when it re-plans after every action.
+* a student that itself acts in k-action chunks (``chunk = k``) is labelled with the first k
+  actions of the chunk the teacher predicts from the very state it labels, flattened to
+  ``k * 7``: one fresh teacher prediction per student decision, in flat batches.
 """
 
 from __future__ import annotations
@@ -55,20 +58,54 @@ def _contract_batch(observations: dict, index, instruction: str) -> dict:
     return batch
 
 
+def check_chunk_teacher(teacher: Policy, chunk: int) -> None:
+    """Raise a one-line error unless ``teacher`` predicts chunks of at least ``chunk`` actions."""
+    horizon = getattr(getattr(teacher, "config", None), "horizon", None)
+    if not isinstance(teacher, PretrainedPolicy) or horizon is None or horizon < chunk:
+        raise UserError(
+            f"a student acting in {chunk}-action chunks needs a teacher that predicts chunks of at "
+            f"least {chunk} actions; '{getattr(teacher, 'name', type(teacher).__name__)}' "
+            f"predicts {horizon or 1}"
+        )
+
+
+def chunk_labels(teacher: PretrainedPolicy, observations: dict, instruction: str, chunk: int,
+                 batch_size: int) -> np.ndarray:
+    """``(n_steps, n_envs, chunk * 7)``: the first ``chunk`` actions the teacher predicts from
+    each stored state (every stored state is a chunk-acting student's decision point)."""
+    fresh = observations.get("rgb_fresh")
+    if fresh is not None and not np.all(fresh > 0.5):
+        raise RuntimeError("a chunk label would be predicted from a skipped camera frame")
+    n_steps, n_envs = next(v for k, v in observations.items() if k != "rgb_fresh").shape[:2]
+    flat = {k: v.reshape(n_steps * n_envs, *v.shape[2:]) for k, v in observations.items()}
+    out = np.zeros((n_steps * n_envs, chunk * 7), np.float32)
+    for start in range(0, n_steps * n_envs, batch_size):
+        index = slice(start, start + batch_size)
+        predicted = np.asarray(teacher.predict_action_chunk(_contract_batch(flat, index, instruction)))
+        out[index] = predicted[:, :chunk].reshape(len(predicted), chunk * 7)
+    return out.reshape(n_steps, n_envs, chunk * 7)
+
+
 def label_rollout(
     teacher: Policy,
     observations: dict[str, np.ndarray],
     episode_starts: np.ndarray,
     instruction: str,
     batch_size: int = 256,
+    chunk: int = 1,
 ) -> np.ndarray:
     """Teacher actions ``(n_steps, n_envs, 7)`` for a rollout's ``observations`` (key ->
-    ``(n_steps, n_envs, ...)``, RL layout) with ``episode_starts`` ``(n_steps, n_envs)``."""
+    ``(n_steps, n_envs, ...)``, RL layout) with ``episode_starts`` ``(n_steps, n_envs)``;
+    ``(n_steps, n_envs, chunk * 7)`` chunk labels for a student acting in ``chunk``-action chunks."""
     import torch
 
-    check_teacher(teacher)
     if hasattr(teacher, "eval"):
         teacher.eval()
+    if chunk > 1:
+        check_chunk_teacher(teacher, chunk)
+        with torch.no_grad():
+            return chunk_labels(teacher, observations, instruction, chunk, batch_size)
+    check_teacher(teacher)
     n_steps, n_envs = episode_starts.shape
     labels = np.zeros((n_steps, n_envs, 7), np.float32)
     with torch.no_grad():

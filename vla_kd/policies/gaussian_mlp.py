@@ -18,7 +18,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM, action_space
-from vla_kd.policies.pretrained import PretrainedPolicy
+from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
 OBSERVATIONS = {"state": ("state", "privileged"), "rgb": ("rgb", "state")}
@@ -70,6 +70,12 @@ class GaussianStudentConfig:
     activation: str = "tanh"
     cnn_features: int = 256
     log_std_init: float = -0.5
+    #: Actions per prediction: the actor outputs ``action_chunk * 7`` numbers, executed open-loop.
+    action_chunk: int = 1
+
+    @property
+    def horizon(self) -> int:  # what ChunkedPolicy reads
+        return self.action_chunk
 
     @property
     def image_size(self) -> int | None:
@@ -102,9 +108,10 @@ def sb3_policy_kwargs(config: GaussianStudentConfig) -> dict:
 
 
 @register_policy_type
-class GaussianStudent(PretrainedPolicy):
+class GaussianStudent(ChunkedPolicy):
     """A PPO/RPD-trained actor-critic acting with the Gaussian's mean (or, after
-    :meth:`sample_with`, with seeded samples from it: the policy PPO's rollouts ran)."""
+    :meth:`sample_with`, with seeded samples from it: the policy PPO's rollouts ran); a
+    student trained with ``action_chunk = k`` executes each predicted k-action chunk open-loop."""
 
     policy_type = "gaussian_student"
     config_class = GaussianStudentConfig
@@ -114,7 +121,7 @@ class GaussianStudent(PretrainedPolicy):
         self.uses_privileged = observation_needs(config.observation)[1]
         self.actor_critic = MultiInputActorCriticPolicy(
             observation_space_from_shapes(config.observation_shapes),
-            action_space(),
+            chunk_action_space(config.action_chunk),
             lr_schedule=lambda _: 0.0,
             **sb3_policy_kwargs(config),
         )
@@ -140,7 +147,8 @@ class GaussianStudent(PretrainedPolicy):
         return policy.action_net(policy.mlp_extractor.forward_actor(features))
 
     @torch.no_grad()
-    def act(self, obs: dict) -> np.ndarray:
+    def predict_action_chunk(self, obs: dict) -> np.ndarray:
+        """``(batch, action_chunk, 7)``: the mean (or a sample), clipped to the action space."""
         batch = {}
         for key in student_keys(self.config.observation):
             value = torch.as_tensor(np.asarray(obs[key]))
@@ -150,7 +158,15 @@ class GaussianStudent(PretrainedPolicy):
             std = torch.exp(self.actor_critic.log_std)
             action = action + std * torch.randn(action.shape, generator=self._sampler)
         action = action.clamp(-1.0, 1.0)
-        return action.numpy().astype(np.float32).reshape(-1, ACTION_DIM)
+        return action.numpy().astype(np.float32).reshape(-1, self.config.action_chunk, ACTION_DIM)
+
+
+def chunk_action_space(k: int) -> gym.spaces.Box:
+    """The contract's action space, or ``k`` of it side by side (what :class:`ActionChunk` takes)."""
+    single = action_space()
+    if k == 1:
+        return single
+    return gym.spaces.Box(np.tile(single.low, k), np.tile(single.high, k), dtype=single.dtype)
 
 
 def _preprocess(obs: dict) -> dict:
