@@ -20,6 +20,12 @@ held-out error grows with the noise, the chunked teacher's labels stop being a f
 student's state once the student leaves the teacher's own path. ``--teacher-action-steps 1``
 makes the teacher re-predict at every step (RPD's ``rl.teacher_action_steps=1``), so each label
 is a fresh prediction from the state it labels: the control for that explanation.
+
+``--student <folder>`` rolls out a chunk-acting RL student instead (``rl.action_chunk=k``,
+sampling its Gaussian as in training) and labels each of its decisions with the first k
+actions of the teacher's chunk from that state: RPD's chunk labels on the student's own path.
+A fit far below RPD's final ``train/teacher_loss`` means the labels are learnable and the
+optimisation inside PPO's update is what holds the student back.
 """
 
 from __future__ import annotations
@@ -39,6 +45,11 @@ from vla_kd.policies.base import Policy
 from vla_kd.policies.registry import build_policy, policy_image_size
 
 
+def student_inputs(obs: dict) -> np.ndarray:
+    """What the RPD state student reads from a batch-of-one contract observation."""
+    return np.concatenate([obs["state"][0], obs["privileged"][0]]).astype(np.float32)
+
+
 class RecordingPolicy(Policy):
     """Acts as ``teacher`` and records, per step, what the RPD state student would read, the
     chunk phase (steps since the episode's reset, mod the chunk length) and the action."""
@@ -55,7 +66,7 @@ class RecordingPolicy(Policy):
 
     def act(self, obs: dict) -> np.ndarray:
         actions = np.asarray(self.teacher.act(obs), np.float32)
-        self.rows["inputs"].append(np.concatenate([obs["state"][0], obs["privileged"][0]]).astype(np.float32))
+        self.rows["inputs"].append(student_inputs(obs))
         self.rows["phase"].append(self._t % self.chunk)
         self.rows["action"].append(actions[0])
         self.rows["episode"].append(self.episode)
@@ -65,8 +76,32 @@ class RecordingPolicy(Policy):
         return actions.astype(np.float32)
 
 
+class ChunkLabelRecorder(Policy):
+    """Acts as ``actor`` (a chunk-acting student) and records, at each of its decisions, what it
+    reads and the teacher's first ``k`` actions predicted from that state, flattened."""
+
+    def __init__(self, actor: Policy, teacher: Policy) -> None:
+        self.actor, self.teacher, self.chunk = actor, teacher, int(actor.actions_per_chunk)
+        self.rows: dict[str, list] = {"inputs": [], "phase": [], "action": [], "episode": []}
+        self.episode = -1
+
+    def reset(self) -> None:
+        self.actor.reset()
+        self.episode += 1
+
+    def act(self, obs: dict) -> np.ndarray:
+        if len(self.actor.rows_to_predict(1)):  # a decision point: the student predicts a chunk
+            chunk = np.asarray(self.teacher.predict_action_chunk(obs), np.float32)[0, : self.chunk]
+            self.rows["inputs"].append(student_inputs(obs))
+            self.rows["phase"].append(0)
+            self.rows["action"].append(chunk.reshape(-1))
+            self.rows["episode"].append(self.episode)
+        return self.actor.act(obs)
+
+
 def rollouts(task: str, teacher_folder: str, episodes: int, max_steps: int,
-             action_noise: float = 0.0, action_steps: int | None = None) -> dict[str, np.ndarray]:
+             action_noise: float = 0.0, action_steps: int | None = None,
+             student: str | None = None) -> dict[str, np.ndarray]:
     """The teacher's episodes (the evaluator's episode loop), with ``action_noise`` added to the
     executed actions: student inputs, chunk phase, teacher action and episode index per step,
     the chunk length and the successes."""
@@ -75,10 +110,15 @@ def rollouts(task: str, teacher_folder: str, episodes: int, max_steps: int,
         image_size=policy_image_size(teacher_folder) or 128,
     )
     try:
-        recorder = RecordingPolicy(build_policy(teacher_folder, env, action_steps=action_steps), action_noise)
+        teacher = build_policy(teacher_folder, env, action_steps=action_steps)
+        if student:
+            recorder = ChunkLabelRecorder(build_policy(student, env, seed=0, sample_actions=True), teacher)
+        else:
+            recorder = RecordingPolicy(teacher, action_noise)
         successes = sum(
             run_episode(env, recorder, 200000 + episode, max_steps)[0]["success_once"]
-            for episode in tqdm(range(episodes), desc=f"teacher rollouts, action noise {action_noise}")
+            for episode in tqdm(range(episodes), desc="student rollouts" if student else
+                                f"teacher rollouts, action noise {action_noise}")
         )
     finally:
         env.close()
@@ -110,7 +150,8 @@ def fit_mse(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y
 def fit_labels(args: argparse.Namespace, action_noise: float) -> dict:
     """Roll out at one noise level; held-out MSE of the mean, state and state + phase fits."""
     data = rollouts(
-        args.task, args.teacher, args.episodes, args.max_steps, action_noise, args.teacher_action_steps
+        args.task, args.teacher, args.episodes, args.max_steps, action_noise, args.teacher_action_steps,
+        args.student,
     )
     chunk = int(data["chunk"])
     phase = np.eye(chunk, dtype=np.float32)[data["phase"]]
@@ -144,6 +185,8 @@ def main() -> None:
                         help="std of the noise added to executed actions; one fit per value")
     parser.add_argument("--teacher-action-steps", type=int, default=None,
                         help="actions of a chunk executed before re-predicting (default: all)")
+    parser.add_argument("--student", default=None,
+                        help="a chunk-acting RL student folder whose own rollouts are labelled")
     parser.add_argument("--out", type=Path, default=Path("runs/rpd_label_fit.json"))
     args = parser.parse_args()
 
@@ -153,6 +196,7 @@ def main() -> None:
         "episodes": args.episodes,
         "max_steps": args.max_steps,
         "teacher_action_steps": args.teacher_action_steps,
+        "student": args.student,
         "by_action_noise": [fit_labels(args, noise) for noise in args.action_noise],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
