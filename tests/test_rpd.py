@@ -225,22 +225,34 @@ class CountingTeacher(CountingExpert):
         return np.full((len(obs["state"]), 7), 0.3, np.float32)
 
 
-def make_rpd(teacher, weight=1.0, n_steps=16, **kwargs):
+def toy_student_config(chunk=1):
+    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig
+
+    return GaussianStudentConfig(
+        observation="state",
+        observation_shapes={"state": [3], "privileged": [2]},
+        net_arch=[32, 32],
+        action_chunk=chunk,
+    )
+
+
+def make_rpd(teacher, weight=1.0, n_steps=16, chunk=1, **kwargs):
+    """RPD on two toy envs; ``chunk > 1``: a student acting in chunks of that many actions."""
     from stable_baselines3.common.policies import MultiInputActorCriticPolicy
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig, sb3_policy_kwargs
+    from vla_kd.envs.rl import ActionChunk
+    from vla_kd.policies.gaussian_mlp import sb3_policy_kwargs
 
-    venv = DummyVecEnv([ToyEnv, ToyEnv])
-    config = GaussianStudentConfig(
-        observation="state", observation_shapes={"state": [3], "privileged": [2]}, net_arch=[32, 32]
-    )
+    venv = DummyVecEnv([ToyEnv, ToyEnv] if chunk == 1 else [lambda: ActionChunk(ToyEnv(), chunk)] * 2)
+    config = toy_student_config(chunk)
     model = RPD(
         MultiInputActorCriticPolicy,
         venv,
         teacher=teacher,
         teacher_weight=weight,
         n_steps=n_steps,
+        action_chunk=chunk,
         batch_size=8,
         n_epochs=3,
         policy_kwargs=sb3_policy_kwargs(config),
@@ -407,23 +419,12 @@ def test_chunk_labels_are_the_teachers_chunks_predicted_from_each_state():
         label_rollout(teacher, obs, starts, "push the cube", chunk=2)
 
 
-def chunk_student_config(chunk=2):
-    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig
-
-    return GaussianStudentConfig(
-        observation="state",
-        observation_shapes={"state": [3], "privileged": [2]},
-        net_arch=[32, 32],
-        action_chunk=chunk,
-    )
-
-
 def test_chunk_student_executes_its_chunk_open_loop_and_round_trips(tmp_path):
     from vla_kd.policies.gaussian_mlp import GaussianStudent
     from vla_kd.policies.pretrained import PretrainedPolicy
 
     torch.manual_seed(0)
-    student = GaussianStudent(chunk_student_config())
+    student = GaussianStudent(toy_student_config(chunk=2))
     assert student.actor_critic.action_space.shape == (14,) and student.actions_per_chunk == 2
     obs = {"state": np.ones((1, 3), np.float32), "privileged": np.zeros((1, 2), np.float32)}
     chunk = student.predict_action_chunk(obs)
@@ -440,11 +441,6 @@ def test_chunk_student_executes_its_chunk_open_loop_and_round_trips(tmp_path):
 def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
     from dataclasses import dataclass
 
-    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from vla_kd.envs.rl import ActionChunk
-    from vla_kd.policies.gaussian_mlp import sb3_policy_kwargs
     from vla_kd.policies.pretrained import ChunkedPolicy
 
     @dataclass
@@ -465,20 +461,7 @@ def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
             return np.tile(target.reshape(1, 2, 7), (len(obs["state"]), 1, 1))
 
     teacher = ConstantChunks()
-    model = RPD(
-        MultiInputActorCriticPolicy,
-        DummyVecEnv([lambda: ActionChunk(ToyEnv(), 2)] * 2),
-        teacher=teacher,
-        teacher_weight=10.0,
-        action_chunk=2,
-        n_steps=32,
-        batch_size=8,
-        n_epochs=3,
-        learning_rate=3e-3,
-        policy_kwargs=sb3_policy_kwargs(chunk_student_config()),
-        seed=0,
-        device="cpu",
-    )
+    model, _ = make_rpd(teacher, weight=10.0, n_steps=32, chunk=2, learning_rate=3e-3)
     obs = {"state": np.zeros((1, 3)), "privileged": np.zeros((1, 2))}
     before = np.abs(model.predict(obs, deterministic=True)[0] - target).mean()
     model.learn(640)  # 10 rollouts of 32 decisions x 2 envs

@@ -84,6 +84,11 @@ class RLObservation(gym.ObservationWrapper):
         return obs, reward, terminated, truncated, info
 
 
+def repeat_box(space: gym.spaces.Box, k: int) -> gym.spaces.Box:
+    """``k`` copies of a flat Box side by side: the action space of a k-action chunk."""
+    return gym.spaces.Box(np.tile(space.low, k), np.tile(space.high, k), dtype=space.dtype)
+
+
 class ActionChunk(gym.Wrapper):
     """One step executes a chunk of ``k`` actions open-loop: the action is ``(k * 7,)``, the
     reward the sum over the executed steps, and a chunk stops early where the episode ends.
@@ -95,9 +100,8 @@ class ActionChunk(gym.Wrapper):
 
     def __init__(self, env: gym.Env, k: int) -> None:
         super().__init__(env)
-        low, high = env.action_space.low, env.action_space.high
         self.k, self.single = k, env.action_space.shape[0]
-        self.action_space = gym.spaces.Box(np.tile(low, k), np.tile(high, k), dtype=env.action_space.dtype)
+        self.action_space = repeat_box(env.action_space, k)
 
     def step(self, action):
         actions = np.asarray(action).reshape(self.k, self.single)

@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import explained_variance
 
 from vla_kd.errors import unknown_name
-from vla_kd.methods.teacher_labels import check_chunk_teacher, check_teacher, label_rollout
+from vla_kd.methods.teacher_labels import check_teacher, label_rollout
 
 TEACHER_LOSSES = ("mse", "l1", "bc", "kl")
 SCHEDULES = ("constant", "cosine")
@@ -129,10 +129,8 @@ class RPD(PPO):
             raise unknown_name("teacher loss", teacher_loss, TEACHER_LOSSES)
         if teacher_schedule not in SCHEDULES:
             raise unknown_name("teacher-weight schedule", teacher_schedule, SCHEDULES)
-        if teacher is not None and action_chunk > 1:
-            check_chunk_teacher(teacher, action_chunk)
-        elif teacher is not None:
-            check_teacher(teacher)
+        if teacher is not None:
+            check_teacher(teacher, action_chunk)
         # Attribute names match the arguments: SB3's ``load(path, **kwargs)`` sets them by name.
         self.teacher, self.instruction = teacher, instruction
         self.teacher_loss, self.teacher_weight = teacher_loss, teacher_weight

@@ -32,8 +32,18 @@ def is_stateless(teacher: Policy) -> bool:
     return isinstance(teacher, PretrainedPolicy) and getattr(teacher, "actions_per_chunk", 1) == 1
 
 
-def check_teacher(teacher: Policy) -> None:
-    """Raise a one-line error for a teacher the labeller cannot query off-line."""
+def check_teacher(teacher: Policy, chunk: int = 1) -> None:
+    """Raise a one-line error for a teacher the labeller cannot query off-line (for a student
+    acting in ``chunk``-action chunks: unless it predicts chunks of at least that many)."""
+    if chunk > 1:
+        horizon = getattr(getattr(teacher, "config", None), "horizon", None)
+        if not isinstance(teacher, PretrainedPolicy) or horizon is None or horizon < chunk:
+            raise UserError(
+                f"a student acting in {chunk}-action chunks needs a teacher that predicts chunks of "
+                f"at least {chunk} actions; '{getattr(teacher, 'name', type(teacher).__name__)}' "
+                f"predicts {horizon or 1}"
+            )
+        return
     if not is_stateless(teacher) and not hasattr(teacher, "reset_envs"):
         raise UserError(
             f"teacher '{getattr(teacher, 'name', type(teacher).__name__)}' keeps per-episode memory "
@@ -58,32 +68,22 @@ def _contract_batch(observations: dict, index, instruction: str) -> dict:
     return batch
 
 
-def check_chunk_teacher(teacher: Policy, chunk: int) -> None:
-    """Raise a one-line error unless ``teacher`` predicts chunks of at least ``chunk`` actions."""
-    horizon = getattr(getattr(teacher, "config", None), "horizon", None)
-    if not isinstance(teacher, PretrainedPolicy) or horizon is None or horizon < chunk:
-        raise UserError(
-            f"a student acting in {chunk}-action chunks needs a teacher that predicts chunks of at "
-            f"least {chunk} actions; '{getattr(teacher, 'name', type(teacher).__name__)}' "
-            f"predicts {horizon or 1}"
-        )
-
-
-def chunk_labels(teacher: PretrainedPolicy, observations: dict, instruction: str, chunk: int,
-                 batch_size: int) -> np.ndarray:
-    """``(n_steps, n_envs, chunk * 7)``: the first ``chunk`` actions the teacher predicts from
-    each stored state (every stored state is a chunk-acting student's decision point)."""
-    fresh = observations.get("rgb_fresh")
-    if fresh is not None and not np.all(fresh > 0.5):
-        raise RuntimeError("a chunk label would be predicted from a skipped camera frame")
-    n_steps, n_envs = next(v for k, v in observations.items() if k != "rgb_fresh").shape[:2]
+def label_each_state(predict, observations: dict, n_steps: int, n_envs: int, width: int,
+                     instruction: str, batch_size: int) -> np.ndarray:
+    """``(n_steps, n_envs, width)``: ``predict(contract batch) -> (B, width)`` on every stored
+    state independently, in flat batches (teachers without memory, and chunk labels)."""
     flat = {k: v.reshape(n_steps * n_envs, *v.shape[2:]) for k, v in observations.items()}
-    out = np.zeros((n_steps * n_envs, chunk * 7), np.float32)
+    out = np.zeros((n_steps * n_envs, width), np.float32)
     for start in range(0, n_steps * n_envs, batch_size):
         index = slice(start, start + batch_size)
-        predicted = np.asarray(teacher.predict_action_chunk(_contract_batch(flat, index, instruction)))
-        out[index] = predicted[:, :chunk].reshape(len(predicted), chunk * 7)
-    return out.reshape(n_steps, n_envs, chunk * 7)
+        out[index] = predict(_contract_batch(flat, index, instruction))
+    return out.reshape(n_steps, n_envs, width)
+
+
+def first_chunk_actions(teacher: PretrainedPolicy, obs: dict, chunk: int) -> np.ndarray:
+    """``(B, chunk * 7)``: the first ``chunk`` actions of the teacher's predicted chunks, flat."""
+    predicted = np.asarray(teacher.predict_action_chunk(obs), dtype=np.float32)[:, :chunk]
+    return predicted.reshape(len(predicted), chunk * 7)
 
 
 def label_rollout(
@@ -99,24 +99,25 @@ def label_rollout(
     ``(n_steps, n_envs, chunk * 7)`` chunk labels for a student acting in ``chunk``-action chunks."""
     import torch
 
+    check_teacher(teacher, chunk)
     if hasattr(teacher, "eval"):
         teacher.eval()
-    if chunk > 1:
-        check_chunk_teacher(teacher, chunk)
-        with torch.no_grad():
-            return chunk_labels(teacher, observations, instruction, chunk, batch_size)
-    check_teacher(teacher)
     n_steps, n_envs = episode_starts.shape
-    labels = np.zeros((n_steps, n_envs, 7), np.float32)
+    fresh = observations.get("rgb_fresh")
     with torch.no_grad():
+        if chunk > 1:  # every stored state is a chunk-acting student's decision point
+            if fresh is not None and not np.all(fresh > 0.5):
+                raise RuntimeError("a chunk label would be predicted from a skipped camera frame")
+            return label_each_state(
+                lambda obs: first_chunk_actions(teacher, obs, chunk),
+                observations, n_steps, n_envs, chunk * 7, instruction, batch_size,
+            )
         if is_stateless(teacher):
-            flat = {k: v.reshape(n_steps * n_envs, *v.shape[2:]) for k, v in observations.items()}
-            out = labels.reshape(n_steps * n_envs, 7)
-            for start in range(0, n_steps * n_envs, batch_size):
-                index = slice(start, start + batch_size)
-                out[index] = first_actions(teacher, _contract_batch(flat, index, instruction))
-            return labels
-        fresh = observations.get("rgb_fresh")
+            return label_each_state(
+                lambda obs: first_actions(teacher, obs),
+                observations, n_steps, n_envs, 7, instruction, batch_size,
+            )
+        labels = np.zeros((n_steps, n_envs, 7), np.float32)
         for t in range(n_steps):
             restarted = np.flatnonzero(episode_starts[t])
             if len(restarted):

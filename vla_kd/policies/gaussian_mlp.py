@@ -18,6 +18,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM, action_space
+from vla_kd.envs.rl import repeat_box
 from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
@@ -121,7 +122,7 @@ class GaussianStudent(ChunkedPolicy):
         self.uses_privileged = observation_needs(config.observation)[1]
         self.actor_critic = MultiInputActorCriticPolicy(
             observation_space_from_shapes(config.observation_shapes),
-            chunk_action_space(config.action_chunk),
+            repeat_box(action_space(), config.action_chunk) if config.action_chunk > 1 else action_space(),
             lr_schedule=lambda _: 0.0,
             **sb3_policy_kwargs(config),
         )
@@ -159,14 +160,6 @@ class GaussianStudent(ChunkedPolicy):
             action = action + std * torch.randn(action.shape, generator=self._sampler)
         action = action.clamp(-1.0, 1.0)
         return action.numpy().astype(np.float32).reshape(-1, self.config.action_chunk, ACTION_DIM)
-
-
-def chunk_action_space(k: int) -> gym.spaces.Box:
-    """The contract's action space, or ``k`` of it side by side (what :class:`ActionChunk` takes)."""
-    single = action_space()
-    if k == 1:
-        return single
-    return gym.spaces.Box(np.tile(single.low, k), np.tile(single.high, k), dtype=single.dtype)
 
 
 def _preprocess(obs: dict) -> dict:
