@@ -28,6 +28,8 @@ from vla_kd.errors import unknown_name
 from vla_kd.methods.teacher_labels import check_teacher, label_rollout
 
 TEACHER_LOSSES = ("mse", "l1", "bc", "kl")
+#: The 7 action dimensions (pd_ee_delta_pose + gripper), for the per-dimension teacher error.
+ACTION_PARTS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -189,7 +191,9 @@ class RPD(PPO):
         if weight > 0:
             self.logger.record("time/teacher_label_seconds", self.label_rollout())
 
-        logs: dict[str, list] = {k: [] for k in ("entropy", "pg", "value", "clip", "teacher", "kl")}
+        logs: dict[str, list] = {
+            k: [] for k in ("entropy", "pg", "value", "clip", "teacher", "kl", "teacher_parts")
+        }
         continue_training = True
         for _epoch in range(self.n_epochs):
             for batch in self.rollout_buffer.get(self.batch_size):
@@ -223,6 +227,9 @@ class RPD(PPO):
                     )
                     loss = loss + weight * l_teacher
                     logs["teacher"].append(l_teacher.item())
+                    with torch.no_grad():  # which action parts the student misses (chunks folded)
+                        error = (gaussian.mean - batch.teacher_actions) ** 2
+                        logs["teacher_parts"].append(error.reshape(-1, len(ACTION_PARTS)).mean(0).numpy())
 
                 with torch.no_grad():
                     log_ratio = log_prob - batch.old_log_prob
@@ -257,6 +264,9 @@ class RPD(PPO):
         ):
             if logs[key]:
                 self.logger.record(f"train/{name}", float(np.mean(logs[key])))
+        if logs["teacher_parts"]:
+            for name, value in zip(ACTION_PARTS, np.mean(logs["teacher_parts"], 0), strict=True):
+                self.logger.record(f"train/teacher_mse/{name}", float(value))
         self.logger.record("train/teacher_weight", weight)
         self.logger.record("train/std", torch.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
