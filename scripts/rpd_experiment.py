@@ -13,6 +13,10 @@ Training success is measured on the training episodes with the stochastic policy
 on seeds no run trained on, each student is evaluated twice: acting with its Gaussian's mean
 (deterministic, the usual protocol) and with seeded samples from it (``sample_actions=true``,
 the policy its rollouts ran), which early in training can succeed far more often.
+
+With ``-- rl.warm_start.episodes=N`` both methods start from a clone of the teacher (see
+:mod:`vla_kd.methods.warm_start`); the env steps of the teacher's episodes count toward each
+run's env steps and shift its curve, so PPO and RPD are compared on all the samples they used.
 """
 
 from __future__ import annotations
@@ -70,9 +74,7 @@ def train(
             f"hydra.run.dir={folder}",
             *extra,
         ]
-        if method == "rpd":
-            args.append(f"teacher={teacher}")
-        run(args)
+        run([*args, f"teacher={teacher}"])  # PPO reads it only for a warm start (rl.warm_start)
     return folder
 
 
@@ -82,9 +84,15 @@ def evaluate_sampled(task: str, folder: Path, episodes: int) -> dict:
     return held_out_eval(task, folder / "policy", episodes, results, "sample_actions=true")
 
 
-def smoothed_curve(folder: Path, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def warm_start_steps(summary: dict) -> int:
+    """Env steps the teacher's warm-start episodes took (0 without a warm start)."""
+    return int((summary.get("warm_start") or {}).get("env_steps", 0))
+
+
+def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Training success vs env steps, RL's steps shifted by ``offset`` (the warm start's)."""
     rows = [r for r in json.loads((folder / "curve.json").read_text()) if "train/success_rate" in r]
-    steps = np.array([r["env_steps"] for r in rows], float)
+    steps = offset + np.array([r["env_steps"] for r in rows], float)
     success = np.array([r["train/success_rate"] for r in rows], float)
     kernel = np.ones(min(window, len(success))) / min(window, len(success))
     return steps, np.convolve(success, kernel, mode="same") if len(success) else success
@@ -179,14 +187,16 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
         for seed in args.seeds:
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, args.extra)
             result = json.loads((folder / "train_summary.json").read_text())
-            steps, success = smoothed_curve(folder)
+            warm = warm_start_steps(result)
+            steps, success = smoothed_curve(folder, warm)
             sampled = evaluate_sampled(task, folder, args.episodes)
             entry[method].append(
                 {
                     "seed": seed,
                     **{k: result[f"eval/{k}"] for k in keys},
                     "sampled": {k: sampled[k] for k in keys},
-                    "env_steps": result["env_steps"],
+                    "env_steps": warm + result["env_steps"],  # the teacher's warm-start episodes count
+                    "warm_start_env_steps": warm,
                     "wall_seconds": result["wall_seconds"],
                     "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
                 }

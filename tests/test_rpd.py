@@ -4,6 +4,7 @@ cached labels equal direct teacher calls, one labelling pass per rollout, studen
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from vla_kd.errors import UserError
 from vla_kd.methods.rpd import RPD, teacher_loss, teacher_weight
 from vla_kd.methods.teacher_labels import label_rollout
+from vla_kd.policies.pretrained import ChunkedPolicy
 
 pytest.importorskip("stable_baselines3")
 
@@ -468,3 +470,76 @@ def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
     assert teacher.calls == 10  # one flat batch per rollout
     after = np.abs(model.predict(obs, deterministic=True)[0] - target).mean()
     assert after < 0.5 * before, (before, after)
+    logged = model.logger.name_to_value  # per action part, both actions of each chunk folded in
+    parts = [logged[f"train/teacher_mse/{name}"] for name in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
+    assert np.mean(parts) == pytest.approx(logged["train/teacher_loss"], rel=1e-4)
+
+
+# ------------------------------------------------------------------- behaviour-cloning warm start
+@dataclass
+class Horizon2:
+    horizon: int = 2
+
+
+class LinearChunks(ChunkedPolicy):
+    """A chunk teacher whose 2-action chunk is a fixed linear function of the state."""
+
+    name = "linear chunks"
+    weights = np.linspace(-0.5, 0.5, 14 * 3, dtype=np.float32).reshape(3, 14)
+
+    def __init__(self):
+        super().__init__(Horizon2())
+
+    def predict_action_chunk(self, obs):
+        return (np.asarray(obs["state"]) @ self.weights).reshape(-1, 2, 7)
+
+
+def toy_venv(chunk=1):
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from vla_kd.envs.rl import ActionChunk
+
+    return DummyVecEnv([ToyEnv, ToyEnv] if chunk == 1 else [lambda: ActionChunk(ToyEnv(), chunk)] * 2)
+
+
+def test_warm_start_records_the_teachers_own_chunks_and_the_actor_clones_them():
+    from vla_kd.methods.warm_start import collect_teacher_decisions, fit_actor
+
+    teacher = LinearChunks()
+    decisions = collect_teacher_decisions(toy_venv(2), teacher, "x", episodes=4, keys=("state", "privileged"),
+                                          chunk=2)
+    # 8-step episodes, 2 actions per decision, 2 envs in lockstep: 2 rounds of 4 decisions
+    assert decisions.episodes == 4 and decisions.env_steps == 32 and decisions.labels.shape == (16, 14)
+    assert set(decisions.observations) == {"state", "privileged"}
+    expected = decisions.observations["state"] @ LinearChunks.weights
+    np.testing.assert_allclose(decisions.labels, expected, atol=1e-6)
+
+    model, _ = make_rpd(None, weight=0.0, chunk=2)
+    critic = [p.detach().clone() for p in model.policy.value_net.parameters()]
+    log_std = model.policy.log_std.detach().clone()
+    fit = fit_actor(model.policy, decisions, steps=300, batch_size=8, learning_rate=3e-3, seed=0)
+    assert fit["final_mse"] < 0.1 * fit["first_mse"], fit
+    assert "held_out_mse" in fit
+    for before, after in zip(critic, model.policy.value_net.parameters(), strict=True):
+        torch.testing.assert_close(before, after)  # the critic and the std are RL's to learn
+    torch.testing.assert_close(log_std, model.policy.log_std)
+
+
+def test_warm_start_with_a_stateful_teacher_resets_it_where_episodes_end():
+    from vla_kd.methods.warm_start import collect_teacher_decisions
+
+    decisions = collect_teacher_decisions(toy_venv(), CountingExpert(), "x", episodes=4, keys=("state",))
+    assert decisions.labels.shape == (32, 7) and decisions.env_steps == 32
+    per_env = decisions.labels[:, 0].reshape(16, 2)  # rows are (step, env)
+    np.testing.assert_array_equal(per_env[:, 0], [*range(1, 9), *range(1, 9)])
+
+
+def test_warm_start_without_a_teacher_is_a_clear_error(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from vla_kd.commands.rpd import train_rl_student
+
+    with initialize_config_module(config_module="vla_kd.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["method=ppo", "rl.warm_start.episodes=2"])
+    with pytest.raises(UserError, match=r"warm_start\.episodes > 0 clones a teacher"):
+        train_rl_student(cfg, "maniskill/PushCube-v1", None, tmp_path, tmp_path / "out", use_teacher=False)

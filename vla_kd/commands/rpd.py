@@ -197,6 +197,34 @@ def student_config(rl: DictConfig, venv):
     )
 
 
+def warm_start(model, venv, teacher, instruction: str, keys: tuple[str, ...], rl: DictConfig,
+               chunk: int) -> dict:
+    """Clone ``teacher`` into ``model``'s actor before RL (``rl.warm_start``); what it cost and
+    how well the actor fits, for the summary."""
+    from vla_kd.methods.warm_start import collect_teacher_decisions, fit_actor
+
+    options = rl.warm_start
+    decisions = collect_teacher_decisions(
+        venv, teacher, instruction, int(options.episodes), keys, chunk, bool(rl.progress)
+    )
+    fit_started = time.perf_counter()
+    fit = fit_actor(
+        model.policy, decisions, int(options.fit_steps), int(options.batch_size),
+        float(options.learning_rate), seed=int(rl.seed), progress=bool(rl.progress),
+    )
+    result = {
+        "teacher_episodes": decisions.episodes,
+        "teacher_success_rate": decisions.successes / max(decisions.episodes, 1),
+        "env_steps": decisions.env_steps,
+        "decisions": len(decisions.labels),
+        "rollout_seconds": decisions.seconds,
+        "fit_seconds": time.perf_counter() - fit_started,
+        **fit,
+    }
+    log.info("warm start: %s", result)
+    return result
+
+
 def train_rl_student(
     cfg: DictConfig,
     task: str,
@@ -217,10 +245,15 @@ def train_rl_student(
 
     rl = cfg.rl
     torch.set_num_threads(1)  # the env workers take the other cores
-    teacher = load_teacher(teacher_spec, task, rl) if use_teacher else None
+    warm_episodes = int(rl.warm_start.episodes)
+    teacher = load_teacher(teacher_spec, task, rl) if use_teacher or warm_episodes else None
     if use_teacher and teacher is None:
         raise UserError(
             "method=rpd needs teacher=<saved policy folder|scripted> (method=ppo trains without one)"
+        )
+    if warm_episodes and teacher is None:
+        raise UserError(
+            "rl.warm_start.episodes > 0 clones a teacher: give teacher=<saved policy folder|scripted>"
         )
     keys = tuple(dict.fromkeys(student_keys(rl.student) + (teacher_keys(teacher) if teacher else ())))
     image_size = getattr(getattr(teacher, "config", None), "image_size", None) or int(
@@ -239,10 +272,10 @@ def train_rl_student(
         config = student_config(rl, venv)
         ppo = OmegaConf.to_container(rl.ppo, resolve=True)
         algo = dict(
-            teacher=teacher,
+            teacher=teacher if use_teacher else None,
             instruction=instruction_for(task.split("/", 1)[1]),
             teacher_loss=rl.teacher_loss,
-            teacher_weight=float(rl.teacher_weight) if teacher else 0.0,
+            teacher_weight=float(rl.teacher_weight) if use_teacher else 0.0,
             teacher_schedule=rl.teacher_schedule,
             anneal_steps=rl.anneal_steps,
             teacher_std=float(rl.teacher_std),
@@ -270,6 +303,10 @@ def train_rl_student(
             model.save(staged)
             staged.replace(checkpoint)
 
+        warm = None
+        if warm_episodes and not resumed:
+            warm = warm_start(model, venv, teacher, algo["instruction"], student_keys(rl.student), rl, chunk)
+            tracker.log({f"warm_start/{k}": v for k, v in warm.items()}, step=0)
         callback = TrackingCallback(
             tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress), chunk
         )
@@ -286,14 +323,16 @@ def train_rl_student(
             extra={
                 "task": task,
                 "teacher": str(teacher_spec) if teacher else None,
+                "warm_start": warm,
                 "env_steps": callback.env_steps,
             },
         )
         summary = {
             "model": "gaussian_student",
-            "method": "rpd" if teacher else "ppo",
+            "method": "rpd" if use_teacher else "ppo",
             "policy": str(output),
             "env_steps": callback.env_steps,
+            "warm_start": warm,
             "wall_seconds": time.perf_counter() - started,
             "final_train_success_rate": callback.curve[-1].get("train/success_rate")
             if callback.curve

@@ -59,7 +59,8 @@ def first_actions(teacher: PretrainedPolicy, obs: dict) -> np.ndarray:
     return np.asarray(teacher.predict_action_chunk(obs), dtype=np.float32)[:, 0]
 
 
-def _contract_batch(observations: dict, index, instruction: str) -> dict:
+def contract_batch(observations: dict, index, instruction: str) -> dict:
+    """Rows ``index`` of RL-layout ``observations`` as a contract batch for a teacher."""
     batch = {k: v[index] for k, v in observations.items() if k != "rgb_fresh"}
     if "rgb" in batch:  # SB3's buffer stores every key as float32
         batch["rgb"] = np.asarray(batch["rgb"]).round().astype(np.uint8)
@@ -76,7 +77,7 @@ def label_each_state(predict, observations: dict, n_steps: int, n_envs: int, wid
     out = np.zeros((n_steps * n_envs, width), np.float32)
     for start in range(0, n_steps * n_envs, batch_size):
         index = slice(start, start + batch_size)
-        out[index] = predict(_contract_batch(flat, index, instruction))
+        out[index] = predict(contract_batch(flat, index, instruction))
     return out.reshape(n_steps, n_envs, width)
 
 
@@ -126,5 +127,5 @@ def label_rollout(
                 predicting = teacher.rows_to_predict(n_envs)
                 if not np.all(fresh[t, predicting, 0] > 0.5):  # the env skipped that camera frame
                     raise RuntimeError(f"the teacher would predict from a skipped camera frame at step {t}")
-            labels[t] = teacher.act(_contract_batch(observations, t, instruction))
+            labels[t] = teacher.act(contract_batch(observations, t, instruction))
     return labels
