@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vla_kd.errors import UserError
-from vla_kd.methods.rpd import RPD, teacher_loss, teacher_weight
+from vla_kd.methods.rpd import ACTION_PARTS, RPD, teacher_loss, teacher_weight
 from vla_kd.methods.teacher_labels import label_rollout
 from vla_kd.policies.pretrained import ChunkedPolicy
 
@@ -471,7 +471,7 @@ def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
     after = np.abs(model.predict(obs, deterministic=True)[0] - target).mean()
     assert after < 0.5 * before, (before, after)
     logged = model.logger.name_to_value  # per action part, both actions of each chunk folded in
-    parts = [logged[f"train/teacher_mse/{name}"] for name in ("x", "y", "z", "roll", "pitch", "yaw", "gripper")]
+    parts = [logged[f"train/teacher_mse/{name}"] for name in ACTION_PARTS]
     assert np.mean(parts) == pytest.approx(logged["train/teacher_loss"], rel=1e-4)
 
 
