@@ -94,8 +94,12 @@ def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.n
     rows = [r for r in json.loads((folder / "curve.json").read_text()) if "train/success_rate" in r]
     steps = offset + np.array([r["env_steps"] for r in rows], float)
     success = np.array([r["train/success_rate"] for r in rows], float)
-    kernel = np.ones(min(window, len(success))) / min(window, len(success))
-    return steps, np.convolve(success, kernel, mode="same") if len(success) else success
+    if not len(success):
+        return steps, success
+    kernel = np.ones(min(window, len(success)))
+    # a moving average over the points that exist: "same" alone would pad the ends with zeros
+    counts = np.convolve(np.ones_like(success), kernel, mode="same")
+    return steps, np.convolve(success, kernel, mode="same") / counts
 
 
 def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float | None:
