@@ -238,15 +238,21 @@ def toy_student_config(chunk=1):
     )
 
 
-def make_rpd(teacher, weight=1.0, n_steps=16, chunk=1, **kwargs):
-    """RPD on two toy envs; ``chunk > 1``: a student acting in chunks of that many actions."""
-    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+def toy_venv(chunk=1):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from vla_kd.envs.rl import ActionChunk
+
+    return DummyVecEnv([ToyEnv, ToyEnv] if chunk == 1 else [lambda: ActionChunk(ToyEnv(), chunk)] * 2)
+
+
+def make_rpd(teacher, weight=1.0, n_steps=16, chunk=1, **kwargs):
+    """RPD on two toy envs; ``chunk > 1``: a student acting in chunks of that many actions."""
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+
     from vla_kd.policies.gaussian_mlp import sb3_policy_kwargs
 
-    venv = DummyVecEnv([ToyEnv, ToyEnv] if chunk == 1 else [lambda: ActionChunk(ToyEnv(), chunk)] * 2)
+    venv = toy_venv(chunk)
     config = toy_student_config(chunk)
     model = RPD(
         MultiInputActorCriticPolicy,
@@ -441,21 +447,13 @@ def test_chunk_student_executes_its_chunk_open_loop_and_round_trips(tmp_path):
 
 
 def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
-    from dataclasses import dataclass
-
-    from vla_kd.policies.pretrained import ChunkedPolicy
-
-    @dataclass
-    class Horizon:
-        horizon: int = 2
-
     target = np.concatenate([np.full(7, 0.3), np.full(7, -0.3)]).astype(np.float32)
 
     class ConstantChunks(ChunkedPolicy):
         name = "constant chunks"
 
         def __init__(self):
-            super().__init__(Horizon())
+            super().__init__(Horizon2())
             self.calls = 0
 
         def predict_action_chunk(self, obs):
@@ -492,14 +490,6 @@ class LinearChunks(ChunkedPolicy):
 
     def predict_action_chunk(self, obs):
         return (np.asarray(obs["state"]) @ self.weights).reshape(-1, 2, 7)
-
-
-def toy_venv(chunk=1):
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from vla_kd.envs.rl import ActionChunk
-
-    return DummyVecEnv([ToyEnv, ToyEnv] if chunk == 1 else [lambda: ActionChunk(ToyEnv(), chunk)] * 2)
 
 
 def test_warm_start_records_the_teachers_own_chunks_and_the_actor_clones_them():

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+from vla_kd.envs.rl import executed_steps
 from vla_kd.errors import UserError
 from vla_kd.tracking import Tracker, make_tracker
 
@@ -134,7 +135,7 @@ class TrackingCallback(BaseCallback):
         self._started, self._start_steps = time.perf_counter(), self.env_steps
 
     def _on_step(self) -> bool:
-        executed = sum(int(info.get("executed_steps", 1)) for info in self.locals["infos"])
+        executed = executed_steps(self.locals["infos"])
         self.env_steps += executed
         self.bar.update(executed)
         for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):

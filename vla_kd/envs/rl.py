@@ -116,6 +116,12 @@ class ActionChunk(gym.Wrapper):
         return obs, total, terminated, truncated, info
 
 
+def executed_steps(infos) -> int:
+    """Env steps a vectorised step executed: ``info["executed_steps"]`` per env (a chunk may
+    stop early at an episode end), 1 for an env without :class:`ActionChunk`."""
+    return sum(int(info.get("executed_steps", 1)) for info in infos)
+
+
 def make_rl_env(
     task: str, keys: tuple[str, ...], image_every: int = 1, action_chunk: int = 1, **env_kwargs
 ) -> gym.Env:

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
-from stable_baselines3.common.preprocessing import preprocess_obs
 from tqdm.auto import tqdm
 
+from vla_kd.envs.rl import executed_steps
 from vla_kd.methods.teacher_labels import check_teacher, contract_batch, first_chunk_actions
+from vla_kd.policies.gaussian_mlp import actor_mean
 
 
 @dataclass
@@ -75,7 +76,7 @@ def collect_teacher_decisions(
                 rows[key].append(np.asarray(obs[key]).copy())
             labels.append(action)
             obs, _, dones, infos = venv.step(action)
-            env_steps += sum(int(info.get("executed_steps", 1)) for info in infos)
+            env_steps += executed_steps(infos)
             finished = np.flatnonzero(dones)
             if len(finished):
                 ended += len(finished)
@@ -92,17 +93,6 @@ def collect_teacher_decisions(
         env_steps=env_steps,
         seconds=time.perf_counter() - started,
     )
-
-
-def actor_mean(policy: ActorCriticPolicy, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The actor's Gaussian mean for a batch holding (at least) the student's keys."""
-    spaces = policy.observation_space.spaces
-    keys = [k for k in observations if k in spaces]
-    processed = preprocess_obs(
-        {k: observations[k] for k in keys}, type(policy.observation_space)({k: spaces[k] for k in keys})
-    )
-    features = policy.pi_features_extractor(processed)
-    return policy.action_net(policy.mlp_extractor.forward_actor(features))
 
 
 def fit_actor(

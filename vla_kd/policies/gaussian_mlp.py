@@ -143,9 +143,7 @@ class GaussianStudent(ChunkedPolicy):
 
     def mean_action(self, obs: dict) -> torch.Tensor:
         """The Gaussian's mean for a batch of tensors keyed like the training observation."""
-        policy = self.actor_critic
-        features = policy.pi_features_extractor(_preprocess(obs))
-        return policy.action_net(policy.mlp_extractor.forward_actor(features))
+        return actor_mean(self.actor_critic, obs)
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
@@ -160,6 +158,13 @@ class GaussianStudent(ChunkedPolicy):
             action = action + std * torch.randn(action.shape, generator=self._sampler)
         action = action.clamp(-1.0, 1.0)
         return action.numpy().astype(np.float32).reshape(-1, self.config.action_chunk, ACTION_DIM)
+
+
+def actor_mean(policy: MultiInputActorCriticPolicy, obs: dict) -> torch.Tensor:
+    """An SB3 actor-critic's Gaussian mean for a batch of tensors holding (at least) the keys
+    its features extractor reads; the critic is not run."""
+    features = policy.pi_features_extractor(_preprocess(obs))
+    return policy.action_net(policy.mlp_extractor.forward_actor(features))
 
 
 def _preprocess(obs: dict) -> dict:
