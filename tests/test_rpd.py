@@ -533,3 +533,60 @@ def test_warm_start_without_a_teacher_is_a_clear_error(tmp_path):
         cfg = compose(config_name="train", overrides=["method=ppo", "rl.warm_start.episodes=2"])
     with pytest.raises(UserError, match=r"warm_start\.episodes > 0 clones a teacher"):
         train_rl_student(cfg, "maniskill/PushCube-v1", None, tmp_path, tmp_path / "out", use_teacher=False)
+
+
+def actor_and_critic(model):
+    policy = model.policy
+    actor = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters(), policy.log_std]
+    critic = [*policy.mlp_extractor.value_net.parameters(), *policy.value_net.parameters()]
+    return [p.detach().clone() for p in actor], [p.detach().clone() for p in critic]
+
+
+def test_critic_warmup_trains_the_value_function_only_then_the_actor_too():
+    teacher = CountingTeacher()
+    model, _ = make_rpd(teacher, weight=1.0, critic_warmup_steps=64)
+    actor, critic = actor_and_critic(model)
+    model.learn(64)  # two rollouts of 32 env steps, both within the warm-up
+    actor_after, critic_after = actor_and_critic(model)
+    for before, after in zip(actor, actor_after, strict=True):
+        assert torch.equal(before, after)  # bit-identical: no gradient reached the actor
+    assert any(not torch.equal(b, a) for b, a in zip(critic, critic_after, strict=True))
+    assert teacher.calls == 0 and model.logger.name_to_value["train/critic_only"] == 1.0
+    model.learn(32, reset_num_timesteps=False)  # past the warm-up: the actor learns
+    assert any(not torch.equal(b, a) for b, a in zip(actor_after, actor_and_critic(model)[0], strict=True))
+    assert teacher.calls == 16 and model.logger.name_to_value["train/critic_only"] == 0.0
+
+
+def test_init_policy_copies_actor_and_critic_but_not_the_log_std(tmp_path):
+    from dataclasses import replace
+
+    from vla_kd.commands.rpd import load_initial_weights
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+
+    trained, config = make_rpd(CountingTeacher())
+    trained.learn(32)
+    # saved from a run whose teacher read the camera too: a key the student's weights ignore
+    with_camera = replace(config, observation_shapes={**config.observation_shapes, "rgb": [3, 8, 8]})
+    student = GaussianStudent(with_camera)
+    student.actor_critic.load_state_dict(trained.policy.state_dict())
+    with torch.no_grad():
+        student.actor_critic.log_std.fill_(-3.0)
+    folder = student.save_pretrained(tmp_path / "clone")
+
+    fresh, _ = make_rpd(CountingTeacher())
+    log_std = fresh.policy.log_std.detach().clone()
+    load_initial_weights(fresh, str(folder), config)
+    for name, value in trained.policy.state_dict().items():
+        if name != "log_std":
+            assert torch.equal(value, fresh.policy.state_dict()[name]), name
+    torch.testing.assert_close(fresh.policy.log_std, log_std)  # exploration: this run's setting
+
+    with pytest.raises(UserError, match=r"another shape.*net_arch"):
+        load_initial_weights(fresh, str(folder), replace(config, net_arch=[64, 64]))
+    with pytest.raises(UserError, match="not an RL student"):
+        load_initial_weights(fresh, str(saved_tiny_vla(tmp_path)), config)
+
+
+def saved_tiny_vla(tmp_path):
+    """A saved policy folder of another kind than an RL student."""
+    return tiny_vla().save_pretrained(tmp_path / "vla")

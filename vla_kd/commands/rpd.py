@@ -198,6 +198,37 @@ def student_config(rl: DictConfig, venv):
     )
 
 
+def weight_shapes(config) -> dict:
+    """The student config's fields that fix its weights' shapes: the observation shapes of the
+    keys it reads, not those only the teacher read in its run."""
+    from vla_kd.policies.gaussian_mlp import student_keys
+
+    reads = student_keys(config.observation)
+    shapes = {k: v for k, v in config.observation_shapes.items() if k in reads}
+    return {**vars(config), "observation_shapes": shapes}
+
+
+def load_initial_weights(model, folder: str, config) -> None:
+    """Start ``model`` from a saved student's actor and critic (``rl.init_policy``): the
+    log-std stays ``rl.log_std_init``'s, since exploration is this run's choice. A student of
+    another shape (observation, sizes, chunk) is an error, not a silent partial load."""
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+    from vla_kd.policies.registry import build_policy
+
+    student = build_policy(str(folder), env=None)
+    if not isinstance(student, GaussianStudent):
+        raise UserError(f"rl.init_policy={folder} is not an RL student (gaussian_student) folder")
+    ours, theirs = weight_shapes(config), weight_shapes(student.config)
+    differing = [k for k in ours if k != "log_std_init" and ours[k] != theirs.get(k)]
+    if differing:
+        raise UserError(
+            f"rl.init_policy={folder} has another shape than this run's student: "
+            + ", ".join(f"{k} {theirs.get(k)} vs {ours[k]}" for k in differing)
+        )
+    weights = {k: v for k, v in student.actor_critic.state_dict().items() if k != "log_std"}
+    model.policy.load_state_dict(weights, strict=False)
+
+
 def warm_start(model, venv, teacher, instruction: str, keys: tuple[str, ...], rl: DictConfig,
                chunk: int) -> dict:
     """Clone ``teacher`` into ``model``'s actor before RL (``rl.warm_start``); what it cost and
@@ -281,6 +312,7 @@ def train_rl_student(
             anneal_steps=rl.anneal_steps,
             teacher_std=float(rl.teacher_std),
             action_chunk=chunk,
+            critic_warmup_steps=int(rl.critic_warmup_steps),
         )
         resumed = bool(rl.resume) and checkpoint.is_file()
         if resumed:
@@ -304,6 +336,9 @@ def train_rl_student(
             model.save(staged)
             staged.replace(checkpoint)
 
+        init_policy = rl.get("init_policy")
+        if init_policy and not resumed:
+            load_initial_weights(model, str(init_policy), config)
         warm = None
         if warm_episodes and not resumed:
             warm = warm_start(model, venv, teacher, algo["instruction"], student_keys(rl.student), rl, chunk)
@@ -325,6 +360,7 @@ def train_rl_student(
                 "task": task,
                 "teacher": str(teacher_spec) if teacher else None,
                 "warm_start": warm,
+                "init_policy": str(init_policy) if init_policy else None,
                 "env_steps": callback.env_steps,
             },
         )
@@ -334,6 +370,7 @@ def train_rl_student(
             "policy": str(output),
             "env_steps": callback.env_steps,
             "warm_start": warm,
+            "init_policy": str(init_policy) if init_policy else None,
             "wall_seconds": time.perf_counter() - started,
             "final_train_success_rate": callback.curve[-1].get("train/success_rate")
             if callback.curve

@@ -109,7 +109,12 @@ class RPD(PPO):
     ``teacher``: any suite policy (a saved model folder's policy or a scripted expert), or None
     for plain PPO; ``instruction``: the task's language instruction, given to VLA teachers;
     ``action_chunk``: actions per student decision (the envs execute chunks of that many; the
-    labels are the teacher's chunks, see :mod:`vla_kd.methods.teacher_labels`).
+    labels are the teacher's chunks, see :mod:`vla_kd.methods.teacher_labels`);
+    ``critic_warmup_steps``: for the updates of the first that many env steps only the value
+    function trains (the actor's layers and the log-std stay as they are; an rgb student's
+    shared CNN learns from the value loss), so a student that starts from a
+    clone meets its first policy-gradient step with a critic fitted to its own returns, not a
+    random one whose advantages would push the clone anywhere.
     """
 
     def __init__(
@@ -125,6 +130,7 @@ class RPD(PPO):
         teacher_std: float = 0.1,
         label_batch_size: int = 256,
         action_chunk: int = 1,
+        critic_warmup_steps: int = 0,
         **ppo_kwargs,
     ) -> None:
         if teacher_loss not in TEACHER_LOSSES:
@@ -138,7 +144,7 @@ class RPD(PPO):
         self.teacher_loss, self.teacher_weight = teacher_loss, teacher_weight
         self.teacher_schedule, self.anneal_steps = teacher_schedule, anneal_steps
         self.teacher_std, self.label_batch_size = teacher_std, label_batch_size
-        self.action_chunk = action_chunk
+        self.action_chunk, self.critic_warmup_steps = action_chunk, critic_warmup_steps
         super().__init__(policy, env, rollout_buffer_class=LabelledRolloutBuffer, **ppo_kwargs)
         if not self.verbose and self.tensorboard_log is None:
             # SB3's default logger would make an empty folder under the system temp dir on every
@@ -154,6 +160,11 @@ class RPD(PPO):
             return 0.0
         env_steps = self.num_timesteps * self.action_chunk  # the schedule is in env steps
         return teacher_weight(env_steps, self.teacher_weight, self.teacher_schedule, self.anneal_steps)
+
+    def warming_up_critic(self) -> bool:
+        """Whether this update trains the value function only (its rollout ended within
+        ``critic_warmup_steps`` env steps)."""
+        return self.num_timesteps * self.action_chunk <= self.critic_warmup_steps
 
     def label_rollout(self) -> float:
         """Fill the buffer's teacher actions; returns the seconds it took."""
@@ -187,7 +198,8 @@ class RPD(PPO):
         self._update_learning_rate(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)
         clip_range_vf = self.clip_range_vf(self._current_progress_remaining) if self.clip_range_vf else None
-        weight = self.current_teacher_weight()
+        critic_only = self.warming_up_critic()
+        weight = 0.0 if critic_only else self.current_teacher_weight()
         if weight > 0:
             self.logger.record("time/teacher_label_seconds", self.label_rollout())
 
@@ -211,7 +223,10 @@ class RPD(PPO):
                     )
                 value_loss = F.mse_loss(batch.returns, values)
                 entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)
-                loss = pg_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                if critic_only:  # no gradient reaches the actor or the log-std: Adam skips them
+                    loss = self.vf_coef * value_loss
+                else:
+                    loss = pg_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
                 if weight > 0:  # the RPD term
                     gaussian = distribution.distribution
@@ -268,6 +283,7 @@ class RPD(PPO):
             for name, value in zip(ACTION_PARTS, np.mean(logs["teacher_parts"], 0), strict=True):
                 self.logger.record(f"train/teacher_mse/{name}", float(value))
         self.logger.record("train/teacher_weight", weight)
+        self.logger.record("train/critic_only", float(critic_only))
         self.logger.record("train/std", torch.exp(self.policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
