@@ -14,9 +14,13 @@ on seeds no run trained on, each student is evaluated twice: acting with its Gau
 (deterministic, the usual protocol) and with seeded samples from it (``sample_actions=true``,
 the policy its rollouts ran), which early in training can succeed far more often.
 
-With ``-- rl.warm_start.episodes=N`` both methods start from a clone of the teacher (see
-:mod:`vla_kd.methods.warm_start`); the env steps of the teacher's episodes count toward each
-run's env steps and shift its curve, so PPO and RPD are compared on all the samples they used.
+With ``--clone-episodes N`` each seed first clones the teacher from N of its episodes (a
+``rl.warm_start`` run with no RL, ``clone_seed<s>``, evaluated as its own row) and PPO and RPD
+of that seed both start from that very clone (``rl.init_policy``), so they differ only in the
+teacher term. (``-- rl.warm_start.episodes=N`` instead makes every run clone for itself; the
+clones then differ, since the teacher's episodes are not bit-identical from run to run.) The
+env steps of the teacher's episodes count toward each run's env steps and shift its curve, so
+PPO and RPD are compared on all the samples they used.
 """
 
 from __future__ import annotations
@@ -56,9 +60,10 @@ def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int) -> dict:
 
 
 def train(
-    task: str, teacher: str, method: str, seed: int, steps: int, episodes: int, out: Path, extra: list[str]
+    task: str, teacher: str, method: str, seed: int, steps: int, episodes: int, out: Path, extra: list[str],
+    name: str | None = None,
 ) -> Path:
-    folder = out / f"{method}_seed{seed}"
+    folder = out / f"{name or method}_seed{seed}"
     if not (folder / "train_summary.json").is_file():
         args = [
             "train",
@@ -82,6 +87,12 @@ def evaluate_sampled(task: str, folder: Path, episodes: int) -> dict:
     """The student of ``folder`` on the held-out seeds, acting with samples of its Gaussian."""
     results = folder / "sampled_eval" / "results.json"
     return held_out_eval(task, folder / "policy", episodes, results, "sample_actions=true")
+
+
+def clone(task: str, teacher: str, seed: int, episodes: int, args) -> Path:
+    """The seed's behaviour clone of ``teacher`` (no RL), evaluated on the held-out seeds."""
+    extra = [*args.extra, f"rl.warm_start.episodes={args.clone_episodes}"]
+    return train(task, teacher, "ppo", seed, 0, episodes, args.out / task.split("/")[-1], extra, "clone")
 
 
 def warm_start_steps(summary: dict) -> int:
@@ -130,7 +141,9 @@ def latency(task: str, teacher_spec: str, student_folder: Path) -> dict:
     return measure_latency({"teacher": teacher, "rpd": student}, batch)
 
 
-def plot(curves: dict, teacher_rates: dict, path: Path) -> None:
+def plot(curves: dict, teacher_rates: dict, path: Path, clones: dict | None = None) -> None:
+    """Training success vs env steps per method; ``clones``: task -> [(env steps, held-out
+    success)] of the behaviour clones the runs started from, drawn as points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,6 +158,9 @@ def plot(curves: dict, teacher_rates: dict, path: Path) -> None:
             ax.plot(steps, values.mean(0), label=f"{method.upper()} (mean of {len(runs)} seeds)")
             ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
         ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
+        points = (clones or {}).get(task)
+        if points:
+            ax.scatter(*zip(*points, strict=True), color="k", marker="x", label="BC clone (held-out eval)")
         ax.set(title=task.split("/")[-1], xlabel="env steps", ylabel="training success rate", ylim=(0, 1))
         ax.legend(loc="lower right")
     fig.tight_layout()
@@ -161,6 +177,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60000, help="env steps per run")
     parser.add_argument("--episodes", type=int, default=100, help="held-out evaluation episodes")
     parser.add_argument("--out", type=Path, default=Path("runs/rpd_experiment"))
+    parser.add_argument(
+        "--clone-episodes", type=int, default=0,
+        help="clone the teacher from this many of its episodes per seed; PPO and RPD start from it",
+    )
     parser.add_argument("extra", nargs="*", help="overrides passed to every training run")
     args = parser.parse_args()
 
@@ -174,7 +194,11 @@ def main() -> None:
     table = results_table(summary)
     (args.out / "results.md").write_text(table)
     teacher_rates = {task: entry["teacher"]["success_rate"] for task, entry in summary["tasks"].items()}
-    plot(curves, teacher_rates, args.out / "success_vs_steps.png")
+    clones = {
+        task: [(r["env_steps"], r["success_rate"]) for r in entry.get("clone", [])]
+        for task, entry in summary["tasks"].items()
+    }
+    plot(curves, teacher_rates, args.out / "success_vs_steps.png", clones)
     print(table)
     print(f"plot: {args.out / 'success_vs_steps.png'}")
 
@@ -186,12 +210,26 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
     keys = ("success_rate", "ci95", "episodes")
     entry: dict = {"teacher": {"policy": teacher, **{k: teacher_eval[k] for k in keys}}}
     curves: dict = {}
+    clones: dict[int, Path] = {}
+    if args.clone_episodes:
+        entry["clone"] = []
+        for seed in args.seeds:
+            clones[seed] = clone(task, teacher, seed, args.episodes, args)
+            result = json.loads((clones[seed] / "train_summary.json").read_text())
+            steps = warm_start_steps(result)
+            entry["clone"].append(
+                {"seed": seed, **{k: result[f"eval/{k}"] for k in keys}, "env_steps": steps,
+                 "warm_start_env_steps": steps, "wall_seconds": result["wall_seconds"]}
+            )
     for method in METHODS:
         entry[method] = []
         for seed in args.seeds:
-            folder = train(task, teacher, method, seed, args.steps, args.episodes, out, args.extra)
+            start = [f"rl.init_policy={clones[seed] / 'policy'}"] if seed in clones else []
+            folder = train(task, teacher, method, seed, args.steps, args.episodes, out, [*args.extra, *start])
             result = json.loads((folder / "train_summary.json").read_text())
             warm = warm_start_steps(result)
+            if seed in clones:  # the clone's teacher episodes are this run's first samples
+                warm += warm_start_steps(json.loads((clones[seed] / "train_summary.json").read_text()))
             steps, success = smoothed_curve(folder, warm)
             sampled = evaluate_sampled(task, folder, args.episodes)
             entry[method].append(
@@ -227,9 +265,11 @@ def results_table(summary: dict) -> str:
         per_call = f"{t_lat['call_ms_median']:.2f} | {t_lat['action_ms']:.2f}"
         name = f"teacher ({t_lat['actions_per_call']} actions/call)"
         rows.append(f"| {task} | {name} | {pct(entry['teacher'])} | | | (demos) | | {per_call} |")
-        for method in METHODS:
-            for r in entry[method]:
-                reach = "not reached" if r["steps_to_teacher"] is None else f"{r['steps_to_teacher']:.0f}"
+        for method in ("clone", *METHODS):
+            for r in entry.get(method, []):
+                reach = "not reached" if r.get("steps_to_teacher") is None else f"{r['steps_to_teacher']:.0f}"
+                if method == "clone":  # no training curve: its success is the held-out one
+                    reach = ""
                 ms = f"{s_lat['call_ms_median']:.3f} | {s_lat['action_ms']:.3f}" if method == "rpd" else " | "
                 name = f"{method} seed {r['seed']}"
                 sampled = pct(r["sampled"]) if "sampled" in r else " | "

@@ -1,0 +1,49 @@
+"""scripts/rpd_experiment.py's table and plot, from made-up results (no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "rpd_experiment.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("rpd_experiment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def result(seed, rate, steps, reach=None):
+    return {"seed": seed, "success_rate": rate, "ci95": [rate - 0.1, rate + 0.1], "episodes": 100,
+            "env_steps": steps, "steps_to_teacher": reach,
+            "sampled": {"success_rate": rate, "ci95": [0, 1], "episodes": 100}}
+
+
+def test_table_has_clone_rows_and_every_seed_of_both_methods(tmp_path):
+    script = load_script()
+    latency = {"call_ms_median": 2.0, "action_ms": 1.0, "actions_per_call": 8}
+    summary = {"tasks": {"maniskill/PushCube-v1": {
+        "teacher": {"success_rate": 0.8, "ci95": [0.7, 0.9], "episodes": 100},
+        "clone": [{"seed": s, "success_rate": 0.5, "ci95": [0.4, 0.6], "episodes": 100, "env_steps": 7000}
+                  for s in (0, 1)],
+        "ppo": [result(0, 0.1, 37000), result(1, 0.2, 37000)],
+        "rpd": [result(0, 0.8, 37000, reach=9000.0), result(1, 0.6, 37000)],
+        "latency": {"teacher": latency, "rpd": {**latency, "call_ms_median": 0.5, "action_ms": 0.25}},
+    }}}
+    table = script.results_table(summary)
+    lines = table.splitlines()
+    assert sum("clone seed" in line for line in lines) == 2
+    assert sum("ppo seed" in line for line in lines) == 2 and sum("rpd seed" in line for line in lines) == 2
+    assert "| 9000 |" in table and "not reached" in table
+    assert lines[-1].endswith("| 4x | 4x |")  # 2.0 / 0.5 per call, 1.0 / 0.25 per action
+
+    steps = np.array([1000.0, 2000.0])
+    curves = {"maniskill/PushCube-v1": {"ppo": [(steps, np.array([0.1, 0.2]))] * 2,
+                                        "rpd": [(steps, np.array([0.5, 0.6]))] * 2}}
+    path = tmp_path / "plot.png"
+    script.plot(curves, {"maniskill/PushCube-v1": 0.8}, path, {"maniskill/PushCube-v1": [(7000, 0.5)]})
+    assert path.stat().st_size > 1000
