@@ -121,3 +121,24 @@ def test_batched_env_matches_the_single_env_contract():
         assert obs["state"].shape[1] == max(part.stop for part in layout["state"].values())
     finally:
         batched.close()
+
+
+def test_episodes_after_a_seeded_reset_repeat_from_run_to_run():
+    """An RL worker seeds its first reset only; the episodes after it must repeat too."""
+    import torch
+
+    from vla_kd.envs import make_env
+
+    def initial_poses(torch_seed):
+        torch.manual_seed(torch_seed)  # the process's global RNG must not matter
+        env = make_env("maniskill/PushCube-v1", obs_mode="state", include_privileged=True)
+        try:
+            first = env.reset(seed=5)[0]["privileged"]
+            return [first] + [env.reset()[0]["privileged"] for _ in range(3)]
+        finally:
+            env.close()
+
+    one, two = initial_poses(0), initial_poses(1)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(one[1], one[2])  # still a new episode at every reset

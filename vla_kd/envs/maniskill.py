@@ -189,6 +189,12 @@ class ManiSkillEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        if seed is None:
+            # ManiSkill places an unseeded episode's objects with the process's global torch RNG,
+            # so the episodes after a seeded first one (an RL worker's auto-resets) differed from
+            # run to run. Each gets a seed drawn from this env's own generator instead, which the
+            # first seeded reset fixed: a seeded run is the same run every time.
+            seed = int(self.np_random.integers(2**31))
         obs, info = self._sim.reset(seed=seed, options=options)
         return self._convert(obs), self._info(info)
 
