@@ -22,8 +22,8 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert names == ["teacher", "action_expert", *students]
     for row in doc["policies"]:
         assert row["episodes"] == 2 and 0.0 <= row["success_rate"] <= 1.0
-    # the RPD row counts env steps
-    assert [row["samples"] for row in doc["policies"]] == [32, 32, 256, 256, 16, 32, 32]
+    # the RPD rows count env steps: the warm start's teacher episode (16) and RL's 64
+    assert [row["samples"] for row in doc["policies"]] == [32, 32, 80, 80, 16, 32, 32]
     assert read_config(tmp_path / "teacher")["policy_type"] == "token_vla"
     assert read_config(tmp_path / "students" / "rpd")["policy_type"] == "gaussian_student"
     ceed = read_config(tmp_path / "students" / "ceed")

@@ -63,7 +63,8 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> lis
         summary, _ = train_rl_student(
             cfg, task, str(run_dir / "teacher"), training_dir, folder, use_teacher=True, job_type="train_rpd"
         )
-        samples = summary["env_steps"]
+        # the teacher's warm-start episodes are samples the student learnt from too
+        samples = summary["env_steps"] + int((summary.get("warm_start") or {}).get("env_steps", 0))
     elif method == "ceed":
         from vla_kd.commands.ceed import train_ceed
 
