@@ -17,8 +17,8 @@ the policy its rollouts ran), which early in training can succeed far more often
 With ``--clone-episodes N`` each seed first clones the teacher from N of its episodes (a
 ``rl.warm_start`` run with no RL, ``clone_seed<s>``, evaluated as its own row) and PPO and RPD
 of that seed both start from that very clone (``rl.init_policy``), so they differ only in the
-teacher term. (``-- rl.warm_start.episodes=N`` instead makes every run clone for itself; the
-clones then differ, since the teacher's episodes are not bit-identical from run to run.) The
+teacher term. (``-- rl.warm_start.episodes=N`` instead makes every run clone for itself: the
+same clone again at the same seed, but made twice and never evaluated on its own.) The
 env steps of the teacher's episodes count toward each run's env steps and shift its curve, so
 PPO and RPD are compared on all the samples they used.
 """
@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from vla_kd.commands.rpd import warm_start_env_steps
 
 METHODS = ("ppo", "rpd")
 # One episode length for training, the held-out evaluations and the teacher's line in the plot.
@@ -93,11 +95,6 @@ def clone(task: str, teacher: str, seed: int, episodes: int, args) -> Path:
     """The seed's behaviour clone of ``teacher`` (no RL), evaluated on the held-out seeds."""
     extra = [*args.extra, f"rl.warm_start.episodes={args.clone_episodes}"]
     return train(task, teacher, "ppo", seed, 0, episodes, args.out / task.split("/")[-1], extra, "clone")
-
-
-def warm_start_steps(summary: dict) -> int:
-    """Env steps the teacher's warm-start episodes took (0 without a warm start)."""
-    return int((summary.get("warm_start") or {}).get("env_steps", 0))
 
 
 def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -210,26 +207,25 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
     keys = ("success_rate", "ci95", "episodes")
     entry: dict = {"teacher": {"policy": teacher, **{k: teacher_eval[k] for k in keys}}}
     curves: dict = {}
-    clones: dict[int, Path] = {}
+    clones: dict[int, tuple[Path, int]] = {}  # seed -> (clone folder, its teacher env steps)
     if args.clone_episodes:
         entry["clone"] = []
         for seed in args.seeds:
-            clones[seed] = clone(task, teacher, seed, args.episodes, args)
-            result = json.loads((clones[seed] / "train_summary.json").read_text())
-            steps = warm_start_steps(result)
+            folder = clone(task, teacher, seed, args.episodes, args)
+            result = json.loads((folder / "train_summary.json").read_text())
+            clones[seed] = folder, warm_start_env_steps(result)
             entry["clone"].append(
-                {"seed": seed, **{k: result[f"eval/{k}"] for k in keys}, "env_steps": steps,
-                 "warm_start_env_steps": steps, "wall_seconds": result["wall_seconds"]}
+                {"seed": seed, **{k: result[f"eval/{k}"] for k in keys}, "env_steps": clones[seed][1],
+                 "warm_start_env_steps": clones[seed][1], "wall_seconds": result["wall_seconds"]}
             )
     for method in METHODS:
         entry[method] = []
         for seed in args.seeds:
-            start = [f"rl.init_policy={clones[seed] / 'policy'}"] if seed in clones else []
+            start = [f"rl.init_policy={clones[seed][0] / 'policy'}"] if seed in clones else []
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, [*args.extra, *start])
             result = json.loads((folder / "train_summary.json").read_text())
-            warm = warm_start_steps(result)
-            if seed in clones:  # the clone's teacher episodes are this run's first samples
-                warm += warm_start_steps(json.loads((clones[seed] / "train_summary.json").read_text()))
+            # the clone's teacher episodes, if any, are this run's first samples
+            warm = warm_start_env_steps(result) + (clones[seed][1] if seed in clones else 0)
             steps, success = smoothed_curve(folder, warm)
             sampled = evaluate_sampled(task, folder, args.episodes)
             entry[method].append(
@@ -267,9 +263,10 @@ def results_table(summary: dict) -> str:
         rows.append(f"| {task} | {name} | {pct(entry['teacher'])} | | | (demos) | | {per_call} |")
         for method in ("clone", *METHODS):
             for r in entry.get(method, []):
-                reach = "not reached" if r.get("steps_to_teacher") is None else f"{r['steps_to_teacher']:.0f}"
                 if method == "clone":  # no training curve: its success is the held-out one
                     reach = ""
+                else:
+                    reach = "not reached" if r["steps_to_teacher"] is None else f"{r['steps_to_teacher']:.0f}"
                 ms = f"{s_lat['call_ms_median']:.3f} | {s_lat['action_ms']:.3f}" if method == "rpd" else " | "
                 name = f"{method} seed {r['seed']}"
                 sampled = pct(r["sampled"]) if "sampled" in r else " | "

@@ -58,13 +58,13 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> lis
     folder = run_dir / "students" / method
     training_dir = run_dir / "students_training" / method
     if method == "rpd":
-        from vla_kd.commands.rpd import train_rl_student
+        from vla_kd.commands.rpd import train_rl_student, warm_start_env_steps
 
         summary, _ = train_rl_student(
             cfg, task, str(run_dir / "teacher"), training_dir, folder, use_teacher=True, job_type="train_rpd"
         )
         # the teacher's warm-start episodes are samples the student learnt from too
-        samples = summary["env_steps"] + int((summary.get("warm_start") or {}).get("env_steps", 0))
+        samples = summary["env_steps"] + warm_start_env_steps(summary)
     elif method == "ceed":
         from vla_kd.commands.ceed import train_ceed
 

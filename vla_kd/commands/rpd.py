@@ -198,6 +198,12 @@ def student_config(rl: DictConfig, venv):
     )
 
 
+def warm_start_env_steps(summary: dict) -> int:
+    """Env steps of the teacher episodes a run's warm start cloned (0 without one): samples the
+    student learnt from, beside RL's own ``env_steps``."""
+    return int((summary.get("warm_start") or {}).get("env_steps", 0))
+
+
 def weight_shapes(config) -> dict:
     """The student config's fields that fix its weights' shapes: the observation shapes of the
     keys it reads, not those only the teacher read in its run."""
