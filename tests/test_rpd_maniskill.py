@@ -135,6 +135,8 @@ def test_resumed_rl_run_stops_at_the_configured_total(tmp_path):
         "rl.ppo.batch_size=64",
         "rl.ppo.n_epochs=1",
         "rl.checkpoint_every=128",
+        "rl.validation.every=128",
+        "rl.validation.episodes=2",
         "eval.episodes=1",
         "eval.workers=1",
         "eval.max_episode_steps=5",
@@ -145,4 +147,16 @@ def test_resumed_rl_run_stops_at_the_configured_total(tmp_path):
     assert (tmp_path / "checkpoints" / "last_sb3.zip").is_file()
     proc = run_cli("train", *common, "rl.total_timesteps=512", "rl.resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((tmp_path / "train_summary.json").read_text())["env_steps"] == 512
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["env_steps"] == 512
+    # validation ran on the real evaluator before, during and after both parts, without repeats
+    validated = [steps for steps, _ in summary["validation"]["history"]]
+    assert validated == [0, 128, 256, 384, 512], validated
+    # the saved student holds the best-validated weights
+    import torch
+    from safetensors.torch import load_file
+
+    best = torch.load(tmp_path / "checkpoints" / "best_policy.pt", weights_only=True)
+    saved = load_file(tmp_path / "policy" / "model.safetensors")
+    for name, value in best.items():
+        assert torch.equal(saved[f"actor_critic.{name}"], value), name

@@ -277,6 +277,7 @@ def train_rl_student(
     import torch
     from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
+    from vla_kd.commands.rl_validation import make_validation, validation_summary
     from vla_kd.envs.maniskill import instruction_for
     from vla_kd.methods.rpd import RPD
     from vla_kd.policies.gaussian_mlp import GaussianStudent, sb3_policy_kwargs, student_keys
@@ -352,13 +353,19 @@ def train_rl_student(
         callback = TrackingCallback(
             tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress), chunk
         )
+        validation = make_validation(
+            cfg, task, config, lambda: callback.env_steps, tracker, checkpoint.parent
+        )
         # SB3 counts a continued run's budget on top of the steps already done, and counts
         # decisions: a chunk-acting student's budget is total / chunk of them.
         remaining = -(-int(rl.total_timesteps) // chunk) - (model.num_timesteps if resumed else 0)
-        model.learn(max(remaining, 0), callback=callback, reset_num_timesteps=not resumed)
-        save()
+        callbacks = [callback] + ([validation] if validation else [])
+        model.learn(max(remaining, 0), callback=callbacks, reset_num_timesteps=not resumed)
+        save()  # the last weights, for resume; the student saved below may be the best-validated
         student = GaussianStudent(config)
-        student.actor_critic.load_state_dict(model.policy.state_dict())
+        student.actor_critic.load_state_dict(
+            validation.best_state if validation and rl.validation.keep_best else model.policy.state_dict()
+        )
         student.eval()
         student.save_pretrained(
             output,
@@ -381,6 +388,7 @@ def train_rl_student(
             "final_train_success_rate": callback.curve[-1].get("train/success_rate")
             if callback.curve
             else None,
+            "validation": validation_summary(validation, rl.validation),
         }
         (run_dir / "curve.json").write_text(json.dumps(callback.curve, indent=1, default=float))
         tracker.summary(summary)

@@ -1,0 +1,112 @@
+"""Validation during RL: validated at the start, every N env steps and at the end; the best
+weights are kept (not the last), survive a resume, and validation seeds cannot be test seeds."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from vla_kd.errors import UserError
+
+pytest.importorskip("stable_baselines3")
+
+
+class DriftEnv(gym.Env):
+    """Two observation keys as the RL students read them; 8-step episodes."""
+
+    observation_space = gym.spaces.Dict(
+        {"state": gym.spaces.Box(-1, 1, (3,), np.float32),
+         "privileged": gym.spaces.Box(-1, 1, (2,), np.float32)}
+    )
+    action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def _obs(self):
+        return {"state": self.np_random.uniform(-1, 1, 3).astype(np.float32),
+                "privileged": self.np_random.uniform(-1, 1, 2).astype(np.float32)}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), -float(np.abs(action - 0.3).mean()), False, self.t >= 8, {}
+
+
+def make_ppo():
+    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from vla_kd.methods.rpd import RPD
+
+    venv = DummyVecEnv([DriftEnv, DriftEnv])
+    return RPD(MultiInputActorCriticPolicy, venv, teacher=None, teacher_weight=0.0, n_steps=16,
+               batch_size=8, n_epochs=2, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
+
+
+def scripted_scores(rates):
+    """A scorer returning ``rates`` in turn and recording the weights it was shown."""
+    shown = []
+
+    def score(state):
+        shown.append(state)
+        return {"success_rate": rates[len(shown) - 1], "ci95": [0.0, 1.0], "mean_return": 0.0}
+
+    return score, shown
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_best_validated_weights_are_kept_not_the_last(tmp_path):
+    from vla_kd.commands.rl_validation import ValidationCallback
+
+    model = make_ppo()
+    start = weights(model)
+    score, shown = scripted_scores([0.6, 0.8, 0.8, 0.2])
+    callback = ValidationCallback(score, every=32, env_steps=lambda: model.num_timesteps, store=tmp_path)
+    model.learn(96, callback=callback)  # three rollouts of 2 envs x 16 steps
+    assert [row["env_steps"] for row in callback.history] == [0, 32, 64, 96]
+    assert same(shown[0], start) and not same(shown[1], start)
+    assert same(callback.best_state, shown[1])  # 0.8 first reached at 32; the tie at 64 keeps it
+    assert callback.best["env_steps"] == 32
+    assert not same(callback.best_state, weights(model))  # the last weights moved on
+
+    # a resumed run reads the history and the best weights back, and validates only what is new
+    resumed = ValidationCallback(scripted_scores([0.9])[0], every=32, env_steps=lambda: 96, store=tmp_path)
+    assert resumed.history == callback.history and same(resumed.best_state, callback.best_state)
+
+
+def test_every_validation_sees_the_weights_of_its_moment():
+    from vla_kd.commands.rl_validation import ValidationCallback
+
+    model = make_ppo()
+    score, shown = scripted_scores([0.1, 0.2, 0.3])
+    model.learn(64, callback=ValidationCallback(score, every=32, env_steps=lambda: model.num_timesteps))
+    assert len(shown) == 3 and same(shown[-1], weights(model))  # the end's validation: the final weights
+    assert not same(shown[0], shown[1]) and not same(shown[1], shown[2])
+
+
+@pytest.mark.parametrize(
+    ("seed", "episodes", "overlaps"),
+    [(50000, 50, False), (100049, 10, True), (99999, 2, True), (99990, 10, False), (100050, 5, False)],
+)
+def test_validation_seeds_must_not_overlap_the_held_out_ones(seed, episodes, overlaps):
+    from vla_kd.commands.rl_validation import check_validation_seeds
+
+    validation = OmegaConf.create({"seed": seed, "episodes": episodes})
+    held_out = OmegaConf.create({"seed": 100000, "episodes": 50})
+    if overlaps:
+        with pytest.raises(UserError, match="overlap the held-out"):
+            check_validation_seeds(validation, held_out)
+    else:
+        check_validation_seeds(validation, held_out)

@@ -1,0 +1,167 @@
+"""Validation during RL training: the student's success on validation seeds every N env steps,
+and the best-validated weights kept.
+
+An RL run from a behaviour clone can end below where it started (README, RPD): PPO's updates
+move a sharp Gaussian far. The usual remedy, as SB3's ``EvalCallback`` and ManiSkill's PPO
+baselines do, is to evaluate periodically and keep the best weights. SB3's callback seeds its
+evaluation env once and lets later resets draw their own seeds, so its episodes cannot be kept
+apart from the held-out test seeds by construction; this one runs the suite's evaluator on an
+explicit seed range that is checked to be disjoint from ``eval``'s."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3.common.callbacks import BaseCallback
+
+from vla_kd.errors import UserError
+from vla_kd.tracking import Tracker
+
+log = logging.getLogger(__name__)
+HISTORY_FILE = "validation.json"
+BEST_WEIGHTS_FILE = "best_policy.pt"
+
+
+def check_validation_seeds(validation: DictConfig, eval_cfg: DictConfig) -> None:
+    """Refuse validation seeds that overlap the held-out evaluation's: selecting weights on the
+    test episodes would report a success rate the student was chosen for."""
+    first, count = int(validation.seed), int(validation.episodes)
+    test_first, test_count = int(eval_cfg.seed), int(eval_cfg.episodes)
+    if count <= 0:
+        raise UserError(f"rl.validation.episodes must be positive, got {count}")
+    if first < test_first + test_count and test_first < first + count:
+        raise UserError(
+            f"rl.validation seeds {first}..{first + count - 1} overlap the held-out evaluation's "
+            f"{test_first}..{test_first + test_count - 1}: choose another rl.validation.seed"
+        )
+
+
+def make_validation_scorer(cfg: DictConfig, task: str, student_config) -> Callable[[dict], dict]:
+    """A function scoring actor-critic weights: the student they make, evaluated by the suite's
+    evaluator on ``cfg.rl.validation``'s seeds (mean action, one process, the test protocol's
+    episode length)."""
+    from vla_kd.commands.train import evaluate_policy
+    from vla_kd.policies.gaussian_mlp import GaussianStudent
+
+    validation = cfg.rl.validation
+    eval_cfg = OmegaConf.create({
+        **OmegaConf.to_container(cfg.eval, resolve=True),
+        "episodes": int(validation.episodes), "seed": int(validation.seed), "progress": False, "workers": 1,
+    })
+
+    def score(state_dict: dict) -> dict:
+        student = GaussianStudent(student_config)
+        student.actor_critic.load_state_dict(state_dict)
+        student.eval()
+        results = evaluate_policy(cfg, eval_cfg, student, task, name="validation")
+        return {"success_rate": results["success_rate"], "ci95": results["ci95"],
+                "mean_return": results["mean_return"],
+                # env steps spent on choosing weights, not on learning: reported apart
+                "validation_env_steps": round(results["mean_length"] * results["episodes"])}
+
+    return score
+
+
+def make_validation(cfg: DictConfig, task: str, student_config, env_steps: Callable[[], int],
+                    tracker: Tracker, store: Path) -> ValidationCallback | None:
+    """The validation callback ``cfg.rl.validation`` asks for (None when its ``every`` is 0)."""
+    validation = cfg.rl.validation
+    if not int(validation.every):
+        return None
+    check_validation_seeds(validation, cfg.eval)
+    score = make_validation_scorer(cfg, task, student_config)
+    return ValidationCallback(score, int(validation.every), env_steps, tracker, store)
+
+
+def validation_summary(callback: ValidationCallback | None, validation: DictConfig) -> dict | None:
+    """What the run's validation chose, for ``train_summary.json``."""
+    if callback is None:
+        return None
+    best = callback.best
+    return {
+        "seed": int(validation.seed),
+        "episodes": int(validation.episodes),
+        "kept": "best" if validation.keep_best else "last",
+        "best_env_steps": best["env_steps"] if best else None,
+        "best_success_rate": best["success_rate"] if best else None,
+        "history": [(row["env_steps"], row["success_rate"]) for row in callback.history],
+        "env_steps_spent": sum(row.get("validation_env_steps", 0) for row in callback.history),
+    }
+
+
+class ValidationCallback(BaseCallback):
+    """Scores the policy when RL starts (after any warm start or ``init_policy``), after every
+    ``every`` env steps (at the rollout boundary that passes them) and when training ends;
+    keeps a copy of the best-scoring weights (ties keep the earlier). With ``store``, the
+    history and the best weights are written atomically there and read back on resume.
+
+    ``env_steps`` reads the executed env-step count (the tracking callback's)."""
+
+    def __init__(
+        self,
+        score: Callable[[dict], dict],
+        every: int,
+        env_steps: Callable[[], int],
+        tracker: Tracker | None = None,
+        store: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.score, self.every, self.env_steps = score, every, env_steps
+        self.tracker, self.store = tracker, store
+        self.history: list[dict] = []
+        self.best_state: dict | None = None
+        if store is not None and (store / HISTORY_FILE).is_file():
+            self.history = json.loads((store / HISTORY_FILE).read_text())
+            if self.history:
+                self.best_state = torch.load(store / BEST_WEIGHTS_FILE, weights_only=True)
+
+    @property
+    def best(self) -> dict | None:
+        """The history row of the kept weights (None before the first validation)."""
+        return max(self.history, key=lambda row: row["success_rate"], default=None)
+
+    def _last_validated(self) -> int:
+        return self.history[-1]["env_steps"] if self.history else -1
+
+    def _on_training_start(self) -> None:
+        if self._last_validated() < self.env_steps():
+            self.validate()
+
+    def _on_rollout_start(self) -> None:
+        if self.env_steps() - self._last_validated() >= self.every:
+            self.validate()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._last_validated() < self.env_steps():
+            self.validate()
+
+    def validate(self) -> dict:
+        state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
+        best = self.best
+        row = {"env_steps": self.env_steps(), **self.score(state)}
+        self.history.append(row)
+        log.info("validation at %d env steps: success %.1f%%", row["env_steps"], 100 * row["success_rate"])
+        if best is None or row["success_rate"] > best["success_rate"]:
+            self.best_state = state
+            self._write(BEST_WEIGHTS_FILE, lambda path: torch.save(state, path))
+        self._write(HISTORY_FILE, lambda path: path.write_text(json.dumps(self.history, indent=1)))
+        if self.tracker is not None:
+            self.tracker.log({"val/success_rate": row["success_rate"], "val/ci95_low": row["ci95"][0],
+                              "val/ci95_high": row["ci95"][1]}, step=row["env_steps"])
+        return row
+
+    def _write(self, name: str, write: Callable[[Path], None]) -> None:
+        if self.store is None:
+            return
+        self.store.mkdir(parents=True, exist_ok=True)
+        staged = self.store / f"{name}.tmp"
+        write(staged)
+        staged.replace(self.store / name)
