@@ -86,6 +86,22 @@ def test_best_validated_weights_are_kept_not_the_last(tmp_path):
     assert resumed.history == callback.history and same(resumed.best_state, callback.best_state)
 
 
+def test_validating_does_not_change_the_training_run():
+    from vla_kd.commands.rl_validation import ValidationCallback
+
+    def noisy_score(state):  # draws from every global generator, as building a student does
+        torch.nn.Linear(4, 4)
+        np.random.rand(3)
+        torch.rand(3)
+        return {"success_rate": 0.5, "ci95": [0.0, 1.0], "mean_return": 0.0}
+
+    plain = make_ppo()  # SB3 seeds the global generators when a model is built: one at a time
+    plain.learn(96)
+    validated = make_ppo()
+    validated.learn(96, callback=ValidationCallback(noisy_score, 32, lambda: validated.num_timesteps))
+    assert same(weights(plain), weights(validated))
+
+
 def test_every_validation_sees_the_weights_of_its_moment():
     from vla_kd.commands.rl_validation import ValidationCallback
 

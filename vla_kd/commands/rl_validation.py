@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
@@ -25,6 +28,20 @@ from vla_kd.tracking import Tracker
 log = logging.getLogger(__name__)
 HISTORY_FILE = "validation.json"
 BEST_WEIGHTS_FILE = "best_policy.pt"
+
+
+@contextmanager
+def untouched_global_rngs():
+    """Restore the global random states on exit. Building and rolling out the validation student
+    draws from torch's and numpy's global generators, which SB3's training also draws from
+    (action sampling, minibatch order): without this, validating would change the run."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 def check_validation_seeds(validation: DictConfig, eval_cfg: DictConfig) -> None:
@@ -146,7 +163,8 @@ class ValidationCallback(BaseCallback):
     def validate(self) -> dict:
         state = {k: v.detach().clone() for k, v in self.model.policy.state_dict().items()}
         best = self.best
-        row = {"env_steps": self.env_steps(), **self.score(state)}
+        with untouched_global_rngs():
+            row = {"env_steps": self.env_steps(), **self.score(state)}
         self.history.append(row)
         log.info("validation at %d env steps: success %.1f%%", row["env_steps"], 100 * row["success_rate"])
         if best is None or row["success_rate"] > best["success_rate"]:

@@ -1,0 +1,86 @@
+"""Per-rollout tracking of an RL run: what SB3 logs, counted in executed env steps."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+from vla_kd.envs.rl import executed_steps
+from vla_kd.tracking import Tracker
+
+
+class TrackingCallback(BaseCallback):
+    """Per rollout: training success rate (episodes that ended in it), return, speed and the
+    last update's losses to the tracker; a progress bar; atomic periodic checkpoints.
+
+    Counts env steps, not SB3's steps: a chunk-acting student's step executes up to
+    ``action_chunk`` env steps (``info["executed_steps"]``)."""
+
+    def __init__(
+        self, tracker: Tracker, total: int, save, every: int, progress: bool, action_chunk: int = 1
+    ) -> None:
+        super().__init__()
+        self.tracker, self.total, self.save, self.every = tracker, total, save, every
+        self.progress, self.action_chunk = progress, action_chunk
+        self.env_steps = 0
+        self.curve: list[dict] = []
+        self._ended = self._succeeded = 0
+        self._returns: list[float] = []
+        self._last_save = 0
+
+    def _on_training_start(self) -> None:
+        self.env_steps = self.num_timesteps * self.action_chunk  # a resumed run: about
+        self.bar = tqdm(total=self.total, initial=self.env_steps, desc="rl", disable=not self.progress)
+        self._last_save = self.env_steps
+        self._started, self._start_steps = time.perf_counter(), self.env_steps
+
+    def _on_step(self) -> bool:
+        executed = executed_steps(self.locals["infos"])
+        self.env_steps += executed
+        self.bar.update(executed)
+        for done, info in zip(self.locals["dones"], self.locals["infos"], strict=True):
+            if done:
+                self._ended += 1
+                self._succeeded += bool(info.get("is_success", False))
+                if "episode" in info:
+                    self._returns.append(float(info["episode"]["r"]))
+        return True
+
+    def _on_rollout_start(self) -> None:  # after the previous update: its losses are recorded
+        if self.env_steps == self._start_steps:
+            return
+        self._flush()
+        if self.env_steps - self._last_save >= self.every:
+            self.save()
+            self._last_save = self.env_steps
+
+    def _flush(self) -> None:
+        elapsed = time.perf_counter() - self._started
+        row = {
+            "env_steps": self.env_steps,
+            "train/episodes": self._ended,
+            "time/env_steps_per_s": (self.env_steps - self._start_steps) / max(elapsed, 1e-9),
+            "time/seconds": elapsed,
+        }
+        if self._ended:
+            row["train/success_rate"] = self._succeeded / self._ended
+            row["train/episode_return"] = float(np.mean(self._returns)) if self._returns else float("nan")
+        row.update(
+            {
+                k: float(v)
+                for k, v in self.model.logger.name_to_value.items()
+                if k.startswith(("train/", "time/teacher"))
+            }
+        )
+        self.tracker.log(row, step=self.env_steps)
+        self.curve.append(row)
+        self.bar.set_postfix(success=f"{row.get('train/success_rate', float('nan')):.2f}")
+        self._ended = self._succeeded = 0
+        self._returns = []
+
+    def _on_training_end(self) -> None:
+        self._flush()
+        self.bar.close()
