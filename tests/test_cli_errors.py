@@ -96,3 +96,13 @@ def test_scripted_policy_on_task_without_expert_is_one_line():
     proc = run_cli("eval", "env=maniskill/RollBall-v1", "episodes_per_task=1", "tracker=none")
     assert proc.returncode == 2
     assert "no scripted expert for task 'RollBall-v1'" in one_line_error(proc)
+
+
+@requires_maniskill
+def test_validation_seeds_overlapping_the_held_out_ones_are_refused_before_training(tmp_path):
+    proc = run_cli("train", "method=ppo", "env=maniskill/PushCube-v1", "tracker=none",
+                   "rl.validation.every=100", "rl.validation.seed=100010", "eval.seed=100000",
+                   f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "overlap the held-out" in one_line_error(proc)
+    assert not (tmp_path / "checkpoints").exists()  # refused before any env or model was built

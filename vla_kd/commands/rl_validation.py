@@ -90,7 +90,7 @@ def make_validation(cfg: DictConfig, task: str, student_config, env_steps: Calla
     validation = cfg.rl.validation
     if not int(validation.every):
         return None
-    check_validation_seeds(validation, cfg.eval)
+    check_validation_seeds(validation, cfg.eval)  # also checked before the run starts
     score = make_validation_scorer(cfg, task, student_config)
     return ValidationCallback(score, int(validation.every), env_steps, tracker, store)
 

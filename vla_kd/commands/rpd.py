@@ -200,12 +200,14 @@ def train_rl_student(
     import torch
     from stable_baselines3.common.policies import MultiInputActorCriticPolicy
 
-    from vla_kd.commands.rl_validation import make_validation, validation_summary
+    from vla_kd.commands.rl_validation import check_validation_seeds, make_validation, validation_summary
     from vla_kd.envs.maniskill import instruction_for
     from vla_kd.methods.rpd import RPD
     from vla_kd.policies.gaussian_mlp import GaussianStudent, sb3_policy_kwargs, student_keys
 
     rl = cfg.rl
+    if int(rl.validation.every):  # before anything slow is built
+        check_validation_seeds(rl.validation, cfg.eval)
     torch.set_num_threads(1)  # the env workers take the other cores
     warm_episodes = int(rl.warm_start.episodes)
     teacher = load_teacher(teacher_spec, task, rl) if use_teacher or warm_episodes else None
