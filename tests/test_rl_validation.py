@@ -81,9 +81,12 @@ def test_best_validated_weights_are_kept_not_the_last(tmp_path):
     assert callback.best["env_steps"] == 32
     assert not same(callback.best_state, weights(model))  # the last weights moved on
 
-    # a resumed run reads the history and the best weights back, and validates only what is new
-    resumed = ValidationCallback(scripted_scores([0.9])[0], every=32, env_steps=lambda: 96, store=tmp_path)
+    # a resumed run reads the history and the best weights back; a fresh run in the folder does not
+    resumed = ValidationCallback(scripted_scores([0.9])[0], every=32, env_steps=lambda: 96, store=tmp_path,
+                                 resume=True)
     assert resumed.history == callback.history and same(resumed.best_state, callback.best_state)
+    fresh = ValidationCallback(scripted_scores([0.9])[0], every=32, env_steps=lambda: 0, store=tmp_path)
+    assert fresh.history == [] and fresh.best_state is None
 
 
 def test_validating_does_not_change_the_training_run():

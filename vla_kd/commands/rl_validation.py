@@ -85,14 +85,14 @@ def make_validation_scorer(cfg: DictConfig, task: str, student_config) -> Callab
 
 
 def make_validation(cfg: DictConfig, task: str, student_config, env_steps: Callable[[], int],
-                    tracker: Tracker, store: Path) -> ValidationCallback | None:
+                    tracker: Tracker, store: Path, resume: bool) -> ValidationCallback | None:
     """The validation callback ``cfg.rl.validation`` asks for (None when its ``every`` is 0)."""
     validation = cfg.rl.validation
     if not int(validation.every):
         return None
     check_validation_seeds(validation, cfg.eval)  # also checked before the run starts
     score = make_validation_scorer(cfg, task, student_config)
-    return ValidationCallback(score, int(validation.every), env_steps, tracker, store)
+    return ValidationCallback(score, int(validation.every), env_steps, tracker, store, resume)
 
 
 def validation_summary(callback: ValidationCallback | None, validation: DictConfig) -> dict | None:
@@ -115,7 +115,8 @@ class ValidationCallback(BaseCallback):
     """Scores the policy when RL starts (after any warm start or ``init_policy``), after every
     ``every`` env steps (at the rollout boundary that passes them) and when training ends;
     keeps a copy of the best-scoring weights (ties keep the earlier). With ``store``, the
-    history and the best weights are written atomically there and read back on resume.
+    history and the best weights are written atomically there; ``resume`` reads them back (a
+    fresh run in the same folder starts a new history).
 
     ``env_steps`` reads the executed env-step count (the tracking callback's)."""
 
@@ -126,13 +127,14 @@ class ValidationCallback(BaseCallback):
         env_steps: Callable[[], int],
         tracker: Tracker | None = None,
         store: Path | None = None,
+        resume: bool = False,
     ) -> None:
         super().__init__()
         self.score, self.every, self.env_steps = score, every, env_steps
         self.tracker, self.store = tracker, store
         self.history: list[dict] = []
         self.best_state: dict | None = None
-        if store is not None and (store / HISTORY_FILE).is_file():
+        if resume and store is not None and (store / HISTORY_FILE).is_file():
             self.history = json.loads((store / HISTORY_FILE).read_text())
             if self.history:
                 self.best_state = torch.load(store / BEST_WEIGHTS_FILE, weights_only=True)

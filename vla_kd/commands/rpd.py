@@ -279,7 +279,7 @@ def train_rl_student(
             tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress), chunk
         )
         validation = make_validation(
-            cfg, task, config, lambda: callback.env_steps, tracker, checkpoint.parent
+            cfg, task, config, lambda: callback.env_steps, tracker, checkpoint.parent, resumed
         )
         # SB3 counts a continued run's budget on top of the steps already done, and counts
         # decisions: a chunk-acting student's budget is total / chunk of them.
