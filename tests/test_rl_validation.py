@@ -3,7 +3,6 @@ weights are kept (not the last), survive a resume, and validation seeds cannot b
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -13,39 +12,12 @@ from vla_kd.errors import UserError
 
 pytest.importorskip("stable_baselines3")
 
-
-class DriftEnv(gym.Env):
-    """Two observation keys as the RL students read them; 8-step episodes."""
-
-    observation_space = gym.spaces.Dict(
-        {"state": gym.spaces.Box(-1, 1, (3,), np.float32),
-         "privileged": gym.spaces.Box(-1, 1, (2,), np.float32)}
-    )
-    action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self._obs(), {}
-
-    def _obs(self):
-        return {"state": self.np_random.uniform(-1, 1, 3).astype(np.float32),
-                "privileged": self.np_random.uniform(-1, 1, 2).astype(np.float32)}
-
-    def step(self, action):
-        self.t += 1
-        return self._obs(), -float(np.abs(action - 0.3).mean()), False, self.t >= 8, {}
+from rl_toys import make_rpd
 
 
 def make_ppo():
-    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from vla_kd.methods.rpd import RPD
-
-    venv = DummyVecEnv([DriftEnv, DriftEnv])
-    return RPD(MultiInputActorCriticPolicy, venv, teacher=None, teacher_weight=0.0, n_steps=16,
-               batch_size=8, n_epochs=2, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
+    """PPO (RPD at lambda 0, no teacher) on two toy envs."""
+    return make_rpd(None, weight=0.0)[0]
 
 
 def scripted_scores(rates):

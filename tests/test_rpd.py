@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -17,6 +16,8 @@ from vla_kd.methods.teacher_labels import label_rollout
 from vla_kd.policies.pretrained import ChunkedPolicy
 
 pytest.importorskip("stable_baselines3")
+
+from rl_toys import ToyEnv, make_rpd, toy_student_config, toy_venv
 
 MEAN = torch.tensor([[0.2, -0.1, 0.0, 0.3, 0.0, 0.0, 1.0], [0.0, 0.5, -0.5, 0.0, 0.1, 0.0, -1.0]])
 STD = torch.full((2, 7), 0.5)
@@ -190,33 +191,6 @@ def test_a_teacher_that_cannot_reset_single_envs_is_refused():
 
 
 # ------------------------------------------------------------------- the algorithm
-class ToyEnv(gym.Env):
-    """Reward for actions near a fixed target; observation = a random vector."""
-
-    observation_space = gym.spaces.Dict(
-        {
-            "state": gym.spaces.Box(-1, 1, (3,), np.float32),
-            "privileged": gym.spaces.Box(-1, 1, (2,), np.float32),
-        }
-    )
-    action_space = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.t = 0
-        return self._obs(), {}
-
-    def _obs(self):
-        return {
-            "state": self.np_random.uniform(-1, 1, 3).astype(np.float32),
-            "privileged": self.np_random.uniform(-1, 1, 2).astype(np.float32),
-        }
-
-    def step(self, action):
-        self.t += 1
-        return self._obs(), -float(np.abs(action - 0.3).mean()), False, self.t >= 8, {"is_success": False}
-
-
 class CountingTeacher(CountingExpert):
     def __init__(self):
         super().__init__()
@@ -225,50 +199,6 @@ class CountingTeacher(CountingExpert):
     def act(self, obs):
         self.calls += 1
         return np.full((len(obs["state"]), 7), 0.3, np.float32)
-
-
-def toy_student_config(chunk=1):
-    from vla_kd.policies.gaussian_mlp import GaussianStudentConfig
-
-    return GaussianStudentConfig(
-        observation="state",
-        observation_shapes={"state": [3], "privileged": [2]},
-        net_arch=[32, 32],
-        action_chunk=chunk,
-    )
-
-
-def toy_venv(chunk=1):
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from vla_kd.envs.rl import ActionChunk
-
-    return DummyVecEnv([ToyEnv, ToyEnv] if chunk == 1 else [lambda: ActionChunk(ToyEnv(), chunk)] * 2)
-
-
-def make_rpd(teacher, weight=1.0, n_steps=16, chunk=1, **kwargs):
-    """RPD on two toy envs; ``chunk > 1``: a student acting in chunks of that many actions."""
-    from stable_baselines3.common.policies import MultiInputActorCriticPolicy
-
-    from vla_kd.policies.gaussian_mlp import sb3_policy_kwargs
-
-    venv = toy_venv(chunk)
-    config = toy_student_config(chunk)
-    model = RPD(
-        MultiInputActorCriticPolicy,
-        venv,
-        teacher=teacher,
-        teacher_weight=weight,
-        n_steps=n_steps,
-        action_chunk=chunk,
-        batch_size=8,
-        n_epochs=3,
-        policy_kwargs=sb3_policy_kwargs(config),
-        seed=0,
-        device="cpu",
-        **kwargs,
-    )
-    return model, config
 
 
 def test_teacher_is_queried_once_per_rollout_step_not_per_minibatch():

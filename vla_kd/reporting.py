@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 
-def write_json_atomic(data: dict, path: str | Path) -> Path:
+def write_json_atomic(data: dict | list, path: str | Path) -> Path:
     """Write JSON to a temp file in the same folder, then rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 
 from vla_kd.errors import UserError
+from vla_kd.reporting import write_json_atomic
 from vla_kd.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,11 @@ def make_validation_scorer(cfg: DictConfig, task: str, student_config) -> Callab
 
 def make_validation(cfg: DictConfig, task: str, student_config, env_steps: Callable[[], int],
                     tracker: Tracker, store: Path, resume: bool) -> ValidationCallback | None:
-    """The validation callback ``cfg.rl.validation`` asks for (None when its ``every`` is 0)."""
+    """The validation callback ``cfg.rl.validation`` asks for (None when its ``every`` is 0).
+    The caller checks the seeds first (``check_validation_seeds``), before anything slow is built."""
     validation = cfg.rl.validation
     if not int(validation.every):
         return None
-    check_validation_seeds(validation, cfg.eval)  # also checked before the run starts
     score = make_validation_scorer(cfg, task, student_config)
     return ValidationCallback(score, int(validation.every), env_steps, tracker, store, resume)
 
@@ -171,17 +172,18 @@ class ValidationCallback(BaseCallback):
         log.info("validation at %d env steps: success %.1f%%", row["env_steps"], 100 * row["success_rate"])
         if best is None or row["success_rate"] > best["success_rate"]:
             self.best_state = state
-            self._write(BEST_WEIGHTS_FILE, lambda path: torch.save(state, path))
-        self._write(HISTORY_FILE, lambda path: path.write_text(json.dumps(self.history, indent=1)))
+            self._save_best_weights(state)
+        if self.store is not None:
+            write_json_atomic(self.history, self.store / HISTORY_FILE)
         if self.tracker is not None:
             self.tracker.log({"val/success_rate": row["success_rate"], "val/ci95_low": row["ci95"][0],
                               "val/ci95_high": row["ci95"][1]}, step=row["env_steps"])
         return row
 
-    def _write(self, name: str, write: Callable[[Path], None]) -> None:
+    def _save_best_weights(self, state: dict) -> None:
         if self.store is None:
             return
         self.store.mkdir(parents=True, exist_ok=True)
-        staged = self.store / f"{name}.tmp"
-        write(staged)
-        staged.replace(self.store / name)
+        staged = self.store / f"{BEST_WEIGHTS_FILE}.tmp"
+        torch.save(state, staged)
+        staged.replace(self.store / BEST_WEIGHTS_FILE)
