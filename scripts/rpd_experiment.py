@@ -7,7 +7,9 @@ Each (task, method, seed) is one ``vla-kd train method=ppo|rpd`` run in its own 
 that finished are reused, so an interrupted experiment resumes); the teacher is evaluated once
 per task with ``vla-kd eval`` on the same held-out seeds. Writes ``results.json``,
 ``results.md`` (task x method x success +- CI x env steps x latency) and ``success_vs_steps.png``
-(training success vs env steps, mean over seeds, with the teacher's held-out success as a line).
+(training success vs env steps, mean over seeds, with the teacher's held-out success as a line;
+runs that validate, e.g. ``-- rl=from_clone``, add a second row: each seed's success on the
+validation seeds, acting with its mean, against env steps).
 
 Training success is measured on the training episodes with the stochastic policy. Held out,
 on seeds no run trained on, each student is evaluated twice: acting with its Gaussian's mean
@@ -110,6 +112,14 @@ def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.n
     return steps, np.convolve(success, kernel, mode="same") / counts
 
 
+def validation_curve(result: dict, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Validation success (mean action, validation seeds) vs env steps, shifted by ``offset``;
+    empty when the run did not validate."""
+    history = (result.get("validation") or {}).get("history") or []
+    steps = offset + np.array([step for step, _ in history], float)
+    return steps, np.array([rate for _, rate in history], float)
+
+
 def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float | None:
     hit = np.flatnonzero(success >= target)
     return float(steps[hit[0]]) if len(hit) else None
@@ -138,15 +148,32 @@ def latency(task: str, teacher_spec: str, student_folder: Path) -> dict:
     return measure_latency({"teacher": teacher, "rpd": student}, batch)
 
 
-def plot(curves: dict, teacher_rates: dict, path: Path, clones: dict | None = None) -> None:
+def plot(
+    curves: dict, teacher_rates: dict, path: Path, clones: dict | None = None, validation: dict | None = None
+) -> None:
     """Training success vs env steps per method; ``clones``: task -> [(env steps, held-out
-    success)] of the behaviour clones the runs started from, drawn as points."""
+    success)] of the behaviour clones the runs started from, drawn as points; ``validation``:
+    task -> method -> [(env steps, validation success)] per seed, drawn as a second row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
+    validation = {task: runs for task, runs in (validation or {}).items() if any(
+        len(steps) for by_seed in runs.values() for steps, _ in by_seed)}
+    rows = 2 if validation else 1
+    fig, axes = plt.subplots(rows, len(curves), figsize=(5.5 * len(curves), 4 * rows), squeeze=False)
+    for ax, task in zip(axes[-1], curves, strict=True):
+        if rows == 1:
+            break
+        for color, (method, by_seed) in zip(("C0", "C1"), validation.get(task, {}).items(), strict=False):
+            for i, (steps, success) in enumerate(by_seed):
+                label = f"{method.upper()} ({len(by_seed)} seeds)" if i == 0 else None
+                ax.plot(steps, success, color=color, marker=".", alpha=0.7, label=label)
+        ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
+        ax.set(title=f"{task.split('/')[-1]}: validation seeds, mean action", xlabel="env steps",
+               ylabel="validation success rate", ylim=(0, 1))
+        ax.legend(loc="lower right")
     for ax, (task, by_method) in zip(axes[0], curves.items(), strict=True):
         for method, runs in by_method.items():
             length = min(len(s) for s, _ in runs)
@@ -195,7 +222,12 @@ def main() -> None:
         task: [(r["env_steps"], r["success_rate"]) for r in entry.get("clone", [])]
         for task, entry in summary["tasks"].items()
     }
-    plot(curves, teacher_rates, args.out / "success_vs_steps.png", clones)
+    validation = {
+        task: {method: [(np.array(r["validation_curve"][0]), np.array(r["validation_curve"][1]))
+                        for r in entry[method]] for method in METHODS}
+        for task, entry in summary["tasks"].items()
+    }
+    plot(curves, teacher_rates, args.out / "success_vs_steps.png", clones, validation)
     print(table)
     print(f"plot: {args.out / 'success_vs_steps.png'}")
 
@@ -227,6 +259,7 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
             # the clone's teacher episodes, if any, are this run's first samples
             warm = warm_start_env_steps(result) + (clones[seed][1] if seed in clones else 0)
             steps, success = smoothed_curve(folder, warm)
+            val_steps, val_success = validation_curve(result, warm)
             sampled = evaluate_sampled(task, folder, args.episodes)
             entry[method].append(
                 {
@@ -237,6 +270,10 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
                     "warm_start_env_steps": warm,
                     "wall_seconds": result["wall_seconds"],
                     "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
+                    "validation_curve": [val_steps.tolist(), val_success.tolist()],
+                    "steps_to_teacher_validated": steps_to_reach(
+                        val_steps, val_success, teacher_eval["success_rate"]
+                    ) if len(val_steps) else None,
                 }
             )
             curves.setdefault(method, []).append((steps, success))
@@ -244,11 +281,17 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
     return entry, curves
 
 
+def steps_text(steps: float | None, measured: bool = True) -> str:
+    if not measured:
+        return "-"  # the run did not validate
+    return "not reached" if steps is None else f"{steps:.0f}"
+
+
 def results_table(summary: dict) -> str:
     """task x policy x held-out success (CI) x env steps x steps to the teacher's rate x ms/action."""
     rows = [
         "| task | policy | success (held-out) | 95% CI | sampling actions | 95% CI | env steps "
-        "| steps to teacher's rate | ms/call | ms/action |",
+        "| steps to teacher's rate (training / validation) | ms/call | ms/action |",
         "|---|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
 
@@ -266,7 +309,10 @@ def results_table(summary: dict) -> str:
                 if method == "clone":  # no training curve: its success is the held-out one
                     reach = ""
                 else:
-                    reach = "not reached" if r["steps_to_teacher"] is None else f"{r['steps_to_teacher']:.0f}"
+                    validated = bool(r.get("validation_curve", [[]])[0])
+                    reach = steps_text(r["steps_to_teacher"]) + " / " + steps_text(
+                        r.get("steps_to_teacher_validated"), validated
+                    )
                 ms = f"{s_lat['call_ms_median']:.3f} | {s_lat['action_ms']:.3f}" if method == "rpd" else " | "
                 name = f"{method} seed {r['seed']}"
                 sampled = pct(r["sampled"]) if "sampled" in r else " | "

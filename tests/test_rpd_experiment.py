@@ -17,10 +17,11 @@ def load_script():
     return module
 
 
-def result(seed, rate, steps, reach=None):
+def result(seed, rate, steps, reach=None, validation=None, reach_validated=None):
     return {"seed": seed, "success_rate": rate, "ci95": [rate - 0.1, rate + 0.1], "episodes": 100,
             "env_steps": steps, "steps_to_teacher": reach,
-            "sampled": {"success_rate": rate, "ci95": [0, 1], "episodes": 100}}
+            "sampled": {"success_rate": rate, "ci95": [0, 1], "episodes": 100},
+            "validation_curve": validation or [[], []], "steps_to_teacher_validated": reach_validated}
 
 
 def test_table_has_clone_rows_and_every_seed_of_both_methods(tmp_path):
@@ -31,14 +32,18 @@ def test_table_has_clone_rows_and_every_seed_of_both_methods(tmp_path):
         "clone": [{"seed": s, "success_rate": 0.5, "ci95": [0.4, 0.6], "episodes": 100, "env_steps": 7000}
                   for s in (0, 1)],
         "ppo": [result(0, 0.1, 37000), result(1, 0.2, 37000)],
-        "rpd": [result(0, 0.8, 37000, reach=9000.0), result(1, 0.6, 37000)],
+        "rpd": [result(0, 0.8, 37000, reach=9000.0, validation=[[7000, 9500], [0.5, 0.85]],
+                       reach_validated=9500.0),
+                result(1, 0.6, 37000, validation=[[7000, 9500], [0.5, 0.6]])],
         "latency": {"teacher": latency, "rpd": {**latency, "call_ms_median": 0.5, "action_ms": 0.25}},
     }}}
     table = script.results_table(summary)
     lines = table.splitlines()
     assert sum("clone seed" in line for line in lines) == 2
     assert sum("ppo seed" in line for line in lines) == 2 and sum("rpd seed" in line for line in lines) == 2
-    assert "| 9000 |" in table and "not reached" in table
+    assert "| 9000 / 9500 |" in table  # training / validation
+    assert "| not reached / not reached |" in table  # rpd seed 1 validated, never at the teacher's rate
+    assert "| not reached / - |" in table  # ppo did not validate
     assert lines[-1].endswith("| 4x | 4x |")  # 2.0 / 0.5 per call, 1.0 / 0.25 per action
 
     steps = np.array([1000.0, 2000.0])
@@ -47,3 +52,18 @@ def test_table_has_clone_rows_and_every_seed_of_both_methods(tmp_path):
     path = tmp_path / "plot.png"
     script.plot(curves, {"maniskill/PushCube-v1": 0.8}, path, {"maniskill/PushCube-v1": [(7000, 0.5)]})
     assert path.stat().st_size > 1000
+    validation = {"maniskill/PushCube-v1": {"ppo": [(np.array([]), np.array([]))],
+                                            "rpd": [(np.array([7000, 9500]), np.array([0.5, 0.85]))]}}
+    with_validation = tmp_path / "plot_validation.png"
+    script.plot(curves, {"maniskill/PushCube-v1": 0.8}, with_validation, None, validation)
+    from PIL import Image
+
+    assert Image.open(with_validation).size[1] > Image.open(path).size[1]  # a second row of panels
+
+
+def test_validation_curve_is_shifted_by_the_warm_start_and_empty_without_validation():
+    script = load_script()
+    steps, success = script.validation_curve({"validation": {"history": [[0, 0.3], [2500, 0.9]]}}, 7000)
+    assert steps.tolist() == [7000, 9500] and success.tolist() == [0.3, 0.9]
+    assert script.steps_to_reach(steps, success, 0.85) == 9500
+    assert len(script.validation_curve({"validation": None})[0]) == 0
