@@ -148,6 +148,10 @@ def latency(task: str, teacher_spec: str, student_folder: Path) -> dict:
     return measure_latency({"teacher": teacher, "rpd": student}, batch)
 
 
+def seeds_text(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
 def plot(
     curves: dict, teacher_rates: dict, path: Path, clones: dict | None = None, validation: dict | None = None
 ) -> None:
@@ -168,7 +172,7 @@ def plot(
             break
         for color, (method, by_seed) in zip(("C0", "C1"), validation.get(task, {}).items(), strict=False):
             for i, (steps, success) in enumerate(by_seed):
-                label = f"{method.upper()} ({len(by_seed)} seeds)" if i == 0 else None
+                label = f"{method.upper()} ({seeds_text(len(by_seed))})" if i == 0 else None
                 ax.plot(steps, success, color=color, marker=".", alpha=0.7, label=label)
         ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
         ax.set(title=f"{task.split('/')[-1]}: validation seeds, mean action", xlabel="env steps",
@@ -179,7 +183,7 @@ def plot(
             length = min(len(s) for s, _ in runs)
             steps = runs[0][0][:length]
             values = np.stack([v[:length] for _, v in runs])
-            ax.plot(steps, values.mean(0), label=f"{method.upper()} (mean of {len(runs)} seeds)")
+            ax.plot(steps, values.mean(0), label=f"{method.upper()} (mean of {seeds_text(len(runs))})")
             ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
         ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
         points = (clones or {}).get(task)
