@@ -167,9 +167,7 @@ def plot(
         len(steps) for by_seed in runs.values() for steps, _ in by_seed)}
     rows = 2 if validation else 1
     fig, axes = plt.subplots(rows, len(curves), figsize=(5.5 * len(curves), 4 * rows), squeeze=False)
-    for ax, task in zip(axes[-1], curves, strict=True):
-        if rows == 1:
-            break
+    for ax, task in zip(axes[1] if validation else [], curves, strict=False):
         for color, (method, by_seed) in zip(("C0", "C1"), validation.get(task, {}).items(), strict=False):
             for i, (steps, success) in enumerate(by_seed):
                 label = f"{method.upper()} ({seeds_text(len(by_seed))})" if i == 0 else None
@@ -275,9 +273,10 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
                     "wall_seconds": result["wall_seconds"],
                     "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
                     "validation_curve": [val_steps.tolist(), val_success.tolist()],
+                    # None when not reached, or when the run did not validate (empty curve)
                     "steps_to_teacher_validated": steps_to_reach(
                         val_steps, val_success, teacher_eval["success_rate"]
-                    ) if len(val_steps) else None,
+                    ),
                 }
             )
             curves.setdefault(method, []).append((steps, success))
