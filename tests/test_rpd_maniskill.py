@@ -145,6 +145,8 @@ def test_resumed_rl_run_stops_at_the_configured_total(tmp_path):
     proc = run_cli("train", *common, "rl.total_timesteps=256")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "last_sb3.zip").is_file()
+    record = json.loads((tmp_path / "checkpoints" / "last_sb3.env_steps.json").read_text())
+    assert record == {"env_steps": 256, "decisions": 256}
     proc = run_cli("train", *common, "rl.total_timesteps=512", "rl.resume=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "train_summary.json").read_text())

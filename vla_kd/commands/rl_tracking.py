@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -11,20 +14,56 @@ from tqdm.auto import tqdm
 from vla_kd.envs.rl import executed_steps
 from vla_kd.tracking import Tracker
 
+log = logging.getLogger(__name__)
+
+
+def env_steps_file(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".env_steps.json")
+
+
+def save_env_steps(checkpoint: Path, env_steps: int, decisions: int) -> None:
+    """Record, beside an SB3 checkpoint just written, the env steps executed so far and SB3's
+    own step count then (write, then rename: a crash leaves the previous record whole)."""
+    target = env_steps_file(checkpoint)
+    staged = target.with_suffix(".tmp")
+    staged.write_text(json.dumps({"env_steps": int(env_steps), "decisions": int(decisions)}))
+    staged.replace(target)
+
+
+def saved_env_steps(checkpoint: Path, decisions: int) -> int | None:
+    """The executed env steps recorded with ``checkpoint``, if that record belongs to it (same
+    SB3 step count); None, with a warning, for a missing, unreadable or stale record."""
+    target = env_steps_file(checkpoint)
+    try:
+        record = json.loads(target.read_text())
+        if int(record["decisions"]) == int(decisions):
+            return int(record["env_steps"])
+        reason = f"it was saved at {record['decisions']} decisions, the checkpoint at {decisions}"
+    except FileNotFoundError:
+        reason = "there is none"
+    except (ValueError, KeyError, TypeError) as error:
+        reason = f"it is unreadable ({error})"
+    log.warning("no executed env-step count for %s (%s): counting decisions x chunk", checkpoint, reason)
+    return None
+
 
 class TrackingCallback(BaseCallback):
     """Per rollout: training success rate (episodes that ended in it), return, speed and the
     last update's losses to the tracker; a progress bar; atomic periodic checkpoints.
 
     Counts env steps, not SB3's steps: a chunk-acting student's step executes up to
-    ``action_chunk`` env steps (``info["executed_steps"]``)."""
+    ``action_chunk`` env steps (``info["executed_steps"]``). A resumed run continues from
+    ``start_env_steps``, the count saved beside its checkpoint (None: decisions x chunk, which
+    overcounts every chunk an episode's end cut short)."""
 
     def __init__(
-        self, tracker: Tracker, total: int, save, every: int, progress: bool, action_chunk: int = 1
+        self, tracker: Tracker, total: int, save, every: int, progress: bool, action_chunk: int = 1,
+        start_env_steps: int | None = None,
     ) -> None:
         super().__init__()
         self.tracker, self.total, self.save, self.every = tracker, total, save, every
         self.progress, self.action_chunk = progress, action_chunk
+        self.start_env_steps = start_env_steps
         self.env_steps = 0
         self.curve: list[dict] = []
         self._ended = self._succeeded = 0
@@ -32,7 +71,10 @@ class TrackingCallback(BaseCallback):
         self._last_save = 0
 
     def _on_training_start(self) -> None:
-        self.env_steps = self.num_timesteps * self.action_chunk  # a resumed run: about
+        if self.start_env_steps is not None:
+            self.env_steps = self.start_env_steps
+        else:
+            self.env_steps = self.num_timesteps * self.action_chunk
         self.bar = tqdm(total=self.total, initial=self.env_steps, desc="rl", disable=not self.progress)
         self._last_save = self.env_steps
         self._started, self._start_steps = time.perf_counter(), self.env_steps

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from vla_kd.commands.rl_tracking import TrackingCallback
+from vla_kd.commands.rl_tracking import TrackingCallback, save_env_steps, saved_env_steps
 from vla_kd.errors import UserError
 from vla_kd.tracking import make_tracker
 
@@ -267,6 +267,7 @@ def train_rl_student(
             staged.parent.mkdir(parents=True, exist_ok=True)
             model.save(staged)
             staged.replace(checkpoint)
+            save_env_steps(checkpoint, callback.env_steps, model.num_timesteps)
 
         init_policy = rl.get("init_policy")
         if init_policy and not resumed:
@@ -276,7 +277,8 @@ def train_rl_student(
             warm = warm_start(model, venv, teacher, algo["instruction"], student_keys(rl.student), rl, chunk)
             tracker.log({f"warm_start/{k}": v for k, v in warm.items()}, step=0)
         callback = TrackingCallback(
-            tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress), chunk
+            tracker, int(rl.total_timesteps), save, int(rl.checkpoint_every), bool(rl.progress), chunk,
+            start_env_steps=saved_env_steps(checkpoint, model.num_timesteps) if resumed else None,
         )
         validation = make_validation(
             cfg, task, config, lambda: callback.env_steps, tracker, checkpoint.parent, resumed
