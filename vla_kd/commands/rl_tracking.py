@@ -12,6 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
 from vla_kd.envs.rl import executed_steps
+from vla_kd.reporting import write_json_atomic
 from vla_kd.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,8 @@ def env_steps_file(checkpoint: Path) -> Path:
 
 def save_env_steps(checkpoint: Path, env_steps: int, decisions: int) -> None:
     """Record, beside an SB3 checkpoint just written, the env steps executed so far and SB3's
-    own step count then (write, then rename: a crash leaves the previous record whole)."""
-    target = env_steps_file(checkpoint)
-    staged = target.with_suffix(".tmp")
-    staged.write_text(json.dumps({"env_steps": int(env_steps), "decisions": int(decisions)}))
-    staged.replace(target)
+    own step count then (atomically: a crash leaves the previous record whole)."""
+    write_json_atomic({"env_steps": int(env_steps), "decisions": int(decisions)}, env_steps_file(checkpoint))
 
 
 def saved_env_steps(checkpoint: Path, decisions: int) -> int | None:
