@@ -64,3 +64,38 @@ def test_training_moves_samples_toward_the_demonstrated_chunks():
         optimizer.step()
     after = np.abs(expert.eval().predict_action_chunk(obs) - target.numpy()).mean()
     assert after < 0.65 * before
+
+
+def test_auxiliary_head_adds_its_loss_and_stays_off_the_acting_path(tmp_path):
+    from vla_kd.methods.bc import DiffusionBC
+    from vla_kd.policies.pretrained import PretrainedPolicy
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+
+    torch.manual_seed(0)
+    expert = DiffusionActionExpert(ActionExpertConfig(state_dim=5, horizon=3, image_size=64, features=32,
+                                                      hidden=64, aux_state_dim=2))
+    expert.set_normalization({"mean": torch.zeros(5), "std": torch.ones(5)},
+                             {"min": -torch.ones(7), "max": torch.ones(7)},
+                             {"mean": torch.zeros(2), "std": torch.ones(2)})
+    obs = observation(batch=4)
+    batch = {"observation.images.rgb": torch.as_tensor(obs["rgb"]),
+             "observation.state": torch.as_tensor(obs["state"]),
+             "action": torch.zeros(4, 3, 7), "action_is_pad": torch.zeros(4, 3, dtype=torch.bool),
+             "observation.environment_state": torch.randn(4, 2)}
+    # the same DDPM draw for both losses: only the auxiliary term differs
+    torch.manual_seed(1)
+    loss, logs = DiffusionBC(expert, shift_pad=0, aux_weight=0.5).loss(batch, 0)
+    torch.manual_seed(1)
+    plain, _ = DiffusionBC(expert, shift_pad=0).loss(batch, 0)
+    assert logs["losses/aux_privileged"] > 0
+    assert torch.isclose(loss, plain + 0.5 * logs["losses/aux_privileged"], rtol=1e-5)
+    loss.backward()
+    assert expert.aux_head.weight.grad is not None and expert.encoder.image is not None
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in expert.encoder.image.parameters())
+    # acting reads rgb + proprio only, and the head survives a save/load round trip
+    expert.eval()
+    loaded = PretrainedPolicy.from_pretrained(expert.save_pretrained(tmp_path / "expert"))
+    assert torch.equal(loaded.aux_head.weight, expert.aux_head.weight)
+    np.testing.assert_array_equal(expert.predict_action_chunk(obs), loaded.predict_action_chunk(obs))
+    with pytest.raises(ValueError, match="aux_state_dim"):
+        DiffusionBC(tiny_expert(), aux_weight=1.0)

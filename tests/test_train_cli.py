@@ -81,7 +81,8 @@ def test_a_saved_camera_policy_asks_for_rgb_observations(tmp_path):
     ["model=chunked_bc", "model.hidden=32"],
     ["model=token_vla", "model.hidden=32", "model.layers=1", "model.heads=2", "model.intermediate=64",
      "model.horizon=2"],
-], ids=["chunked_bc", "token_vla"])
+    ["model=diffusion_action_expert", "model.features=32", "model.hidden=64"],
+], ids=["chunked_bc", "token_vla", "diffusion_action_expert"])
 def test_train_with_the_auxiliary_privileged_head(tmp_path, model):
     rng = np.random.default_rng(0)
     writer = LeRobotWriter(tmp_path / "ds", fps=20, robot_type="panda", cameras={"rgb": (64, 64)},

@@ -82,10 +82,10 @@ def build_method(m: DictConfig, dataset):
         policy = DiffusionActionExpert(ActionExpertConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
-            inference_steps=m.inference_steps, image_pooling=m.image_pooling,
+            inference_steps=m.inference_steps, image_pooling=m.image_pooling, aux_state_dim=aux_dim,
         ))
-        policy.set_normalization(state_stats, dataset.feature_stats("action"))
-        return DiffusionBC(policy, shift_pad=m.shift_pad)
+        policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
+        return DiffusionBC(policy, shift_pad=m.shift_pad, aux_weight=m.get("aux_privileged_weight", 0.0))
     raise unknown_name("model", m.type, MODELS)
 
 

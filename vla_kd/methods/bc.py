@@ -166,11 +166,16 @@ def denoise_step(
 
 
 class DiffusionBC(Method):
-    """Denoising loss of the action expert: MSE between true and predicted noise (DDPM)."""
+    """Denoising loss of the action expert: MSE between true and predicted noise (DDPM).
 
-    def __init__(self, policy, shift_pad: int = 4) -> None:
+    ``aux_weight > 0`` adds the auxiliary privileged-state loss of :class:`ChunkedBC` on the
+    expert's image features."""
+
+    def __init__(self, policy, shift_pad: int = 4, aux_weight: float = 0.0) -> None:
+        check_aux_weight(policy, aux_weight)
         self.model = policy
         self.shift_pad = shift_pad
+        self.aux_weight = aux_weight
         self.scheduler = policy.decoder.scheduler("ddpm")
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -178,7 +183,12 @@ class DiffusionBC(Method):
         rgb = batch["observation.images.rgb"]
         if policy.training:
             rgb = random_shift(rgb, self.shift_pad)
-        features = policy.encoder(rgb, batch["observation.state"])
+        features, image = policy.encoder(rgb, batch["observation.state"], return_image_features=True)
         clean = policy.action_norm.normalize(batch["action"])
         mse = denoise_step(self.scheduler, policy.decoder, features, clean, batch["action_is_pad"]).mse
-        return mse, {"losses/denoise_mse": float(mse.detach())}
+        logs = {"losses/denoise_mse": float(mse.detach())}
+        if self.aux_weight <= 0:
+            return mse, logs
+        aux = privileged_aux_loss(policy, image, batch)
+        logs["losses/aux_privileged"] = float(aux.detach())
+        return mse + self.aux_weight * aux, logs

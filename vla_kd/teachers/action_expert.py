@@ -35,6 +35,9 @@ class ActionExpertConfig:
     train_timesteps: int = 100
     inference_steps: int = 10
     image_pooling: str = "flatten"
+    #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
+    #: the image features while training (0: no head); the expert never reads it when it acts
+    aux_state_dim: int = 0
 
 
 class ObservationEncoder(nn.Module):
@@ -46,8 +49,13 @@ class ObservationEncoder(nn.Module):
         self.fuse = nn.Sequential(nn.Linear(c.features + c.state_dim, c.features), nn.Mish())
         self.state_norm = Standardizer(c.state_dim)
 
-    def forward(self, rgb: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        return self.fuse(torch.cat([self.image(rgb), self.state_norm(state)], dim=-1))
+    def forward(
+        self, rgb: torch.Tensor, state: torch.Tensor, return_image_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The fused features (and the image features alone, if asked)."""
+        image = self.image(rgb)
+        fused = self.fuse(torch.cat([image, self.state_norm(state)], dim=-1))
+        return (fused, image) if return_image_features else fused
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -107,12 +115,17 @@ class DiffusionActionExpert(ChunkedPolicy):
         self.encoder = ObservationEncoder(config)
         self.decoder = DiffusionActionDecoder(config)
         self.action_norm = MinMaxNormalizer(config.action_dim)
+        if config.aux_state_dim:
+            # Only shapes the image encoder while training (see methods.bc.ChunkedBC).
+            self.aux_head = nn.Linear(config.features, config.aux_state_dim)
+            self.aux_norm = Standardizer(config.aux_state_dim)
         self.sample_seed = 0
 
-    def set_normalization(self, state_stats: dict, action_stats: dict) -> None:
+    def set_normalization(self, state_stats: dict, action_stats: dict, aux_stats: dict | None = None) -> None:
         self.encoder.state_norm.fit(state_stats)
         self.action_norm.fit(action_stats)
-
+        if self.config.aux_state_dim:
+            self.aux_norm.fit(aux_stats)
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
