@@ -99,3 +99,33 @@ def test_auxiliary_head_adds_its_loss_and_stays_off_the_acting_path(tmp_path):
     np.testing.assert_array_equal(expert.predict_action_chunk(obs), loaded.predict_action_chunk(obs))
     with pytest.raises(ValueError, match="aux_state_dim"):
         DiffusionBC(tiny_expert(), aux_weight=1.0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample"])
+def test_a_perfect_denoiser_has_zero_loss_and_recovers_the_clean_chunk(prediction_type):
+    """denoise_step's target and one-step clean estimate follow the decoder's parameterisation."""
+    from vla_kd.methods.bc import denoise_step
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionDecoder
+
+    config = ActionExpertConfig(state_dim=1, horizon=3, prediction_type=prediction_type)
+    decoder = DiffusionActionDecoder(config)
+    scheduler = decoder.scheduler("ddpm")
+    clean = torch.rand(5, 3, 7) * 1.6 - 0.8
+
+    def oracle(noisy, t, features):  # knows the clean chunk, so it can answer exactly
+        if prediction_type == "sample":
+            return clean
+        alpha = scheduler.alphas_cumprod[t].view(-1, 1, 1)
+        return (noisy - alpha.sqrt() * clean) / (1 - alpha).sqrt()
+
+    torch.manual_seed(0)
+    step = denoise_step(scheduler, oracle, torch.zeros(5, 1), clean, torch.zeros(5, 3, dtype=torch.bool))
+    assert float(step.mse) < 1e-8
+    torch.testing.assert_close(step.clean_estimate, clean, atol=1e-4, rtol=0)
+
+
+def test_unknown_prediction_type_is_refused():
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionDecoder
+
+    with pytest.raises(ValueError, match="prediction_type"):
+        DiffusionActionDecoder(ActionExpertConfig(state_dim=1, prediction_type="v_prediction"))

@@ -83,6 +83,7 @@ def build_method(m: DictConfig, dataset):
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
             inference_steps=m.inference_steps, image_pooling=m.image_pooling, aux_state_dim=aux_dim,
+            prediction_type=m.prediction_type,
         ))
         policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
         return DiffusionBC(policy, shift_pad=m.shift_pad, aux_weight=m.get("aux_privileged_weight", 0.0))

@@ -8,8 +8,9 @@ what to do with them.
 Stage 2, selective fine-tuning: the chosen parts unfreeze (mapper, state encoder, action token,
 the reused decoder, optionally the top trunk layers) and train on actions through the diffusion
 decoder: its denoising loss, plus smooth-L1 on the arm and binary cross-entropy on the gripper
-applied to the one-step estimate of the clean chunk, ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``,
-over the whole chunk (the short future window).
+applied to the one-step estimate of the clean chunk (``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``
+for a noise-predicting decoder, its own output for a sample-predicting one), over the whole
+chunk (the short future window).
 """
 
 from __future__ import annotations
@@ -100,8 +101,7 @@ class ActionFineTuning(Method):
         step = denoise_step(self.scheduler, student.decoder, features, clean, batch["action_is_pad"])
         denoise, keep = step.mse, step.keep
 
-        alpha = self.scheduler.alphas_cumprod[step.t].view(-1, 1, 1)
-        x0 = ((step.noisy - (1 - alpha).sqrt() * step.predicted) / alpha.sqrt()).clamp(-1, 1)
+        x0 = step.clean_estimate
         arm = (F.smooth_l1_loss(x0[..., ARM], clean[..., ARM], reduction="none") * keep).sum() / (
             keep.sum() * 6
         )

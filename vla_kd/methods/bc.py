@@ -141,12 +141,14 @@ class TokenBC(Method):
 
 @dataclass
 class Denoised:
-    """One DDPM training draw: the noised chunk, the timesteps, the decoder's noise prediction,
-    the padding mask ``(B, H, 1)`` and the masked noise MSE."""
+    """One DDPM training draw: the noised chunk, the timesteps, the decoder's prediction (noise
+    or clean chunk, by its ``prediction_type``), the one-step clean-chunk estimate, the padding
+    mask ``(B, H, 1)`` and the masked MSE of the prediction."""
 
     noisy: torch.Tensor
     t: torch.Tensor
     predicted: torch.Tensor
+    clean_estimate: torch.Tensor
     keep: torch.Tensor
     mse: torch.Tensor
 
@@ -154,15 +156,21 @@ class Denoised:
 def denoise_step(
     scheduler, decoder, features: torch.Tensor, clean: torch.Tensor, action_is_pad: torch.Tensor
 ) -> Denoised:
-    """Noise the normalised chunk ``clean`` at random timesteps, predict the noise with
-    ``decoder`` given ``features``; the MSE over unpadded actions."""
+    """Noise the normalised chunk ``clean`` at random timesteps and let ``decoder`` predict, from
+    ``features``, the noise (``prediction_type="epsilon"``) or the clean chunk (``"sample"``);
+    the MSE to that target over unpadded actions."""
     noise = torch.randn_like(clean)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),))
     noisy = scheduler.add_noise(clean, noise, t)
     predicted = decoder(noisy, t, features)
+    if scheduler.config.prediction_type == "sample":
+        target, estimate = clean, predicted
+    else:
+        alpha = scheduler.alphas_cumprod[t].view(-1, 1, 1)
+        target, estimate = noise, (noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()
     keep = (~action_is_pad).unsqueeze(-1).float()
-    mse = (((predicted - noise) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
-    return Denoised(noisy, t, predicted, keep, mse)
+    mse = (((predicted - target) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
+    return Denoised(noisy, t, predicted, estimate.clamp(-1, 1), keep, mse)
 
 
 class DiffusionBC(Method):

@@ -35,6 +35,9 @@ class ActionExpertConfig:
     train_timesteps: int = 100
     inference_steps: int = 10
     image_pooling: str = "flatten"
+    #: what the denoiser predicts: "epsilon" (the noise, as diffusion policy does) or "sample"
+    #: (the clean chunk; diffusers' x0 parameterisation)
+    prediction_type: str = "epsilon"
     #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
     #: the image features while training (0: no head); the expert never reads it when it acts
     aux_state_dim: int = 0
@@ -66,10 +69,13 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class DiffusionActionDecoder(nn.Module):
-    """Predicts the noise in a (normalised) action chunk given features and the timestep."""
+    """Predicts the noise in a noised (normalised) action chunk, or the clean chunk itself
+    (``prediction_type``), given features and the timestep."""
 
     def __init__(self, c: ActionExpertConfig) -> None:
         super().__init__()
+        if c.prediction_type not in ("epsilon", "sample"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', not {c.prediction_type!r}")
         self.config = c
         size = c.horizon * c.action_dim
         self.net = nn.Sequential(
@@ -84,7 +90,7 @@ class DiffusionActionDecoder(nn.Module):
 
         cls = DDPMScheduler if kind == "ddpm" else DDIMScheduler
         return cls(num_train_timesteps=self.config.train_timesteps, beta_schedule="squaredcos_cap_v2",
-                   clip_sample=True, prediction_type="epsilon")
+                   clip_sample=True, prediction_type=self.config.prediction_type)
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         x = torch.cat([noisy.flatten(1), features, timestep_embedding(t, 64)], dim=-1)
