@@ -158,6 +158,29 @@ def test_save_load_round_trip(dataset, tmp_path):
     assert np.array_equal(loaded.predict_action_chunk(obs), student.predict_action_chunk(obs))
 
 
+def test_scratch_baseline_accepts_a_teacher_with_the_auxiliary_head(dataset, tmp_path):
+    """The from-scratch baseline rebuilds the teacher's architecture, auxiliary pose head included,
+    even from a dataset without privileged state (align never trains that head)."""
+    from omegaconf import OmegaConf
+
+    from vla_kd.commands.align import initial_student
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    vlm = TokenVLA(TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=32, layers=1, heads=2,
+                                  intermediate=64, aux_state_dim=3))
+    vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions,
+                          {"mean": np.ones(3), "std": np.full(3, 2.0)})
+    _, expert = tiny_parts(dataset)
+    vlm.save_pretrained(tmp_path / "vlm")
+    expert.save_pretrained(tmp_path / "expert")
+    node = OmegaConf.create({"state_parts": [3, 2], "mapper_hidden": 16})
+    paths = str(tmp_path / "vlm"), str(tmp_path / "expert")
+    student, _ = initial_student(node, "scratch", *paths, None, dataset)
+    assert student.vlm.config.aux_state_dim == 3
+    assert torch.equal(student.vlm.state_norm.mean, vlm.state_norm.mean)
+    assert not torch.equal(student.vlm.aux_norm.std, vlm.aux_norm.std)  # not the teacher's: unfitted
+
+
 def test_train_method_align_end_to_end(dataset, tmp_path):
     vlm, expert = tiny_parts(dataset)
     vlm.save_pretrained(tmp_path / "vlm")

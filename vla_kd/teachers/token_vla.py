@@ -169,9 +169,12 @@ class TokenVLA(ChunkedPolicy):
     def set_normalization(
         self, state_stats: dict, actions: np.ndarray, aux_stats: dict | None = None
     ) -> None:
+        """Fit the proprio standardiser and the action bins; ``aux_stats`` fits the auxiliary
+        head's target normaliser (None leaves it at identity, for a model that never trains
+        that head, e.g. alignment's from-scratch baseline)."""
         self.state_norm.fit(state_stats)
         self.tokenizer.fit(torch.as_tensor(actions))
-        if self.config.aux_state_dim:
+        if self.config.aux_state_dim and aux_stats is not None:
             self.aux_norm.fit(aux_stats)
 
     # ------------------------------------------------------------- encoding
