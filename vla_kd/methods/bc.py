@@ -44,11 +44,19 @@ def check_aux_weight(policy, aux_weight: float) -> None:
         raise ValueError("aux_weight > 0 needs a policy built with aux_state_dim > 0")
 
 
-def privileged_aux_loss(policy, image_features: torch.Tensor, batch: dict) -> torch.Tensor:
-    """MSE, in standard deviations, between the policy's auxiliary-head prediction from its
-    image features and the frame's privileged state (object and goal poses)."""
+def add_privileged_aux_loss(
+    loss: torch.Tensor, logs: dict[str, float], policy, image_features: torch.Tensor, batch: dict,
+    weight: float,
+) -> torch.Tensor:
+    """``loss`` plus ``weight`` times the MSE, in standard deviations, between the policy's
+    auxiliary-head prediction from its image features and the frame's privileged state (object
+    and goal poses), logged as ``losses/aux_privileged``; ``loss`` itself when ``weight <= 0``."""
+    if weight <= 0:
+        return loss
     target = policy.aux_norm(batch["observation.environment_state"])
-    return F.mse_loss(policy.aux_head(image_features), target)
+    aux = F.mse_loss(policy.aux_head(image_features), target)
+    logs["losses/aux_privileged"] = float(aux.detach())
+    return loss + weight * aux
 
 
 class ChunkedBC(Method):
@@ -77,11 +85,7 @@ class ChunkedBC(Method):
         keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
         l1 = ((predicted - target).abs() * keep).sum() / (keep.sum() * target.shape[-1])
         logs = {"losses/l1": float(l1.detach())}
-        if self.aux_weight <= 0:
-            return l1, logs
-        aux = privileged_aux_loss(policy, image, batch)
-        logs["losses/aux_privileged"] = float(aux.detach())
-        return l1 + self.aux_weight * aux, logs
+        return add_privileged_aux_loss(l1, logs, policy, image, batch, self.aux_weight), logs
 
 
 class TokenBC(Method):
@@ -132,11 +136,7 @@ class TokenBC(Method):
         loss = (ce * keep.flatten()).sum() / keep.sum()
         accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
         logs = {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
-        if self.aux_weight > 0:
-            aux = privileged_aux_loss(policy, image_summary, batch)
-            logs["losses/aux_privileged"] = float(aux.detach())
-            loss = loss + self.aux_weight * aux
-        return loss, logs
+        return add_privileged_aux_loss(loss, logs, policy, image_summary, batch, self.aux_weight), logs
 
 
 @dataclass
@@ -195,8 +195,4 @@ class DiffusionBC(Method):
         clean = policy.action_norm.normalize(batch["action"])
         mse = denoise_step(self.scheduler, policy.decoder, features, clean, batch["action_is_pad"]).mse
         logs = {"losses/denoise_mse": float(mse.detach())}
-        if self.aux_weight <= 0:
-            return mse, logs
-        aux = privileged_aux_loss(policy, image, batch)
-        logs["losses/aux_privileged"] = float(aux.detach())
-        return mse + self.aux_weight * aux, logs
+        return add_privileged_aux_loss(mse, logs, policy, image, batch, self.aux_weight), logs
