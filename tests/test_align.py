@@ -199,11 +199,16 @@ def test_train_method_align_end_to_end(dataset, tmp_path):
         "align.state_parts=[3,2]",
         "align.mapper_hidden=16",
     )
-    for stage in ("1", "scratch"):
+    for stage, name in (("1", "1"), ("scratch", "scratch"), ("1", "1_again")):
         proc = run_cli(
-            *common, f"stage={stage}", f"output={tmp_path / stage}", f"hydra.run.dir={tmp_path / 'r' / stage}"
+            *common, f"stage={stage}", f"output={tmp_path / name}", f"hydra.run.dir={tmp_path / 'r' / name}"
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
+    # the new parts (action token, state encoder, mapper) start from weights seeded by trainer.seed
+    from safetensors.torch import load_file
+
+    first, again = (load_file(tmp_path / name / "model.safetensors") for name in ("1", "1_again"))
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     proc = run_cli(
         *common,
         "stage=2",

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import requires_maniskill, run_cli
 
 from vla_kd.data.lerobot_writer import LeRobotWriter
@@ -52,6 +53,21 @@ def test_trained_policy_folder_is_evaluable(tiny_dataset, tmp_path):
                    f"output_json={results}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(results.read_text())["episodes"] == 1
+
+
+def test_two_runs_of_one_command_train_the_same_weights(tiny_dataset, tmp_path):
+    """The initial weights are seeded from trainer.seed, not only the training steps."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for seed, name in ((0, "a"), (0, "b"), (1, "c")):
+        proc = run_cli("train", f"dataset={tiny_dataset}", "trainer=debug", "tracker=none",
+                       "model.hidden=32", f"trainer.seed={seed}", f"output={tmp_path / name}",
+                       f"hydra.run.dir={tmp_path / 'run' / name}", "trainer.progress=false")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        weights[name] = load_file(tmp_path / name / "model.safetensors")
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
 
 
 def test_train_requires_a_dataset(tmp_path):

@@ -48,6 +48,16 @@ class TrainerConfig:
     progress: bool = True
 
 
+def seed_initial_weights(seed: int) -> None:
+    """Seed torch's global generator before a command builds its models.
+
+    The trainer seeds every step itself (batch and noise depend only on seed and step), but new
+    weights are drawn when a model is built, before training starts: a fresh policy, or a new
+    head on a loaded one (an aligned VLA's mapper, a DySL exit head). Seeding here makes two runs
+    of one command start from the same weights."""
+    torch.manual_seed(int(seed))
+
+
 def _lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:

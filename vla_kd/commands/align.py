@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError
 from vla_kd.tracking import make_tracker
-from vla_kd.trainer import TrainerConfig, run_stages
+from vla_kd.trainer import TrainerConfig, run_stages, seed_initial_weights
 
 STAGES = ("1", "2", "both", "scratch")
 
@@ -85,6 +85,7 @@ def train_align(
     a = cfg.align
     started = time.perf_counter()
     dataset = LeRobotDataset(dataset_path, action_horizon=1)
+    seed_initial_weights(trainer_cfg.seed)
     student, action_expert = initial_student(a, stage, teacher, expert, init, dataset)
     dataset.action_horizon = student.config.horizon  # chunks as long as the decoder's
     student.train()

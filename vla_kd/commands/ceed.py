@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError
 from vla_kd.tracking import make_tracker
-from vla_kd.trainer import Trainer, TrainerConfig
+from vla_kd.trainer import Trainer, TrainerConfig, seed_initial_weights
 
 
 def load_token_teacher(folder: str | None, method: str = "ceed"):
@@ -65,6 +65,7 @@ def train_ceed(
     teacher = load_token_teacher(teacher_folder)
     dataset = LeRobotDataset(dataset_path, action_horizon=teacher.config.horizon)
     c = cfg.ceed
+    seed_initial_weights(trainer_cfg.seed)
     method = ConsistencyDistillation(
         jacobi_student(teacher, c),
         teacher,

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError
 from vla_kd.tracking import make_tracker
-from vla_kd.trainer import TrainerConfig, run_stages
+from vla_kd.trainer import TrainerConfig, run_stages, seed_initial_weights
 
 
 def demo_episodes(dataset) -> list[np.ndarray]:
@@ -114,6 +114,7 @@ def train_dysl(
         )
     except ValueError as err:
         raise UserError(str(err)) from None
+    seed_initial_weights(trainer_cfg.seed)  # the adapters and exit heads are new weights
     student = SkipVLA.from_teacher(
         teacher,
         layer_roles=roles,

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from vla_kd.cli_support import hydra_command
 from vla_kd.errors import UserError, unknown_name
 from vla_kd.tracking import make_tracker
-from vla_kd.trainer import Trainer, TrainerConfig
+from vla_kd.trainer import Trainer, TrainerConfig, seed_initial_weights
 
 CONFIG_NAME = "train"
 METHODS = ("bc", "rpd", "ppo", "ceed", "dysl", "align")
@@ -148,6 +148,7 @@ def train_model(
     from vla_kd.data.lerobot_dataset import LeRobotDataset
 
     dataset = LeRobotDataset(dataset_path, action_horizon=model_cfg.horizon)
+    seed_initial_weights(trainer_cfg.seed)
     method = build_method(model_cfg, dataset)
     settings = TrainerConfig(**OmegaConf.to_container(trainer_cfg, resolve=True))
     tracker = make_tracker(cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type=job_type)
