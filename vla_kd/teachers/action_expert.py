@@ -36,7 +36,9 @@ class ActionExpertConfig:
     inference_steps: int = 10
     image_pooling: str = "flatten"
     #: what the denoiser predicts: "epsilon" (the noise, as diffusion policy does) or "sample"
-    #: (the clean chunk; diffusers' x0 parameterisation)
+    #: (the clean chunk; diffusers' x0 parameterisation). The model config that `vla-kd train`
+    #: uses defaults to "sample"; this default stays "epsilon" because checkpoints saved before
+    #: the field existed were noise predictors and load with it.
     prediction_type: str = "epsilon"
     #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
     #: the image features while training (0: no head); the expert never reads it when it acts
