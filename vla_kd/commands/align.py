@@ -50,11 +50,9 @@ def initial_student(
     student = AlignedVLA.from_parts(vlm, action_expert, parts, int(a.mapper_hidden))
     if stage == "scratch":  # the architecture and the data's normalisation, no learned weights
         student = AlignedVLA(student.config)
-        # A teacher trained with the auxiliary pose head passes that head on; align never trains it.
-        aux_stats = None
-        if student.vlm.config.aux_state_dim and dataset.env_states is not None:
-            aux_stats = dataset.feature_stats("observation.environment_state")
-        student.vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, aux_stats)
+        # A teacher trained with the auxiliary pose head passes that head on; align never trains
+        # it, so its target normaliser stays at identity.
+        student.vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
         student.action_norm.fit(dataset.feature_stats("action"))
     return student, action_expert
 
