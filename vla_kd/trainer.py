@@ -53,7 +53,7 @@ def seed_initial_weights(seed: int) -> None:
 
     The trainer seeds every step itself (batch and noise depend only on seed and step), but new
     weights are drawn when a model is built, before training starts: a fresh policy, or a new
-    head on a loaded one (an aligned VLA's mapper, a DySL exit head). Seeding here makes two runs
+    head on a loaded one (an aligned VLA's mapper, DySL's adapters). Seeding here makes two runs
     of one command start from the same weights."""
     torch.manual_seed(int(seed))
 

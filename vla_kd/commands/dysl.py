@@ -114,7 +114,7 @@ def train_dysl(
         )
     except ValueError as err:
         raise UserError(str(err)) from None
-    seed_initial_weights(trainer_cfg.seed)  # the adapters and exit heads are new weights
+    seed_initial_weights(trainer_cfg.seed)  # the adapters are new weights
     student = SkipVLA.from_teacher(
         teacher,
         layer_roles=roles,
