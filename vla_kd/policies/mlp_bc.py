@@ -118,9 +118,11 @@ class ChunkedBCPolicy(ChunkedPolicy):
             self.aux_norm = Standardizer(c.aux_state_dim)
 
     def set_normalization(self, state_stats: dict, action_stats: dict, aux_stats: dict | None = None) -> None:
+        """Fit the proprio standardiser and the action normaliser; ``aux_stats`` fits the
+        auxiliary head's target normaliser (None leaves it at identity, as TokenVLA does)."""
         self.state_norm.fit(state_stats)
         self.action_norm.fit(action_stats)
-        if self.config.aux_state_dim:
+        if self.config.aux_state_dim and aux_stats is not None:
             self.aux_norm.fit(aux_stats)
 
     def forward(

@@ -130,9 +130,11 @@ class DiffusionActionExpert(ChunkedPolicy):
         self.sample_seed = 0
 
     def set_normalization(self, state_stats: dict, action_stats: dict, aux_stats: dict | None = None) -> None:
+        """Fit the proprio standardiser and the action normaliser; ``aux_stats`` fits the
+        auxiliary head's target normaliser (None leaves it at identity, as TokenVLA does)."""
         self.encoder.state_norm.fit(state_stats)
         self.action_norm.fit(action_stats)
-        if self.config.aux_state_dim:
+        if self.config.aux_state_dim and aux_stats is not None:
             self.aux_norm.fit(aux_stats)
 
     @torch.no_grad()
