@@ -140,6 +140,9 @@ def test_stage_two_trains_the_chosen_parts_and_lowers_the_action_loss(dataset, t
     assert np.mean([float(method.loss(batch, 0)[0].detach()) for _ in range(8)]) < first
     with pytest.raises(Exception, match="align part"):
         set_trainable(student, ("wings",))
+    set_trainable(student, ("vision",))  # the VLM's image path only, no trunk layer
+    trainable = {n.split(".")[1] for n, p in student.named_parameters() if p.requires_grad}
+    assert trainable == {"vision", "image_summary", "observation_proj"}
 
 
 def test_save_load_round_trip(dataset, tmp_path):

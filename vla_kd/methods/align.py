@@ -22,7 +22,7 @@ from vla_kd.methods.base import Method
 from vla_kd.methods.bc import denoise_step, random_shift
 
 ARM, GRIPPER = slice(0, 6), 6
-STAGE2_PARTS = ("mapper", "state", "action_token", "decoder")
+STAGE2_PARTS = ("mapper", "state", "action_token", "decoder", "vision")
 
 
 def set_trainable(student, parts: tuple[str, ...], top_layers: int = 0) -> None:
@@ -38,6 +38,8 @@ def set_trainable(student, parts: tuple[str, ...], top_layers: int = 0) -> None:
         "state": [student.state_encoders, student.state_fuse],
         "decoder": [student.decoder],
         "action_token": [],
+        # the VLM's image encoder and the projections that carry its features into the prompt
+        "vision": [student.vlm.vision, student.vlm.image_summary, student.vlm.observation_proj],
     }
     for part in parts:
         for module in modules[part]:
