@@ -141,8 +141,8 @@ def test_stage_two_trains_the_chosen_parts_and_lowers_the_action_loss(dataset, t
     with pytest.raises(Exception, match="align part"):
         set_trainable(student, ("wings",))
     set_trainable(student, ("vision",))  # the VLM's image path only, no trunk layer
-    trainable = {n.split(".")[1] for n, p in student.named_parameters() if p.requires_grad}
-    assert trainable == {"vision", "image_summary", "observation_proj"}
+    trainable = {".".join(n.split(".")[:2]) for n, p in student.named_parameters() if p.requires_grad}
+    assert trainable == {"vlm.vision", "vlm.image_summary", "vlm.observation_proj"}
 
 
 def test_save_load_round_trip(dataset, tmp_path):

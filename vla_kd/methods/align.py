@@ -6,11 +6,11 @@ on the same observation (L2, as the paper's code does). The expert's decoder the
 what to do with them.
 
 Stage 2, selective fine-tuning: the chosen parts unfreeze (mapper, state encoder, action token,
-the reused decoder, optionally the top trunk layers) and train on actions through the diffusion
-decoder: its denoising loss, plus smooth-L1 on the arm and binary cross-entropy on the gripper
-applied to the one-step estimate of the clean chunk (``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)``
-for a noise-predicting decoder, its own output for a sample-predicting one), over the whole
-chunk (the short future window).
+the reused decoder, optionally the VLM's image encoder and the top trunk layers) and train on
+actions through the diffusion decoder: its denoising loss, plus smooth-L1 on the arm and binary
+cross-entropy on the gripper applied to the one-step estimate of the clean chunk
+(``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t)`` for a noise-predicting decoder, its own output
+for a sample-predicting one), over the whole chunk (the short future window).
 """
 
 from __future__ import annotations
