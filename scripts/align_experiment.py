@@ -1,10 +1,14 @@
 """Action-expert alignment against its baselines, at the same training budget, on one task:
 the action expert alone, the aligned VLA (stage 1 + stage 2) and the same architecture trained
-end to end from scratch for as many steps. Each is evaluated on the same held-out seeds; the
-table gives success (Wilson 95% CI), training samples and wall time.
+end to end from scratch for as many steps. Each is evaluated on the same held-out seeds (on
+LIBERO: the suite's fixed initial states); the table gives success (Wilson 95% CI), training
+samples and wall time. ``--with-teacher`` adds the VLM teacher's own success as a reference row.
 
     python scripts/align_experiment.py --teacher T --expert E --dataset D --task maniskill/PushCube-v1 \
         --stage1-steps 500 --stage2-steps 500 --episodes 100 --out runs/align_experiment/pushcube
+
+LIBERO tasks run to the suite's protocol length: ``--task libero/libero_object/0
+--max-episode-steps null --state-parts [3,3,2] --episodes 50``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+#: First evaluation seed: demonstrations use seeds 0..n-1 (on LIBERO, seed i is fixed state i % 50).
+EVAL_SEED = 100000
 
 
 def train(stage: str, args, out: Path) -> dict:
@@ -38,6 +45,7 @@ def train(stage: str, args, out: Path) -> dict:
             "tracker=none",
             f"eval.env={args.task}",
             f"eval.episodes={args.episodes}",
+            f"eval.max_episode_steps={args.max_episode_steps}",
             f"output={run / 'policy'}",
             f"hydra.run.dir={run}",
         ]
@@ -45,27 +53,50 @@ def train(stage: str, args, out: Path) -> dict:
     return json.loads(summary.read_text())
 
 
-def evaluate_expert(args, out: Path) -> dict:
-    path = out / "expert_eval.json"
+def evaluate(name: str, policy: str, args, out: Path) -> dict:
+    """``vla-kd eval`` of a saved policy on the experiment's held-out seeds (skipped when done)."""
+    path = out / f"{name}_eval.json"
     if not path.exists():
         subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "vla_kd.commands.eval",
-                f"policy={args.expert}",
+                f"policy={policy}",
                 f"env={args.task}",
                 "obs_mode=rgb",
                 f"episodes_per_task={args.episodes}",
-                "seed=100000",
-                "max_episode_steps=100",
+                f"seed={EVAL_SEED}",
+                f"max_episode_steps={args.max_episode_steps}",
                 "workers=2",
+                "tracker=none",
                 f"output_json={path}",
-                f"hydra.run.dir={out / 'expert_eval'}",
+                f"hydra.run.dir={out / f'{name}_eval'}",
             ],
             check=True,
         )
     return json.loads(path.read_text())
+
+
+def training_summary(policy: str) -> dict:
+    """A policy's training summary: beside a pipeline's stage, or in a `vla-kd train` run folder."""
+    folder = Path(policy).parent
+    names = ("action_expert_training", "teacher_training", ".")
+    return next((json.loads(p.read_text()) for p in (folder / n / "train_summary.json" for n in names)
+                 if p.is_file()), {})
+
+
+def evaluated_row(label: str, name: str, policy: str, args) -> dict:
+    result = evaluate(name, policy, args, args.out)
+    training = training_summary(policy)
+    return {
+        "policy": label,
+        "success_rate": result["success_rate"],
+        "ci95": result["ci95"],
+        "samples": training.get("samples"),
+        # training only, as for the aligned rows (a run's wall_seconds includes its evaluation)
+        "wall_seconds": training.get("time/seconds", training.get("wall_seconds")),
+    }
 
 
 def main() -> None:
@@ -78,25 +109,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--state-parts", default="[7,2,16]", help="Panda: arm joints, gripper, the rest")
     parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--max-episode-steps", default="100",
+                        help="episode length; null: the simulator's or suite's protocol length")
+    parser.add_argument("--with-teacher", action="store_true", help="also evaluate the VLM teacher")
     parser.add_argument("--out", type=Path, default=Path("runs/align_experiment"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    expert = evaluate_expert(args, args.out)
-    # the expert's training summary: beside a pipeline's expert, or in a `vla-kd train` run folder
-    folder = Path(args.expert).parent
-    summaries = [folder / sub / "train_summary.json" for sub in ("action_expert_training", ".")]
-    expert_training = next((json.loads(p.read_text()) for p in summaries if p.is_file()), {})
-    rows = [
-        {
-            "policy": "action expert alone",
-            "success_rate": expert["success_rate"],
-            "ci95": expert["ci95"],
-            "samples": expert_training.get("samples"),
-            # training only, as for the rows below (a run's wall_seconds includes its evaluation)
-            "wall_seconds": expert_training.get("time/seconds", expert_training.get("wall_seconds")),
-        }
-    ]
+    rows = [evaluated_row("action expert alone", "expert", args.expert, args)]
     for stage, label in (("both", "aligned VLA (stage 1 + 2)"), ("scratch", "same VLA from scratch")):
         s = train(stage, args, args.out)
         rows.append(
@@ -108,8 +128,12 @@ def main() -> None:
                 "wall_seconds": s["wall_seconds"],
             }
         )
+    if args.with_teacher:
+        rows.append(evaluated_row("VLM teacher (reference)", "teacher", args.teacher, args))
+    held_out = ("the suite's fixed initial states" if args.task.startswith("libero/")
+                else f"seeds from {EVAL_SEED}")
     lines = [
-        f"{args.task}, {args.episodes} held-out episodes each (seeds from 100000)",
+        f"{args.task}, {args.episodes} held-out episodes each ({held_out})",
         "",
         "| policy | success (95% CI) | training samples | training wall s |",
         "|---|---|---:|---:|",
