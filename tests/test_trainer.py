@@ -49,12 +49,12 @@ def config(**overrides):
 def test_bc_loss_falls(dataset, tmp_path):
     method = make_method(dataset)
     trainer = Trainer(method, dataset, config(steps=150, log_every=10, checkpoint_every=1000), tmp_path)
-    first, _ = method.loss(trainer.batch(0), 0)
+    first = float(method.loss(trainer.batch(0), 0)[0].detach())
     trainer.fit()
     method.model.eval()
     with torch.no_grad():
         final = np.mean([float(method.loss(trainer.batch(s), s)[0]) for s in range(5)])
-    assert final < 0.5 * float(first)
+    assert final < 0.5 * first
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
@@ -132,6 +132,18 @@ def test_random_shift_keeps_shape_and_moves_content():
     assert shifted.shape == images.shape and shifted.dtype == torch.uint8
     assert int(shifted.sum()) == int(images.sum()), "a small square stays fully inside"
     assert not torch.equal(shifted, images)
+
+
+def test_random_shift_equals_replicate_pad_then_crop():
+    images = torch.randint(0, 256, (5, 12, 10, 3), dtype=torch.uint8)
+    torch.manual_seed(1)
+    shifted = random_shift(images, pad=2)
+    torch.manual_seed(1)  # the same offsets, drawn in the same order
+    dx, dy = torch.randint(0, 5, (5,)), torch.randint(0, 5, (5,))
+    padded = torch.nn.functional.pad(images.permute(0, 3, 1, 2).float(), (2, 2, 2, 2), mode="replicate")
+    for i in range(5):
+        crop = padded[i, :, dy[i] : dy[i] + 12, dx[i] : dx[i] + 10].permute(1, 2, 0).to(torch.uint8)
+        assert torch.equal(shifted[i], crop)
 
 
 def test_corrupt_weights_give_a_clear_error(dataset, tmp_path):

@@ -11,18 +11,19 @@ from vla_kd.policies.mlp_bc import ChunkedBCPolicy
 
 
 def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
-    """DrQ-style augmentation: pad by replication and crop back at a random offset per image."""
+    """DrQ-style augmentation: pad by replication and crop back at a random offset per image.
+
+    Padding by replication then cropping equals indexing the original with clamped
+    coordinates, so the crop is one gather in the images' own dtype (no padded float copy).
+    """
     if pad <= 0:
         return images
     n, h, w, _ = images.shape
-    padded = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
     dx = torch.randint(0, 2 * pad + 1, (n,))
     dy = torch.randint(0, 2 * pad + 1, (n,))
-    rows = (dy[:, None] + torch.arange(h)[None]).clamp(max=h + 2 * pad - 1)
-    cols = (dx[:, None] + torch.arange(w)[None]).clamp(max=w + 2 * pad - 1)
-    batch = torch.arange(n)[:, None, None]
-    cropped = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
-    return cropped.round().to(images.dtype)
+    rows = (dy[:, None] + torch.arange(h)[None] - pad).clamp(0, h - 1)
+    cols = (dx[:, None] + torch.arange(w)[None] - pad).clamp(0, w - 1)
+    return images[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 def noisy_state(state: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
