@@ -45,6 +45,7 @@ def train(stage: str, args, out: Path) -> dict:
             "tracker=none",
             f"eval.env={args.task}",
             f"eval.episodes={args.episodes}",
+            f"eval.seed={EVAL_SEED}",
             f"eval.max_episode_steps={args.max_episode_steps}",
             f"output={run / 'policy'}",
             f"hydra.run.dir={run}",
@@ -79,11 +80,12 @@ def evaluate(name: str, policy: str, args, out: Path) -> dict:
 
 
 def training_summary(policy: str) -> dict:
-    """A policy's training summary: beside a pipeline's stage, or in a `vla-kd train` run folder."""
-    folder = Path(policy).parent
-    names = ("action_expert_training", "teacher_training", ".")
-    return next((json.loads(p.read_text()) for p in (folder / n / "train_summary.json" for n in names)
-                 if p.is_file()), {})
+    """A policy's training summary: a pipeline keeps ``<name>_training/`` beside its ``<name>/``
+    folder (teacher, action_expert); a `vla-kd train` run keeps it beside ``policy/``."""
+    path = Path(policy)
+    candidates = (path.parent / f"{path.name}_training" / "train_summary.json",
+                  path.parent / "train_summary.json")
+    return next((json.loads(p.read_text()) for p in candidates if p.is_file()), {})
 
 
 def evaluated_row(label: str, name: str, policy: str, args) -> dict:
