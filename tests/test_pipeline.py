@@ -34,5 +34,14 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert read_config(tmp_path / "students" / "align")["policy_type"] == "aligned_vla"
     assert read_config(tmp_path / "action_expert")["policy_type"] == "diffusion_action_expert"
     assert "| teacher |" in (tmp_path / "results.md").read_text()
+    assert "| eval_align |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "success_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["protocol"]["eval_seeds_from"] >= 100000 and doc["protocol"]["demo_seeds"] == "0..1"
+    # every stage timed once, in the order it ran, together within the whole run's time
+    stages = doc["stage_seconds"]
+    assert list(stages) == [
+        "demos", "train_teacher", "eval_teacher", "train_action_expert", "eval_action_expert",
+        "train_rpd", "eval_rpd", "eval_rpd_sampled", "train_ceed", "eval_ceed",
+        "train_dysl", "eval_dysl", "train_align", "eval_align",
+    ]
+    assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= doc["wall_seconds"]

@@ -4,9 +4,11 @@ held-out seeds, side by side in one results table."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -19,6 +21,18 @@ from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 
 CONFIG_NAME = "pipeline"
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def timed(stage_seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall time of the block to ``stage_seconds[stage]`` and log it: the results file
+    says where the pipeline's time went, not only its total."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - started
+        log.info("stage %s: %.0f s", stage, stage_seconds[stage])
 
 
 def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) -> dict:
@@ -45,16 +59,53 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage_table(stage_seconds: dict[str, float], total_seconds: float) -> str:
+    """Where the run's wall time went, one row per stage in the order they ran."""
+    lines = ["| stage | minutes |", "|---|---:|"]
+    lines += [f"| {stage} | {seconds / 60:.1f} |" for stage, seconds in stage_seconds.items()]
+    lines.append(f"| whole run | {total_seconds / 60:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 STUDENTS = ("rpd", "ceed", "dysl", "align")
 
 
-def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> list[dict]:
+def train_student(
+    cfg: DictConfig, method: str, task: str, run_dir: Path, stage_seconds: dict[str, float]
+) -> list[dict]:
     """Distil the pipeline's teacher into ``students/<method>`` and evaluate it: one results row,
     two for the RPD student (acting with its Gaussian's mean, and sampling from it)."""
     if method not in STUDENTS:
         from vla_kd.errors import unknown_name
 
         raise unknown_name("student method", method, STUDENTS)
+    with timed(stage_seconds, f"train_{method}"):
+        summary, samples = _distil(cfg, method, task, run_dir)
+    folder = run_dir / "students" / method
+    rows = []
+    for sample_actions in (False, True) if method == "rpd" else (False,):
+        suffix = "_sampled" if sample_actions else ""
+        with timed(stage_seconds, f"eval_{method}{suffix}"):
+            evaluation = evaluate_saved(cfg, folder, sample_actions)
+        write_json_atomic(evaluation, run_dir / f"{method}{suffix}_results.json")
+        name = f"{method} student" + (" (sampled actions)" if sample_actions else "")
+        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+        rows.append({
+            "name": name,
+            "task": task,
+            "episodes": evaluation["episodes"],
+            "success_rate": evaluation["success_rate"],
+            "ci95": evaluation["ci95"],
+            "policy_ms_per_action": evaluation["policy_ms_per_action"],
+            "samples": samples,
+            "wall_seconds": summary["wall_seconds"],
+        })
+    return rows
+
+
+def _distil(cfg: DictConfig, method: str, task: str, run_dir: Path) -> tuple[dict, int]:
+    """Train the ``method`` student into ``students/<method>``; (training summary, samples it
+    learnt from)."""
     folder = run_dir / "students" / method
     training_dir = run_dir / "students_training" / method
     if method == "rpd":
@@ -95,24 +146,7 @@ def train_student(cfg: DictConfig, method: str, task: str, run_dir: Path) -> lis
             cfg.align_trainer,
         )
         samples = summary["samples"]
-    rows = []
-    for sample_actions in (False, True) if method == "rpd" else (False,):
-        suffix = "_sampled" if sample_actions else ""
-        evaluation = evaluate_saved(cfg, folder, sample_actions)
-        write_json_atomic(evaluation, run_dir / f"{method}{suffix}_results.json")
-        name = f"{method} student" + (" (sampled actions)" if sample_actions else "")
-        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
-        rows.append({
-            "name": name,
-            "task": task,
-            "episodes": evaluation["episodes"],
-            "success_rate": evaluation["success_rate"],
-            "ci95": evaluation["ci95"],
-            "policy_ms_per_action": evaluation["policy_ms_per_action"],
-            "samples": samples,
-            "wall_seconds": summary["wall_seconds"],
-        })
-    return rows
+    return summary, samples
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -122,16 +156,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from vla_kd.data.demos import generate_maniskill_demos
 
     started = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
     dataset = run_dir / "dataset"
-    report = generate_maniskill_demos(
-        task.name,
-        int(cfg.demos.n),
-        dataset,
-        image_size=int(cfg.demos.image_size),
-        overwrite=True,
-        progress=bool(cfg.eval.progress),
-        workers=int(cfg.demos.workers),
-    )
+    with timed(stage_seconds, "demos"):
+        report = generate_maniskill_demos(
+            task.name,
+            int(cfg.demos.n),
+            dataset,
+            image_size=int(cfg.demos.image_size),
+            overwrite=True,
+            progress=bool(cfg.eval.progress),
+            workers=int(cfg.demos.workers),
+        )
     log.info(
         "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success
     )
@@ -140,16 +176,18 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         ("teacher", cfg.teacher, cfg.teacher_trainer),
         ("action_expert", cfg.action_expert, cfg.action_expert_trainer),
     ):
-        summary, _ = train_model(
-            cfg,
-            model_cfg,
-            trainer_cfg,
-            dataset,
-            run_dir / f"{name}_training",
-            run_dir / name,
-            job_type=f"train_{name}",
-        )
-        evaluation = evaluate_saved(cfg, run_dir / name)
+        with timed(stage_seconds, f"train_{name}"):
+            summary, _ = train_model(
+                cfg,
+                model_cfg,
+                trainer_cfg,
+                dataset,
+                run_dir / f"{name}_training",
+                run_dir / name,
+                job_type=f"train_{name}",
+            )
+        with timed(stage_seconds, f"eval_{name}"):
+            evaluation = evaluate_saved(cfg, run_dir / name)
         write_json_atomic(evaluation, run_dir / f"{name}_results.json")
         rows.append(
             {
@@ -165,7 +203,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         )
         log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
     for method in cfg.students:
-        rows.extend(train_student(cfg, str(method), str(task), run_dir))
+        rows.extend(train_student(cfg, str(method), str(task), run_dir, stage_seconds))
     table = results_table(rows)
     doc = {
         "task": str(task),
@@ -178,9 +216,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "demo_seeds": f"0..{cfg.demos.n - 1}",
         },
         "wall_seconds": time.perf_counter() - started,
+        "stage_seconds": stage_seconds,
     }
     write_json_atomic(doc, run_dir / "results.json")
-    (run_dir / "results.md").write_text(table)
+    (run_dir / "results.md").write_text(table + "\n" + stage_table(stage_seconds, doc["wall_seconds"]))
     plot_policies_success_vs_latency(
         rows, run_dir / "success_vs_latency.png", title=f"{task}: {cfg.eval.episodes} held-out episodes each"
     )
