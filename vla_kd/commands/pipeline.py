@@ -45,6 +45,28 @@ def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) 
     return evaluate_policy(cfg, cfg.eval, policy, str(cfg.task), name=str(folder))
 
 
+def evaluated_row(
+    cfg: DictConfig, run_dir: Path, task: str, folder: Path, key: str, name: str, *, summary: dict,
+    samples: int, stage_seconds: dict[str, float], sample_actions: bool = False,
+) -> dict:
+    """Evaluate ``folder`` (timed as stage ``eval_<key>``), keep its results as
+    ``<key>_results.json`` and return its row ``name`` of the results table."""
+    with timed(stage_seconds, f"eval_{key}"):
+        evaluation = evaluate_saved(cfg, folder, sample_actions)
+    write_json_atomic(evaluation, run_dir / f"{key}_results.json")
+    log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+    return {
+        "name": name,
+        "task": task,
+        "episodes": evaluation["episodes"],
+        "success_rate": evaluation["success_rate"],
+        "ci95": evaluation["ci95"],
+        "policy_ms_per_action": evaluation["policy_ms_per_action"],
+        "samples": samples,
+        "wall_seconds": summary["wall_seconds"],
+    }
+
+
 def results_table(rows: list[dict]) -> str:
     lines = [
         "| policy | task | episodes | success | 95% CI | ms/action | train samples | train wall s |",
@@ -81,26 +103,15 @@ def train_student(
         raise unknown_name("student method", method, STUDENTS)
     with timed(stage_seconds, f"train_{method}"):
         summary, samples = _distil(cfg, method, task, run_dir)
-    folder = run_dir / "students" / method
-    rows = []
-    for sample_actions in (False, True) if method == "rpd" else (False,):
-        suffix = "_sampled" if sample_actions else ""
-        with timed(stage_seconds, f"eval_{method}{suffix}"):
-            evaluation = evaluate_saved(cfg, folder, sample_actions)
-        write_json_atomic(evaluation, run_dir / f"{method}{suffix}_results.json")
-        name = f"{method} student" + (" (sampled actions)" if sample_actions else "")
-        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
-        rows.append({
-            "name": name,
-            "task": task,
-            "episodes": evaluation["episodes"],
-            "success_rate": evaluation["success_rate"],
-            "ci95": evaluation["ci95"],
-            "policy_ms_per_action": evaluation["policy_ms_per_action"],
-            "samples": samples,
-            "wall_seconds": summary["wall_seconds"],
-        })
-    return rows
+    return [
+        evaluated_row(
+            cfg, run_dir, task, run_dir / "students" / method,
+            key=f"{method}_sampled" if sample_actions else method,
+            name=f"{method} student" + (" (sampled actions)" if sample_actions else ""),
+            summary=summary, samples=samples, stage_seconds=stage_seconds, sample_actions=sample_actions,
+        )
+        for sample_actions in ((False, True) if method == "rpd" else (False,))
+    ]
 
 
 def _distil(cfg: DictConfig, method: str, task: str, run_dir: Path) -> tuple[dict, int]:
@@ -186,22 +197,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 run_dir / name,
                 job_type=f"train_{name}",
             )
-        with timed(stage_seconds, f"eval_{name}"):
-            evaluation = evaluate_saved(cfg, run_dir / name)
-        write_json_atomic(evaluation, run_dir / f"{name}_results.json")
-        rows.append(
-            {
-                "name": name,
-                "task": str(task),
-                "episodes": evaluation["episodes"],
-                "success_rate": evaluation["success_rate"],
-                "ci95": evaluation["ci95"],
-                "policy_ms_per_action": evaluation["policy_ms_per_action"],
-                "samples": summary["samples"],
-                "wall_seconds": summary["wall_seconds"],
-            }
-        )
-        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+        rows.append(evaluated_row(
+            cfg, run_dir, str(task), run_dir / name, key=name, name=name,
+            summary=summary, samples=summary["samples"], stage_seconds=stage_seconds,
+        ))
     for method in cfg.students:
         rows.extend(train_student(cfg, str(method), str(task), run_dir, stage_seconds))
     table = results_table(rows)
