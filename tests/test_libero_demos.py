@@ -30,12 +30,16 @@ def test_expert_demos_are_written_and_read_back(tmp_path):
     from vla_kd.data.libero_demos import generate_libero_demos
 
     report = generate_libero_demos("libero/libero_object/0", 2, tmp_path / "ds", image_size=64,
-                                   progress=False)
+                                   progress=False, wrist_camera=True)
     assert report.recorded_success >= 1 and report.attempts == 2
     data = LeRobotDataset(tmp_path / "ds", action_horizon=4)
     assert len(data) == report.frames
     item = data[0]
     assert item["observation.images.rgb"].shape == (64, 64, 3)
+    # The eye-in-hand camera is recorded beside the agent view, and it is a different view.
+    wrist = item["observation.images.wrist_rgb"]
+    assert wrist.shape == (64, 64, 3)
+    assert (wrist.float() - item["observation.images.rgb"].float()).abs().mean() > 10
     assert "alphabet soup" in item["task"]
     saved = json.loads((tmp_path / "ds" / "meta" / "demos_report.json").read_text())
     assert saved["recorded_success"] == report.recorded_success

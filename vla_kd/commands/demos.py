@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from vla_kd.cli_support import hydra_command
 from vla_kd.envs import check_task
+from vla_kd.errors import UserError
 
 CONFIG_NAME = "demos"
 
@@ -20,8 +21,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     if task.backend == "libero":
         from vla_kd.data.libero_demos import generate_libero_demos
 
-        report = generate_libero_demos(str(task), int(cfg.n), cfg.output, **options)
+        report = generate_libero_demos(str(task), int(cfg.n), cfg.output,
+                                       wrist_camera=bool(cfg.wrist_camera), **options)
     else:
+        if cfg.wrist_camera:
+            raise UserError("wrist_camera=true is for LIBERO tasks; ManiSkill's tasks here have one camera")
         from vla_kd.data.demos import generate_maniskill_demos
 
         report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, **options)

@@ -170,7 +170,7 @@ def generate_maniskill_demos(
             trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
                             for e in converted_meta if e.get("success", True)}
     episodes = record_all(task, trajectories, image_size, workers, progress)
-    recorded, frames = write_successes(episodes, output, image_size, overwrite, instruction_for(task), FPS)
+    recorded, frames = write_successes(episodes, output, overwrite, instruction_for(task), FPS)
     if not recorded:
         raise RuntimeError(f"no successful {task} demonstration out of {n} attempts")
     report = DemoReport(
@@ -183,17 +183,19 @@ def generate_maniskill_demos(
 
 
 def write_successes(
-    episodes, output: str | Path, image_size: int, overwrite: bool, instruction: str, fps: int
+    episodes, output: str | Path, overwrite: bool, instruction: str, fps: int
 ) -> tuple[int, int]:
     """Write the recordings among ``episodes`` (None = failed) to a LeRobot dataset at
-    ``output``; returns (episodes written, frames written). Nothing is written if none succeeded."""
+    ``output``, one video per camera the first recording has; returns (episodes written, frames
+    written). Nothing is written if none succeeded."""
     writer, recorded, frames = None, 0, 0
     for episode in episodes:
         if episode is None:
             continue
         if writer is None:
+            cameras = {name: video.shape[1:3] for name, video in episode["images"].items()}
             writer = LeRobotWriter(
-                output, fps=fps, robot_type="panda", cameras={"rgb": (image_size, image_size)},
+                output, fps=fps, robot_type="panda", cameras=cameras,
                 state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
                 overwrite=overwrite,
             )

@@ -22,11 +22,12 @@ FPS = 20  # LIBERO's control frequency
 _worker_env = None  # one env per recording process
 
 
-def _start_recorder(task: str, image_size: int) -> None:
+def _start_recorder(task: str, image_size: int, wrist_camera: bool) -> None:
     global _worker_env
     from vla_kd.envs import make_env
 
-    _worker_env = make_env(task, obs_mode="rgb", include_privileged=True, image_size=image_size)
+    _worker_env = make_env(task, obs_mode="rgb", include_privileged=True, image_size=image_size,
+                           wrist_camera=wrist_camera)
 
 
 def _record_in_worker(seed: int) -> dict | None:
@@ -41,10 +42,12 @@ def record_expert_episode(env, seed: int) -> dict | None:
     expert = scripted_policy_for(env)
     obs, info = env.reset(seed=seed, options={"sampled_init": True})
     expert.reset()
-    frames: dict[str, list] = {"rgb": [], "state": [], "privileged": [], "action": [], "success": []}
+    cameras = [key for key in ("rgb", "wrist_rgb") if key in obs]
+    recorded = [*cameras, "state", "privileged"]
+    frames: dict[str, list] = {key: [] for key in (*recorded, "action", "success")}
     for _ in range(env.max_episode_steps):
         action = expert.act(add_batch_dim(obs))[0]
-        for key in ("rgb", "state", "privileged"):
+        for key in recorded:
             frames[key].append(obs[key])
         frames["action"].append(action)
         obs, _, terminated, truncated, info = env.step(action)
@@ -54,7 +57,7 @@ def record_expert_episode(env, seed: int) -> dict | None:
     if not info["success"]:
         return None
     return {
-        "images": {"rgb": np.stack(frames["rgb"])},
+        "images": {key: np.stack(frames[key]) for key in cameras},
         "states": np.stack(frames["state"]),
         "env_states": np.stack(frames["privileged"]),
         "actions": np.asarray(frames["action"], np.float32),
@@ -64,14 +67,15 @@ def record_expert_episode(env, seed: int) -> dict | None:
 
 def generate_libero_demos(
     task: str, n: int, output: str | Path, image_size: int = 128, overwrite: bool = False,
-    progress: bool = True, workers: int = 1,
+    progress: bool = True, workers: int = 1, wrist_camera: bool = False,
 ) -> DemoReport:
     """``n`` expert attempts at ``task`` (``libero/<suite>/<index>``, seeds ``0..n-1``) into a
-    LeRobot dataset at ``output``, rolled out in ``workers`` processes."""
+    LeRobot dataset at ``output``, rolled out in ``workers`` processes; ``wrist_camera`` also
+    records the eye-in-hand camera (as ``observation.images.wrist_rgb``)."""
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if workers <= 1:
-            _start_recorder(task, image_size)
+            _start_recorder(task, image_size, wrist_camera)
             stack.callback(lambda: _worker_env.close())
             instruction = _worker_env.instruction
             episodes = map(_record_in_worker, range(n))
@@ -85,11 +89,11 @@ def generate_libero_demos(
             probe.close()
             context = multiprocessing.get_context("forkserver")  # no forked renderer
             pool = stack.enter_context(
-                context.Pool(workers, initializer=_start_recorder, initargs=(task, image_size))
+                context.Pool(workers, initializer=_start_recorder, initargs=(task, image_size, wrist_camera))
             )
             episodes = pool.imap(_record_in_worker, range(n))
         bar = tqdm(episodes, total=n, desc=f"expert {task}", disable=not progress)
-        recorded, frames = write_successes(bar, output, image_size, overwrite, instruction, FPS)
+        recorded, frames = write_successes(bar, output, overwrite, instruction, FPS)
     if not recorded:
         raise RuntimeError(f"the expert solved none of {n} attempts at {task}")
     # The expert is the planner here: no separate conversion stage, so all three counts agree.
