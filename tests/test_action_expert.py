@@ -129,3 +129,38 @@ def test_unknown_prediction_type_is_refused():
 
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusionActionDecoder(ActionExpertConfig(state_dim=1, prediction_type="v_prediction"))
+
+
+def test_a_two_camera_expert_reads_both_cameras_and_round_trips(tmp_path):
+    from vla_kd.methods.bc import DiffusionBC
+    from vla_kd.policies.pretrained import PretrainedPolicy
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+
+    torch.manual_seed(0)
+    expert = DiffusionActionExpert(ActionExpertConfig(
+        state_dim=5, horizon=3, image_size=64, features=32, hidden=64, cameras=("rgb", "wrist_rgb"),
+    )).eval()
+    obs = observation()
+    obs["wrist_rgb"] = obs["rgb"][:, ::-1].copy()
+    images = {k: torch.as_tensor(obs[k]) for k in ("rgb", "wrist_rgb")}
+    state = torch.as_tensor(obs["state"])
+    features = expert.encoder(images, state)
+    assert features.shape == (2, 32)
+    # The wrist frame is an input: another wrist frame gives other features.
+    other = expert.encoder({**images, "wrist_rgb": 255 - images["wrist_rgb"]}, state)
+    assert not torch.allclose(features, other)
+    with pytest.raises(ValueError, match="wrist_rgb"):
+        expert.encoder({"rgb": images["rgb"]}, state)
+    with pytest.raises(ValueError, match="dict"):
+        expert.encoder(images["rgb"], state)
+
+    loaded = PretrainedPolicy.from_pretrained(expert.save_pretrained(tmp_path / "expert"))
+    assert tuple(loaded.config.cameras) == ("rgb", "wrist_rgb")
+    np.testing.assert_array_equal(expert.predict_action_chunk(obs), loaded.predict_action_chunk(obs))
+
+    batch = {"observation.images.rgb": images["rgb"], "observation.images.wrist_rgb": images["wrist_rgb"],
+             "observation.state": state, "action": torch.zeros(2, 3, 7),
+             "action_is_pad": torch.zeros(2, 3, dtype=torch.bool)}
+    loss, _ = DiffusionBC(expert.train(), shift_pad=2).loss(batch, 0)
+    loss.backward()
+    assert expert.encoder.other_images["wrist_rgb"].net[0].weight.grad.abs().sum() > 0

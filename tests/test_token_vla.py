@@ -143,3 +143,35 @@ def test_token_corruption_changes_inputs_only_while_training():
     torch.testing.assert_close(clean.loss(batch, 0)[0], corrupted.loss(batch, 0)[0])
     model.train()
     assert not torch.allclose(clean.loss(batch, 0)[0], corrupted.loss(batch, 0)[0])
+
+
+def test_a_two_camera_vla_gives_each_camera_patch_tokens_and_round_trips(tmp_path):
+    from vla_kd.methods.bc import TokenBC
+    from vla_kd.policies.pretrained import PretrainedPolicy
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(0)
+    model = TokenVLA(TokenVLAConfig(state_dim=5, horizon=1, image_size=64, hidden=64, layers=2, heads=2,
+                                    intermediate=128, cameras=("rgb", "wrist_rgb")))
+    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
+    model.eval()
+    assert model.prefix_length == tiny_vla().prefix_length + 16  # a second 4 x 4 patch grid
+    rgb, state, text = inputs(batch=2)
+    obs = {"rgb": rgb.numpy(), "wrist_rgb": rgb.flip(1).numpy(), "state": state.numpy(), "instruction": text}
+    views = model.camera_input(obs)
+    tokens = torch.zeros(2, 7, dtype=torch.long)
+    with torch.no_grad():
+        base = model.token_logits(views, state, text, tokens)
+        other = model.token_logits({**views, "wrist_rgb": 255 - views["wrist_rgb"]}, state, text, tokens)
+    assert (base - other).abs().max() > 1e-4  # the wrist frame is read
+    with pytest.raises(ValueError, match="wrist_rgb"):
+        model.camera_input({"rgb": obs["rgb"]})
+
+    loaded = PretrainedPolicy.from_pretrained(model.save_pretrained(tmp_path / "vla"))
+    np.testing.assert_array_equal(model.predict_action_chunk(obs), loaded.predict_action_chunk(obs))
+    batch = {"observation.images.rgb": rgb, "observation.images.wrist_rgb": rgb.flip(1),
+             "observation.state": state, "task": text, "action": torch.zeros(2, 1, 7),
+             "action_is_pad": torch.zeros(2, 1, dtype=torch.bool)}
+    loss, _ = TokenBC(model.train(), shift_pad=2).loss(batch, 0)
+    loss.backward()
+    assert model.other_vision["wrist_rgb"].features[0].weight.grad.abs().sum() > 0

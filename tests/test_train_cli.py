@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import requires_maniskill, run_cli
+from conftest import requires_libero, requires_maniskill, run_cli
 
 from vla_kd.data.lerobot_writer import LeRobotWriter
 
@@ -124,3 +124,43 @@ def test_auxiliary_head_needs_privileged_state_in_the_dataset(tiny_dataset, tmp_
                    "model.aux_privileged_weight=1.0", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0
     assert "observation.environment_state" in proc.stderr
+
+
+def test_a_two_camera_expert_trains_and_refuses_cameras_the_dataset_lacks(tmp_path):
+    from vla_kd.policies.registry import policy_cameras
+
+    rng = np.random.default_rng(0)
+    frames = lambda: rng.integers(0, 255, size=(6, 64, 64, 3), dtype=np.uint8)  # noqa: E731
+    writer = LeRobotWriter(tmp_path / "ds", fps=20, robot_type="panda",
+                           cameras={"rgb": (64, 64), "wrist_rgb": (64, 64)}, state_dim=5)
+    for _ in range(2):
+        writer.add_episode("pick up the soup", rng.normal(size=(6, 5)).astype(np.float32),
+                           rng.uniform(-0.3, 0.3, size=(6, 7)).astype(np.float32),
+                           {"rgb": frames(), "wrist_rgb": frames()})
+    dataset = writer.finalize()
+    out = tmp_path / "policy"
+    common = [f"dataset={dataset}", "trainer=debug", "tracker=none", "model=diffusion_action_expert",
+              "model.features=32", "model.hidden=64", "trainer.progress=false"]
+    proc = run_cli("train", *common, "model.cameras=[rgb,wrist_rgb]", f"output={out}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert policy_cameras(str(out)) == ("rgb", "wrist_rgb")
+    proc = run_cli("train", *common, "model.cameras=[rgb,side]", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert proc.returncode != 0 and "the dataset has cameras ['rgb', 'wrist_rgb']" in proc.stderr
+
+
+@requires_libero
+@requires_maniskill
+def test_evaluation_turns_on_the_wrist_camera_only_on_libero():
+    from omegaconf import OmegaConf
+
+    from vla_kd.envs.from_config import env_kwargs
+    from vla_kd.errors import UserError
+
+    cfg = OmegaConf.create({"libero": {"image_size": 128, "wrist_camera": False, "fast_render": True,
+                                       "settle_steps": 10},
+                            "maniskill": {"sim_backend": "cpu"}})
+    assert env_kwargs(cfg, "libero/libero_object/0", "rgb", wrist_camera=True)["wrist_camera"] is True
+    assert env_kwargs(cfg, "libero/libero_object/0", "rgb")["wrist_camera"] is False
+    with pytest.raises(UserError, match="only LIBERO"):
+        env_kwargs(cfg, "maniskill/PushCube-v1", "rgb", wrist_camera=True)

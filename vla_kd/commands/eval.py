@@ -12,7 +12,13 @@ from vla_kd.envs import check_task, make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
 from vla_kd.evaluator import aggregate, evaluate_task
-from vla_kd.policies.registry import build_policy, check_policy_spec, policy_image_size, policy_observation
+from vla_kd.policies.registry import (
+    build_policy,
+    check_policy_spec,
+    policy_cameras,
+    policy_image_size,
+    policy_observation,
+)
 from vla_kd.reporting import markdown_table, plot_success, table_rows, write_json_atomic
 from vla_kd.tracking import make_tracker
 
@@ -40,12 +46,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         cfg.tracker, run_dir, OmegaConf.to_container(cfg, resolve=True), job_type="eval"
     )
     image_size = policy_image_size(str(cfg.policy))  # a trained policy sees what it was trained on
+    wrist_camera = "wrist_rgb" in policy_cameras(str(cfg.policy))
     per_task = {}
     try:
         for task in suite.tasks:
             max_steps = cfg.max_episode_steps or suite.max_episode_steps
             kwargs = env_kwargs(cfg, task, obs_mode, max_steps, needs_privileged, want_video,
-                                image_size=image_size)
+                                image_size=image_size, wrist_camera=wrist_camera)
             results, protocol = evaluate_task(
                 task,
                 make_env=partial(make_env, task, **kwargs),  # partials pickle for the workers

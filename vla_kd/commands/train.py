@@ -35,6 +35,22 @@ def privileged_aux_dim(m: DictConfig, dataset, cameras: list[str]) -> int:
     return int(dataset.env_states.shape[1])
 
 
+def dataset_cameras(dataset, names) -> tuple[str, ...]:
+    """``names`` (observation keys, e.g. ``rgb``, ``wrist_rgb``) checked against the dataset's
+    cameras (``observation.images.<name>``), which must share one square size."""
+    names = tuple(str(n) for n in names)
+    available = [k.removeprefix("observation.images.") for k in dataset.camera_keys]
+    missing = [n for n in names if n not in available]
+    if not names or missing:
+        raise UserError(f"model.cameras={list(names)}: the dataset has cameras {available}"
+                        + (" (record LIBERO's wrist camera with `vla-kd demos ... wrist_camera=true`)"
+                           if "wrist_rgb" in missing else ""))
+    sizes = {tuple(dataset.info["features"][f"observation.images.{n}"]["shape"][:2]) for n in names}
+    if len(sizes) > 1:
+        raise UserError(f"model.cameras={list(names)} have different sizes {sorted(sizes)}")
+    return names
+
+
 def build_method(m: DictConfig, dataset):
     """The model described by the ``model`` node ``m``, sized and normalised from the dataset,
     and its BC method."""
@@ -60,8 +76,10 @@ def build_method(m: DictConfig, dataset):
 
         if not cameras:
             raise UserError("token_vla needs a dataset with an rgb camera")
+        vla_cameras = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
         policy = TokenVLA(TokenVLAConfig(
-            state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
+            state_dim=dataset.states.shape[1], horizon=m.horizon, cameras=vla_cameras,
+            image_size=dataset.info["features"][f"observation.images.{vla_cameras[0]}"]["shape"][0],
             vision=m.vision, patch_grid=m.patch_grid,
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
             kv_heads=m.kv_heads, rope_theta=m.rope_theta, rms_norm_eps=m.rms_norm_eps, trunk=m.trunk,
@@ -79,8 +97,10 @@ def build_method(m: DictConfig, dataset):
         from vla_kd.methods.bc import DiffusionBC
         from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
 
+        expert_cameras = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
         policy = DiffusionActionExpert(ActionExpertConfig(
-            state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
+            state_dim=dataset.states.shape[1], horizon=m.horizon, cameras=expert_cameras,
+            image_size=dataset.info["features"][f"observation.images.{expert_cameras[0]}"]["shape"][0],
             features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
             inference_steps=m.inference_steps, image_pooling=m.image_pooling, aux_state_dim=aux_dim,
             prediction_type=m.prediction_type,
@@ -102,7 +122,8 @@ def evaluate_policy(cfg: DictConfig, eval_cfg: DictConfig, policy, task: str, na
     obs_mode = getattr(policy, "observation_mode", None) or eval_cfg.obs_mode
     kwargs = env_kwargs(cfg, task, obs_mode, eval_cfg.max_episode_steps,
                         needs_privileged=getattr(policy, "uses_privileged", False),
-                        image_size=getattr(policy.config, "image_size", None))
+                        image_size=getattr(policy.config, "image_size", None),
+                        wrist_camera="wrist_rgb" in getattr(policy.config, "cameras", ()))
     results, protocol = evaluate_task(
         task, make_env=partial(make_env, task, **kwargs), make_policy=partial(_given_policy, policy),
         episodes=eval_cfg.episodes, seed=eval_cfg.seed, progress=eval_cfg.progress,

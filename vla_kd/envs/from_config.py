@@ -15,12 +15,14 @@ def env_kwargs(
     needs_privileged: bool = False,
     want_frames: bool = False,
     image_size: int | None = None,
+    wrist_camera: bool = False,
 ) -> dict:
     """Arguments for ``make_env(task, **kwargs)`` for evaluation-style rollouts.
 
     ``cfg`` holds the ``maniskill`` and ``libero`` nodes. ManiSkill runs with terminations
     ignored so success at the end of the episode is measured too. ``image_size`` (a trained
-    policy's input size) overrides the simulator node's camera size.
+    policy's input size) overrides the simulator node's camera size; ``wrist_camera`` (a policy
+    that reads LIBERO's eye-in-hand camera) turns that camera on whatever ``libero.wrist_camera`` says.
     """
     backend = check_task(task).backend
     kwargs: dict = {
@@ -31,6 +33,8 @@ def env_kwargs(
     if want_frames and obs_mode != "rgb":
         kwargs["render_mode"] = "rgb_array"
     if backend == "maniskill":
+        if wrist_camera:
+            raise UserError(f"{task}: the policy reads a wrist camera (wrist_rgb); only LIBERO has one")
         sim = cfg.maniskill
         if sim.sim_backend != "cpu":
             raise UserError(
@@ -45,7 +49,7 @@ def env_kwargs(
     else:
         sim = cfg.libero
         kwargs.update(
-            image_size=image_size or sim.image_size, wrist_camera=sim.wrist_camera,
+            image_size=image_size or sim.image_size, wrist_camera=bool(sim.wrist_camera) or wrist_camera,
             fast_render=sim.fast_render, settle_steps=sim.settle_steps,
         )
     return kwargs

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import denoise_step, random_shift
+from vla_kd.methods.bc import camera_batch, denoise_step
 
 ARM, GRIPPER = slice(0, 6), 6
 STAGE2_PARTS = ("mapper", "state", "action_token", "decoder", "vision")
@@ -61,12 +61,14 @@ class FeatureAlignment(Method):
         set_trainable(student, ("mapper", "state", "action_token"))
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        rgb, state = batch["observation.images.rgb"], batch["observation.state"]
-        if self.model.training:
-            rgb = random_shift(rgb, self.shift_pad)  # the same augmented frame for both
+        state = batch["observation.state"]
+        # The same augmented frames for both; the VLM and the expert may read different cameras.
+        vlm = self.model.vlm
+        images = camera_batch(batch, (*vlm.cameras, *self.expert.config.cameras),
+                              self.shift_pad if self.model.training else 0)
         with torch.no_grad():
-            target = self.expert.encoder(rgb, state)
-        mapped = self.model.features(rgb, state, list(batch["task"]))
+            target = self.expert.encoder({k: images[k] for k in self.expert.config.cameras}, state)
+        mapped = self.model.features(vlm.camera_input(images), state, list(batch["task"]))
         loss = F.mse_loss(mapped, target)
         return loss, {"losses/align_l2": float(loss.detach())}
 
@@ -95,9 +97,9 @@ class ActionFineTuning(Method):
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         student = self.model
-        rgb, state = batch["observation.images.rgb"], batch["observation.state"]
-        if student.training:
-            rgb = random_shift(rgb, self.shift_pad)
+        state = batch["observation.state"]
+        shift = self.shift_pad if student.training else 0
+        rgb = student.vlm.camera_input(camera_batch(batch, student.vlm.cameras, shift))
         features = student.features(rgb, state, list(batch["task"]))
         clean = student.action_norm.normalize(batch["action"])
         step = denoise_step(self.scheduler, student.decoder, features, clean, batch["action_is_pad"])

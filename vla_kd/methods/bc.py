@@ -26,6 +26,13 @@ def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
     return images[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def camera_batch(batch: dict, cameras, shift_pad: int = 0) -> dict[str, torch.Tensor]:
+    """The batch's frames of each named camera (``observation.images.<name>``), each randomly
+    shifted by up to ``shift_pad`` pixels when ``shift_pad > 0``."""
+    images = {name: batch[f"observation.images.{name}"] for name in dict.fromkeys(cameras)}
+    return {name: random_shift(frames, shift_pad) for name, frames in images.items()} if shift_pad else images
+
+
 def noisy_state(state: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
     """Proprioception plus Gaussian noise of ``scale`` standard deviations per feature."""
     return state + scale * std * torch.randn_like(state) if scale > 0 else state
@@ -117,9 +124,8 @@ class TokenBC(Method):
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         policy = self.model
-        rgb = batch["observation.images.rgb"]
-        if policy.training:
-            rgb = random_shift(rgb, self.shift_pad)
+        shift = self.shift_pad if policy.training else 0
+        rgb = policy.camera_input(camera_batch(batch, policy.cameras, shift))
         state = batch["observation.state"]
         tokens = policy.tokenizer.encode(batch["action"]).flatten(1)  # (B, horizon * 7)
         inputs = tokens
@@ -189,10 +195,8 @@ class DiffusionBC(Method):
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         policy = self.model
-        rgb = batch["observation.images.rgb"]
-        if policy.training:
-            rgb = random_shift(rgb, self.shift_pad)
-        features, image = policy.encoder(rgb, batch["observation.state"], return_image_features=True)
+        images = camera_batch(batch, policy.config.cameras, self.shift_pad if policy.training else 0)
+        features, image = policy.encoder(images, batch["observation.state"], return_image_features=True)
         clean = policy.action_norm.normalize(batch["action"])
         mse = denoise_step(self.scheduler, policy.decoder, features, clean, batch["action_is_pad"]).mse
         logs = {"losses/denoise_mse": float(mse.detach())}

@@ -38,6 +38,10 @@ class AlignedVLAConfig:
     def image_size(self) -> int:
         return int(self.vlm["image_size"])
 
+    @property
+    def cameras(self) -> tuple[str, ...]:  # what it reads: the VLM's cameras
+        return tuple(self.vlm.get("cameras", ("rgb",)))
+
 
 @register_policy_type
 class AlignedVLA(ChunkedPolicy):
@@ -107,8 +111,9 @@ class AlignedVLA(ChunkedPolicy):
         encoded = [encode(part) for encode, part in zip(self.state_encoders, parts, strict=True)]
         return self.state_fuse(torch.cat(encoded, dim=-1))[:, None]
 
-    def features(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """``(B, expert features)``: the mapped hidden state of the action token."""
+    def features(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """``(B, expert features)``: the mapped hidden state of the action token (``rgb``: what
+        the VLM's ``camera_input`` gives)."""
         prefix = self.vlm.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
         tokens = torch.cat(
             [prefix, self.state_token(state), self.action_token.expand(len(state), -1, -1)], dim=1
@@ -119,7 +124,7 @@ class AlignedVLA(ChunkedPolicy):
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
         features = self.features(
-            torch.as_tensor(obs["rgb"]), torch.as_tensor(obs["state"]), list(obs["instruction"])
+            self.vlm.camera_input(obs), torch.as_tensor(obs["state"]), list(obs["instruction"])
         )
         # A fixed, advancing seed: rollouts are reproducible, samples still differ per call.
         generator = torch.Generator().manual_seed(self.sample_seed)

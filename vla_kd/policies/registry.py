@@ -97,6 +97,20 @@ def policy_image_size(spec: str) -> int | None:
     return read_config(Path(spec)).get("config", {}).get("image_size")
 
 
+def policy_cameras(spec: str) -> tuple[str, ...]:
+    """The observation cameras a saved policy folder reads (``cameras`` in its config; the
+    agent view alone when absent); empty for built-in policies."""
+    if spec in BUILTIN:
+        return ()
+    from pathlib import Path
+
+    from vla_kd.policies.pretrained import read_config
+
+    config = read_config(Path(spec)).get("config", {})
+    # An aligned VLA reads what its VLM reads.
+    return tuple(config.get("cameras") or config.get("vlm", {}).get("cameras") or ("rgb",))
+
+
 def policy_observation(spec: str) -> tuple[str | None, bool]:
     """(the obs_mode a saved policy folder requires or None, whether it reads privileged state).
 

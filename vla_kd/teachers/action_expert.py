@@ -1,6 +1,6 @@
 """The action expert: a small diffusion policy with separable encoder and action decoder.
 
-``encoder(rgb, state) -> features`` and ``decoder.sample(features) -> action chunk`` are
+``encoder(images, state) -> features`` and ``decoder.sample(features) -> action chunk`` are
 separate modules on purpose: action-expert alignment (VITA-VLA) later maps a VLM's hidden
 states into ``features`` and reuses this decoder unchanged. The decoder denoises a whole
 action chunk (diffusion policy, Chi et al. 2023) with diffusers' DDPM schedule for training
@@ -43,22 +43,49 @@ class ActionExpertConfig:
     #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
     #: the image features while training (0: no head); the expert never reads it when it acts
     aux_state_dim: int = 0
+    #: the cameras it reads, by observation key: "rgb" (the agent view) and, on LIBERO,
+    #: "wrist_rgb" (the eye-in-hand camera); each has its own CNN
+    cameras: tuple[str, ...] = ("rgb",)
 
 
 class ObservationEncoder(nn.Module):
-    """rgb + proprio -> one feature vector (the decoder's conditioning input)."""
+    """Camera images + proprio -> one feature vector (the decoder's conditioning input)."""
 
     def __init__(self, c: ActionExpertConfig) -> None:
         super().__init__()
-        self.image = ConvEncoder(c.image_size, c.features, c.image_pooling)
+        self.cameras = tuple(c.cameras)
+        if not self.cameras:
+            raise ValueError("the action expert needs at least one camera")
+        self.image = ConvEncoder(c.image_size, c.features, c.image_pooling)  # the first camera
+        self.other_images = nn.ModuleDict(
+            {name: ConvEncoder(c.image_size, c.features, c.image_pooling) for name in self.cameras[1:]}
+        )
+        # Several cameras are merged back to one image feature vector, the width the auxiliary
+        # head and an aligned VLA's mapper expect whatever the number of cameras.
+        self.merge = (
+            nn.Sequential(nn.Linear(len(self.cameras) * c.features, c.features), nn.Mish())
+            if len(self.cameras) > 1 else nn.Identity()
+        )
         self.fuse = nn.Sequential(nn.Linear(c.features + c.state_dim, c.features), nn.Mish())
         self.state_norm = Standardizer(c.state_dim)
 
     def forward(
-        self, rgb: torch.Tensor, state: torch.Tensor, return_image_features: bool = False
+        self, images: torch.Tensor | dict[str, torch.Tensor], state: torch.Tensor,
+        return_image_features: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """The fused features (and the image features alone, if asked)."""
-        image = self.image(rgb)
+        """The fused features (and the image features alone, if asked). ``images``: uint8
+        ``(B, H, W, 3)`` per camera name, or the one camera's tensor for a one-camera expert."""
+        if isinstance(images, torch.Tensor):
+            if len(self.cameras) > 1:
+                raise ValueError(f"this expert reads {len(self.cameras)} cameras {self.cameras}: pass a dict")
+            images = {self.cameras[0]: images}
+        missing = [name for name in self.cameras if name not in images]
+        if missing:
+            raise ValueError(f"the expert reads cameras {self.cameras}; missing {missing}"
+                             " (LIBERO's wrist camera: libero.wrist_camera=true)")
+        parts = [self.image(images[self.cameras[0]])]
+        parts += [encoder(images[name]) for name, encoder in self.other_images.items()]
+        image = self.merge(torch.cat(parts, dim=-1)) if len(parts) > 1 else parts[0]
         fused = self.fuse(torch.cat([image, self.state_norm(state)], dim=-1))
         return (fused, image) if return_image_features else fused
 
@@ -139,7 +166,8 @@ class DiffusionActionExpert(ChunkedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
-        features = self.encoder(torch.as_tensor(obs["rgb"]), torch.as_tensor(obs["state"]))
+        images = {name: torch.as_tensor(obs[name]) for name in self.config.cameras if name in obs}
+        features = self.encoder(images, torch.as_tensor(obs["state"]))
         # A fixed, advancing seed: rollouts are reproducible, samples still differ per call.
         generator = torch.Generator().manual_seed(self.sample_seed)
         self.sample_seed += 1

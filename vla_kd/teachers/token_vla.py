@@ -23,6 +23,9 @@ from vla_kd.nn.normalization import Standardizer
 from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
+#: one camera's uint8 ``(B, H, W, 3)`` frames, or several cameras' by name
+CameraImages = torch.Tensor | dict[str, torch.Tensor]
+
 
 @dataclass
 class TokenVLAConfig:
@@ -56,6 +59,9 @@ class TokenVLAConfig:
     #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
     #: the image summary while training; 0 = no such head. Never an input of the policy.
     aux_state_dim: int = 0
+    #: the cameras it reads, by observation key: "rgb" (the agent view) and, on LIBERO,
+    #: "wrist_rgb" (the eye-in-hand camera); each has its own encoder and patch tokens
+    cameras: tuple[str, ...] = ("rgb",)
 
     @property
     def key_value_heads(self) -> int:
@@ -120,12 +126,14 @@ class TokenVLA(ChunkedPolicy):
             raise unknown_name("vision encoder", c.vision, ("cnn", "efficientnet_lite0"))
         if c.trunk not in ("tiny", "smollm2"):
             raise unknown_name("trunk", c.trunk, ("tiny", "smollm2"))
-        if c.vision == "cnn":
-            self.vision: nn.Module = PatchCNN(c.hidden, c.patch_grid)
-        else:
-            self.vision = EfficientNetPatches(c.hidden)
+        make_encoder = (lambda: PatchCNN(c.hidden, c.patch_grid)) if c.vision == "cnn" else (
+            lambda: EfficientNetPatches(c.hidden))
+        self.cameras = tuple(c.cameras)
+        self.vision: nn.Module = make_encoder()  # the first camera's
+        self.other_vision = nn.ModuleDict({name: make_encoder() for name in self.cameras[1:]})
         with torch.no_grad():
-            patches, flat = self.vision(torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8))
+            blank = torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8)
+            patches, flat = self.encode_images({name: blank for name in self.cameras})
         #: prompt positions before the first action token: image patches, instruction,
         #: observation, begin-of-action
         self.prefix_length = patches.shape[1] + 3
@@ -162,6 +170,32 @@ class TokenVLA(ChunkedPolicy):
             self.aux_head = nn.Linear(c.hidden, c.aux_state_dim)
             self.aux_norm = Standardizer(c.aux_state_dim)
 
+    def camera_input(self, source: dict) -> CameraImages:
+        """What ``encode`` reads, from an observation (key ``<camera>``) or a dataset batch
+        (``observation.images.<camera>``): the one camera's tensor, or a dict for several."""
+        views = {}
+        for name in self.cameras:
+            key = name if name in source else f"observation.images.{name}"
+            if key not in source:
+                raise ValueError(f"this TokenVLA reads cameras {self.cameras}; the input lacks '{name}'"
+                                 " (LIBERO's wrist camera: libero.wrist_camera=true)")
+            views[name] = torch.as_tensor(source[key])
+        return views if len(views) > 1 else views[self.cameras[0]]
+
+    def encode_images(
+        self, rgb: CameraImages
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(patch tokens of every camera, in ``cameras`` order; their flattened feature maps)."""
+        if isinstance(rgb, torch.Tensor):
+            if len(self.cameras) > 1:
+                raise ValueError(f"this TokenVLA reads cameras {self.cameras}: pass a dict of them")
+            rgb = {self.cameras[0]: rgb}
+        encoders = {self.cameras[0]: self.vision, **self.other_vision}
+        parts = [encoders[name](rgb[name]) for name in self.cameras]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p for p, _ in parts], dim=1), torch.cat([f for _, f in parts], dim=1)
+
     @property
     def n_action_tokens(self) -> int:
         return self.config.horizon * self.config.action_dim
@@ -179,13 +213,13 @@ class TokenVLA(ChunkedPolicy):
 
     # ------------------------------------------------------------- encoding
     def encode(
-        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(prefix embeddings ``(B, image tokens + 2 + 1, hidden)`` ending with begin-of-action,
         the image summary ``(B, hidden)`` that the observation token and the auxiliary head read)."""
         batch = len(state)
         instruction = embed_instructions(instructions).to(state.device)
-        patches, flat = self.vision(rgb)
+        patches, flat = self.encode_images(rgb)
         image_summary = self.image_summary(flat)
         observation = torch.cat([image_summary, self.state_norm(state)], dim=-1)
         parts = [
@@ -196,12 +230,12 @@ class TokenVLA(ChunkedPolicy):
         ]
         return torch.cat(parts, dim=1), image_summary
 
-    def prefix(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+    def prefix(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """Prefix embeddings ``(B, image tokens + 2 + 1, hidden)``, ending with begin-of-action."""
         return self.encode(rgb, state, instructions)[0]
 
     def token_logits(
-        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str], tokens: torch.Tensor,
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], tokens: torch.Tensor,
         output_hidden_states: bool = False, prefix: torch.Tensor | None = None,
     ):
         """Teacher-forced logits ``(B, n_action_tokens, n_bins)`` for target ``tokens`` (from
@@ -217,7 +251,7 @@ class TokenVLA(ChunkedPolicy):
     # ------------------------------------------------------------- decoding
     @torch.no_grad()
     def generate_tokens(
-        self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str], n_tokens: int | None = None
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], n_tokens: int | None = None
     ) -> torch.Tensor:
         """Greedy autoregressive decoding with a KV cache: ``(B, n_tokens)`` tokens (all
         ``n_action_tokens`` by default; decoding is causal, so a prefix is the full decode's)."""
@@ -237,7 +271,7 @@ class TokenVLA(ChunkedPolicy):
         shaped = tokens.view(len(tokens), -1, self.config.action_dim)
         return self.tokenizer.decode(shaped)
 
-    def decode_tokens(self, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+    def decode_tokens(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """All action tokens by the configured decoder; Jacobi's pass count goes to
         ``self.last_iterations``."""
         c = self.config
@@ -258,13 +292,13 @@ class TokenVLA(ChunkedPolicy):
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
         state = torch.as_tensor(obs["state"])
         instructions = list(obs["instruction"])
-        tokens = self.decode_tokens(torch.as_tensor(obs["rgb"]), state, instructions)
+        tokens = self.decode_tokens(self.camera_input(obs), state, instructions)
         return self.tokens_to_actions(tokens).clamp(-1, 1).numpy()
 
     def predict_first_action(self, obs: dict) -> np.ndarray:
         """``(B, 7)``: the first action of the chunk ``predict_action_chunk`` would return,
         decoding only its 7 tokens (what a distillation label needs)."""
         state = torch.as_tensor(obs["state"])
-        tokens = self.generate_tokens(torch.as_tensor(obs["rgb"]), state, list(obs["instruction"]),
+        tokens = self.generate_tokens(self.camera_input(obs), state, list(obs["instruction"]),
                                       n_tokens=self.config.action_dim)
         return self.tokens_to_actions(tokens)[:, 0].clamp(-1, 1).numpy()
