@@ -35,9 +35,9 @@ def privileged_aux_dim(m: DictConfig, dataset, cameras: list[str]) -> int:
     return int(dataset.env_states.shape[1])
 
 
-def dataset_cameras(dataset, names) -> tuple[str, ...]:
-    """``names`` (observation keys, e.g. ``rgb``, ``wrist_rgb``) checked against the dataset's
-    cameras (``observation.images.<name>``), which must share one square size."""
+def dataset_cameras(dataset, names) -> tuple[tuple[str, ...], int]:
+    """(``names`` (observation keys, e.g. ``rgb``, ``wrist_rgb``) checked against the dataset's
+    cameras ``observation.images.<name>``, their one shared image size)."""
     names = tuple(str(n) for n in names)
     available = [k.removeprefix("observation.images.") for k in dataset.camera_keys]
     missing = [n for n in names if n not in available]
@@ -48,7 +48,7 @@ def dataset_cameras(dataset, names) -> tuple[str, ...]:
     sizes = {tuple(dataset.info["features"][f"observation.images.{n}"]["shape"][:2]) for n in names}
     if len(sizes) > 1:
         raise UserError(f"model.cameras={list(names)} have different sizes {sorted(sizes)}")
-    return names
+    return names, sizes.pop()[0]
 
 
 def build_method(m: DictConfig, dataset):
@@ -76,10 +76,10 @@ def build_method(m: DictConfig, dataset):
 
         if not cameras:
             raise UserError("token_vla needs a dataset with an rgb camera")
-        vla_cameras = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
+        vla_cameras, vla_image_size = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
         policy = TokenVLA(TokenVLAConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, cameras=vla_cameras,
-            image_size=dataset.info["features"][f"observation.images.{vla_cameras[0]}"]["shape"][0],
+            image_size=vla_image_size,
             vision=m.vision, patch_grid=m.patch_grid,
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
             kv_heads=m.kv_heads, rope_theta=m.rope_theta, rms_norm_eps=m.rms_norm_eps, trunk=m.trunk,
@@ -97,10 +97,10 @@ def build_method(m: DictConfig, dataset):
         from vla_kd.methods.bc import DiffusionBC
         from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
 
-        expert_cameras = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
+        expert_cameras, expert_image_size = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
         policy = DiffusionActionExpert(ActionExpertConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, cameras=expert_cameras,
-            image_size=dataset.info["features"][f"observation.images.{expert_cameras[0]}"]["shape"][0],
+            image_size=expert_image_size,
             features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
             inference_steps=m.inference_steps, image_pooling=m.image_pooling, aux_state_dim=aux_dim,
             prediction_type=m.prediction_type,
