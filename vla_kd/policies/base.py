@@ -13,6 +13,20 @@ def add_batch_dim(obs: dict) -> dict:
     return {k: (v if isinstance(v, str) else np.asarray(v)[None]) for k, v in obs.items()}
 
 
+def views_by_camera(images, cameras: tuple[str, ...], owner: str) -> dict:
+    """``images`` as ``{camera: frames}`` for a model reading ``cameras``: a bare tensor is the
+    one camera's frames (refused when the model reads several); a missing camera is an error."""
+    if not isinstance(images, dict):
+        if len(cameras) > 1:
+            raise ValueError(f"this {owner} reads {len(cameras)} cameras {cameras}: pass a dict of them")
+        return {cameras[0]: images}
+    missing = [name for name in cameras if name not in images]
+    if missing:
+        raise ValueError(f"this {owner} reads cameras {cameras}; missing {missing}"
+                         " (LIBERO's wrist camera: libero.wrist_camera=true)")
+    return images
+
+
 class Policy(abc.ABC):
     """Maps batched contract observations to batched 7-D actions in [-1, 1].
 

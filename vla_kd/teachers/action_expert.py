@@ -17,6 +17,7 @@ from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
 from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
+from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.mlp_bc import ConvEncoder
 from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
@@ -75,14 +76,7 @@ class ObservationEncoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The fused features (and the image features alone, if asked). ``images``: uint8
         ``(B, H, W, 3)`` per camera name, or the one camera's tensor for a one-camera expert."""
-        if isinstance(images, torch.Tensor):
-            if len(self.cameras) > 1:
-                raise ValueError(f"this expert reads {len(self.cameras)} cameras {self.cameras}: pass a dict")
-            images = {self.cameras[0]: images}
-        missing = [name for name in self.cameras if name not in images]
-        if missing:
-            raise ValueError(f"the expert reads cameras {self.cameras}; missing {missing}"
-                             " (LIBERO's wrist camera: libero.wrist_camera=true)")
+        images = views_by_camera(images, self.cameras, "action expert")
         parts = [self.image(images[self.cameras[0]])]
         parts += [encoder(images[name]) for name, encoder in self.other_images.items()]
         image = self.merge(torch.cat(parts, dim=-1)) if len(parts) > 1 else parts[0]

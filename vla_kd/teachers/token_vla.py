@@ -20,6 +20,7 @@ from vla_kd.errors import unknown_name
 from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
 from vla_kd.nn.normalization import Standardizer
+from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.pretrained import ChunkedPolicy
 from vla_kd.policies.registry import register_policy_type
 
@@ -173,23 +174,16 @@ class TokenVLA(ChunkedPolicy):
     def camera_input(self, source: dict) -> CameraImages:
         """What ``encode`` reads, from an observation (key ``<camera>``) or a dataset batch
         (``observation.images.<camera>``): the one camera's tensor, or a dict for several."""
-        views = {}
-        for name in self.cameras:
-            key = name if name in source else f"observation.images.{name}"
-            if key not in source:
-                raise ValueError(f"this TokenVLA reads cameras {self.cameras}; the input lacks '{name}'"
-                                 " (LIBERO's wrist camera: libero.wrist_camera=true)")
-            views[name] = torch.as_tensor(source[key])
+        keys = {name: name if name in source else f"observation.images.{name}" for name in self.cameras}
+        views = views_by_camera({n: torch.as_tensor(source[k]) for n, k in keys.items() if k in source},
+                                self.cameras, "TokenVLA")
         return views if len(views) > 1 else views[self.cameras[0]]
 
     def encode_images(
         self, rgb: CameraImages
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(patch tokens of every camera, in ``cameras`` order; their flattened feature maps)."""
-        if isinstance(rgb, torch.Tensor):
-            if len(self.cameras) > 1:
-                raise ValueError(f"this TokenVLA reads cameras {self.cameras}: pass a dict of them")
-            rgb = {self.cameras[0]: rgb}
+        rgb = views_by_camera(rgb, self.cameras, "TokenVLA")
         encoders = {self.cameras[0]: self.vision, **self.other_vision}
         parts = [encoders[name](rgb[name]) for name in self.cameras]
         if len(parts) == 1:
