@@ -73,7 +73,10 @@ def run_scenario(
     node = PolicyNode(policy, settings, SafetyLimits(), transport)
     estop = transport.publisher("/estop", "std_msgs/msg/Bool")
     pause = transport.publisher("/fake_robot/pause", "std_msgs/msg/Bool")
-    time.sleep(1.0)  # let the robot's first observations arrive
+    wait_for_first_observation(node, timeout=60.0)
+    # The robot's own subscriptions (pause) may still be matching through DDS discovery when its
+    # first observation arrives, and a message published before they match is dropped.
+    time.sleep(1.0)
 
     def script() -> None:
         def at(offset: float, name: str, action) -> None:
@@ -81,12 +84,22 @@ def run_scenario(
             events.append((time.time(), name))
             action()
 
+        def pause_for(begin: float, end: float) -> None:
+            # Sent again every 0.2 s, like a heartbeat, so one dropped message cannot lose the pause.
+            at(begin, "pause_on", lambda: pause({"data": True}))
+            while time.time() < start + end - 0.2:
+                time.sleep(0.2)
+                pause({"data": True})
+            at(end, "pause_off", lambda: pause({"data": False}))
+            for _ in range(3):
+                time.sleep(0.1)
+                pause({"data": False})
+
         if scenario == "estop":
             at(2.0, "estop_on", lambda: estop({"data": True}))
             at(4.0, "estop_off", lambda: estop({"data": False}))
         elif scenario == "watchdog":
-            at(2.0, "pause_on", lambda: pause({"data": True}))
-            at(4.0, "pause_off", lambda: pause({"data": False}))
+            pause_for(2.0, 4.0)
         elif scenario == "restart":
             at(2.0, "server_stop", server.stop)
             at(3.5, "server_start", server.start)
@@ -111,6 +124,15 @@ def run_scenario(
         "achieved_hz": stats.achieved_hz,
         "robot": json.loads(robot_report.read_text()),
     }
+
+
+def wait_for_first_observation(node, timeout: float) -> None:
+    """Block until the node has heard the robot: a slow robot start must not eat the scenario."""
+    deadline = time.time() + timeout
+    while node.joint_state is None:
+        if time.time() > deadline:
+            raise TimeoutError(f"no observation from the robot within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def main() -> None:
