@@ -164,3 +164,23 @@ def test_a_two_camera_expert_reads_both_cameras_and_round_trips(tmp_path):
     loss, _ = DiffusionBC(expert.train(), shift_pad=2).loss(batch, 0)
     loss.backward()
     assert expert.encoder.other_images["wrist_rgb"].net[0].weight.grad.abs().sum() > 0
+
+
+def test_an_expert_reading_some_state_features_ignores_the_rest_and_round_trips(tmp_path):
+    from vla_kd.policies.pretrained import PretrainedPolicy
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+
+    torch.manual_seed(0)
+    expert = DiffusionActionExpert(ActionExpertConfig(state_dim=5, horizon=3, image_size=64, features=32,
+                                                      hidden=64, state_features=(0, 1, 2))).eval()
+    loaded = PretrainedPolicy.from_pretrained(expert.save_pretrained(tmp_path / "expert"))
+    assert tuple(loaded.config.state_features) == (0, 1, 2)
+    obs = observation()
+    moved = {**obs, "state": obs["state"] + np.array([0, 0, 0, 5.0, -5.0], dtype=np.float32)}
+    loaded.sample_seed = 0
+    first = loaded.predict_action_chunk(obs)
+    loaded.sample_seed = 0
+    np.testing.assert_array_equal(first, loaded.predict_action_chunk(moved))  # 3 and 4 unread
+    loaded.sample_seed = 0
+    nudged = {**obs, "state": obs["state"] + np.array([0.5, 0, 0, 0, 0], dtype=np.float32)}
+    assert not np.array_equal(first, loaded.predict_action_chunk(nudged))  # 0 is read

@@ -127,6 +127,7 @@ def test_auxiliary_head_needs_privileged_state_in_the_dataset(tiny_dataset, tmp_
 
 
 def test_a_two_camera_expert_trains_and_refuses_cameras_the_dataset_lacks(tmp_path):
+    """Also: the proprio features it reads (``model.state_features``) are saved with it."""
     from vla_kd.policies.registry import policy_cameras
 
     rng = np.random.default_rng(0)
@@ -141,10 +142,11 @@ def test_a_two_camera_expert_trains_and_refuses_cameras_the_dataset_lacks(tmp_pa
     out = tmp_path / "policy"
     common = [f"dataset={dataset}", "trainer=debug", "tracker=none", "model=diffusion_action_expert",
               "model.features=32", "model.hidden=64", "trainer.progress=false"]
-    proc = run_cli("train", *common, "model.cameras=[rgb,wrist_rgb]", f"output={out}",
-                   f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli("train", *common, "model.cameras=[rgb,wrist_rgb]", "model.state_features=[0,1,2]",
+                   f"output={out}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert policy_cameras(str(out)) == ("rgb", "wrist_rgb")
+    assert json.loads((out / "config.json").read_text())["config"]["state_features"] == [0, 1, 2]
     proc = run_cli("train", *common, "model.cameras=[rgb,side]", f"hydra.run.dir={tmp_path / 'bad'}")
     assert proc.returncode != 0 and "the dataset has cameras ['rgb', 'wrist_rgb']" in proc.stderr
 
@@ -164,3 +166,10 @@ def test_evaluation_turns_on_the_wrist_camera_only_on_libero():
     assert env_kwargs(cfg, "libero/libero_object/0", "rgb")["wrist_camera"] is False
     with pytest.raises(UserError, match="only LIBERO"):
         env_kwargs(cfg, "maniskill/PushCube-v1", "rgb", wrist_camera=True)
+
+
+def test_state_features_outside_the_dataset_state_are_refused(tiny_dataset, tmp_path):
+    proc = run_cli("train", f"dataset={tiny_dataset}", "trainer=debug", "tracker=none",
+                   "model.state_features=[0,25]", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode != 0
+    assert "model.state_features=[0, 25]" in proc.stderr and "25-wide observation.state" in proc.stderr

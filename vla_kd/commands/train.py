@@ -51,6 +51,18 @@ def dataset_cameras(dataset, names) -> tuple[tuple[str, ...], int]:
     return names, sizes.pop()[0]
 
 
+def chosen_state_features(m: DictConfig, state_dim: int) -> tuple[int, ...] | None:
+    """``model.state_features`` checked against the dataset's state width (None: all)."""
+    chosen = m.get("state_features")
+    if chosen is None:
+        return None
+    chosen = tuple(int(i) for i in chosen)
+    if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= i < state_dim for i in chosen):
+        raise UserError(f"model.state_features={list(chosen)} must be distinct indices into the "
+                        f"dataset's {state_dim}-wide observation.state")
+    return chosen
+
+
 def build_method(m: DictConfig, dataset):
     """The model described by the ``model`` node ``m``, sized and normalised from the dataset,
     and its BC method."""
@@ -61,13 +73,14 @@ def build_method(m: DictConfig, dataset):
     state_stats = dataset.feature_stats("observation.state")
     aux_dim = privileged_aux_dim(m, dataset, cameras)
     aux_stats = dataset.feature_stats("observation.environment_state") if aux_dim else None
+    features = chosen_state_features(m, dataset.states.shape[1])
     if m.type == "chunked_bc":
         from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 
         policy = ChunkedBCPolicy(ChunkedBCConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, image_size=image_size,
             use_image=m.use_image and bool(cameras), hidden=m.hidden, image_pooling=m.image_pooling,
-            aux_state_dim=aux_dim,
+            aux_state_dim=aux_dim, state_features=features,
         ))
         policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
         return ChunkedBC(policy, shift_pad=m.shift_pad, aux_weight=m.aux_privileged_weight)
@@ -83,7 +96,7 @@ def build_method(m: DictConfig, dataset):
             vision=m.vision, patch_grid=m.patch_grid,
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,
             kv_heads=m.kv_heads, rope_theta=m.rope_theta, rms_norm_eps=m.rms_norm_eps, trunk=m.trunk,
-            aux_state_dim=aux_dim,
+            aux_state_dim=aux_dim, state_features=features,
         ))
         if m.trunk == "smollm2":
             from vla_kd.teachers.smollm2 import init_trunk_from_smollm2
@@ -103,7 +116,7 @@ def build_method(m: DictConfig, dataset):
             image_size=expert_image_size,
             features=m.features, hidden=m.hidden, train_timesteps=m.train_timesteps,
             inference_steps=m.inference_steps, image_pooling=m.image_pooling, aux_state_dim=aux_dim,
-            prediction_type=m.prediction_type,
+            prediction_type=m.prediction_type, state_features=features,
         ))
         policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
         return DiffusionBC(policy, shift_pad=m.shift_pad, aux_weight=m.get("aux_privileged_weight", 0.0))

@@ -35,6 +35,9 @@ class ChunkedBCConfig:
     #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
     #: the image features while training; 0 = no such head. Never an input of the policy.
     aux_state_dim: int = 0
+    #: the proprio features (indices into ``state``) it reads; None: all. The others are zeroed
+    #: after standardising (LIBERO's state: eef position 0-2, axis-angle 3-5, fingers 6-7).
+    state_features: tuple[int, ...] | None = None
 
 
 class SpatialSoftmax(nn.Module):
@@ -109,7 +112,7 @@ class ChunkedBCPolicy(ChunkedPolicy):
             nn.Linear(c.hidden, c.horizon * c.action_dim),
         )
         # Filled from dataset stats before training; saved with the weights.
-        self.state_norm = Standardizer(c.state_dim)
+        self.state_norm = Standardizer(c.state_dim, c.state_features)
         self.action_norm = MinMaxNormalizer(c.action_dim)
         if c.aux_state_dim:
             if not c.use_image:

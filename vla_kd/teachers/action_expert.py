@@ -47,6 +47,9 @@ class ActionExpertConfig:
     #: the cameras it reads, by observation key: "rgb" (the agent view) and, on LIBERO,
     #: "wrist_rgb" (the eye-in-hand camera); each has its own CNN
     cameras: tuple[str, ...] = ("rgb",)
+    #: the proprio features (indices into ``state``) it reads; None: all. The others are zeroed
+    #: after standardising (LIBERO's state: eef position 0-2, axis-angle 3-5, fingers 6-7).
+    state_features: tuple[int, ...] | None = None
 
 
 class ObservationEncoder(nn.Module):
@@ -68,7 +71,7 @@ class ObservationEncoder(nn.Module):
             if len(self.cameras) > 1 else nn.Identity()
         )
         self.fuse = nn.Sequential(nn.Linear(c.features + c.state_dim, c.features), nn.Mish())
-        self.state_norm = Standardizer(c.state_dim)
+        self.state_norm = Standardizer(c.state_dim, c.state_features)
 
     def forward(
         self, images: torch.Tensor | dict[str, torch.Tensor], state: torch.Tensor,

@@ -63,6 +63,9 @@ class TokenVLAConfig:
     #: the cameras it reads, by observation key: "rgb" (the agent view) and, on LIBERO,
     #: "wrist_rgb" (the eye-in-hand camera); each has its own encoder and patch tokens
     cameras: tuple[str, ...] = ("rgb",)
+    #: the proprio features (indices into ``state``) it reads; None: all. The others are zeroed
+    #: after standardising (LIBERO's state: eef position 0-2, axis-angle 3-5, fingers 6-7).
+    state_features: tuple[int, ...] | None = None
 
     @property
     def key_value_heads(self) -> int:
@@ -166,7 +169,7 @@ class TokenVLA(ChunkedPolicy):
         self.trunk.embed_tokens = None  # inputs come as embeddings; the vocab table is unused
         self.head = nn.Linear(c.hidden, c.n_bins)
         self.tokenizer = ActionTokenizer(c.action_dim, c.n_bins)
-        self.state_norm = Standardizer(c.state_dim)
+        self.state_norm = Standardizer(c.state_dim, c.state_features)
         if c.aux_state_dim:
             self.aux_head = nn.Linear(c.hidden, c.aux_state_dim)
             self.aux_norm = Standardizer(c.aux_state_dim)
