@@ -56,10 +56,14 @@ def chosen_state_features(m: DictConfig, state_dim: int) -> tuple[int, ...] | No
     chosen = m.get("state_features")
     if chosen is None:
         return None
+    from vla_kd.nn.normalization import feature_mask
+
     chosen = tuple(int(i) for i in chosen)
-    if not chosen or len(set(chosen)) != len(chosen) or not all(0 <= i < state_dim for i in chosen):
+    try:
+        feature_mask(state_dim, chosen)  # the models' own check, reported against the dataset
+    except ValueError:
         raise UserError(f"model.state_features={list(chosen)} must be distinct indices into the "
-                        f"dataset's {state_dim}-wide observation.state")
+                        f"dataset's {state_dim}-wide observation.state") from None
     return chosen
 
 
