@@ -33,9 +33,11 @@ class SkipResult(DecoderResult):
     flops_reduction_vs_ar: float = 1.0
 
 
-def replay_frames(dataset, horizon: int, history: int, limit: int) -> list[tuple[dict, np.ndarray, bool]]:
-    """Up to ``limit`` (observation batch of 1, executed history ``(1, history, 7)``, complete)
-    at the chunk boundaries of the dataset's episodes, in order."""
+def replay_frames(
+    dataset, horizon: int, history: int, limit: int, cameras: tuple[str, ...] = ("rgb",)
+) -> list[tuple[dict, np.ndarray, bool]]:
+    """Up to ``limit`` (observation batch of 1 with each of ``cameras``, executed history
+    ``(1, history, 7)``, complete) at the chunk boundaries of the dataset's episodes, in order."""
     frames = []
     for episode in np.unique(dataset.episode_index):
         rows = np.flatnonzero(dataset.episode_index == episode)
@@ -45,11 +47,8 @@ def replay_frames(dataset, horizon: int, history: int, limit: int) -> list[tuple
             padded = np.zeros((history, 7), np.float32)
             if len(past):
                 padded[-len(past) :] = past
-            obs = {
-                "rgb": item["observation.images.rgb"][None],
-                "state": item["observation.state"][None],
-                "instruction": [item["task"]],
-            }
+            obs = {name: item[f"observation.images.{name}"][None] for name in cameras}
+            obs.update(state=item["observation.state"][None], instruction=[item["task"]])
             frames.append((obs, padded[None], len(past) == history))
             if len(frames) == limit:
                 return frames
@@ -84,11 +83,12 @@ def time_layer_skipping(teacher, views: dict, frames: list, warmup: int = 5) -> 
         cursor[name] += 1
         with torch.no_grad():
             if name == "ar":
-                teacher.generate_tokens(obs["rgb"], obs["state"], obs["instruction"])
+                teacher.generate_tokens(teacher.camera_input(obs), obs["state"], obs["instruction"])
                 paths[name].append("full")
             else:
-                _, taken = views[name].decode_with_guidance(
-                    obs["rgb"], obs["state"], obs["instruction"], history, np.array([complete])
+                view = views[name]
+                _, taken = view.decode_with_guidance(
+                    view.camera_input(obs), obs["state"], obs["instruction"], history, np.array([complete])
                 )
                 paths[name].extend(taken)
 

@@ -18,28 +18,27 @@ CONFIG_NAME = "bench"
 log = logging.getLogger(__name__)
 
 
-def observations(cfg: DictConfig, data, model, batch: int) -> dict:
-    """A contract batch of ``batch`` different observations: frames of the dataset ``data``,
-    or (None) env resets."""
+def observations(cfg: DictConfig, data, cameras: tuple[str, ...], image_size: int, batch: int) -> dict:
+    """A contract batch of ``batch`` different observations, with each of ``cameras``: frames of
+    the dataset ``data``, or (None) env resets."""
     if data is not None:
         rows = [data[int(i)] for i in np.linspace(0, len(data) - 1, batch).astype(int)]
-        return {
-            "rgb": np.stack([r["observation.images.rgb"].numpy() for r in rows]),
-            "state": np.stack([r["observation.state"].numpy() for r in rows]),
-            "instruction": [r["task"] for r in rows],
-        }
+        obs = {name: np.stack([r[f"observation.images.{name}"].numpy() for r in rows]) for name in cameras}
+        obs.update(state=np.stack([r["observation.state"].numpy() for r in rows]),
+                   instruction=[r["task"] for r in rows])
+        return obs
     from vla_kd.envs import make_env
+    from vla_kd.envs.from_config import env_kwargs
 
-    env = make_env(str(cfg.env), obs_mode="rgb", image_size=model.config.image_size)
+    kwargs = env_kwargs(cfg, str(cfg.env), "rgb", image_size=image_size, wrist_camera="wrist_rgb" in cameras)
+    env = make_env(str(cfg.env), **kwargs)
     try:
         frames = [env.reset(seed=int(cfg.seed) + i)[0] for i in range(batch)]
     finally:
         env.close()
-    return {
-        "rgb": np.stack([f["rgb"] for f in frames]),
-        "state": np.stack([f["state"] for f in frames]),
-        "instruction": [env.instruction] * batch,
-    }
+    obs = {name: np.stack([f[name] for f in frames]) for name in cameras}
+    obs.update(state=np.stack([f["state"] for f in frames]), instruction=[env.instruction] * batch)
+    return obs
 
 
 def load_pair(teacher: str, student: str | None):
@@ -77,6 +76,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     from vla_kd.benchmarks.decoding import decoders_for, time_decoders
     from vla_kd.commands.align import load_policy_of_type
+    from vla_kd.commands.train import dataset_cameras
 
     students, dysl_students, aligned = (
         matched_to_teachers(cfg, key) for key in ("students", "dysl_students", "aligned_students")
@@ -94,8 +94,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         decoders = decoders_for(teacher, student, OmegaConf.to_container(cfg.early_exit))
         if aligned[i]:  # one trunk pass and DDIM steps instead of token decoding
             decoders["aligned_vla"] = load_policy_of_type(str(aligned[i]), "aligned_vla", "aligned_students")
+        # every camera any of them reads (the aligned VLA reads its VLM's, normally the teacher's)
+        cameras = tuple(dict.fromkeys(c for m in decoders.values() for c in m.config.cameras))
+        if data is not None:
+            dataset_cameras(data, cameras, "the benchmarked policies' cameras")
         for batch in cfg.batch_sizes:
-            obs = observations(cfg, data, teacher, int(batch))
+            obs = observations(cfg, data, cameras, int(teacher.config.image_size), int(batch))
             torch.set_num_threads(int(cfg.threads))
             results = time_decoders(decoders, obs, calls=int(cfg.calls), warmup=int(cfg.warmup))
             rows.extend(dataclasses.asdict(r) for r in results)
@@ -155,7 +159,9 @@ def bench_layer_skipping(cfg: DictConfig, dataset, teacher, folder: str) -> tupl
     student = PretrainedPolicy.from_pretrained(folder)
     if student.policy_type != "skip_vla":
         raise UserError(f"dysl_students: '{folder}' holds a {student.policy_type}, not a skip_vla")
-    frames = replay_frames(dataset, student.config.horizon, student.config.history, int(cfg.replay_calls))
+    frames = replay_frames(
+        dataset, student.config.horizon, student.config.history, int(cfg.replay_calls), student.cameras
+    )
     torch.set_num_threads(int(cfg.threads))
     results = time_layer_skipping(teacher, standard_views(student), frames, warmup=int(cfg.warmup))
     for r in results:

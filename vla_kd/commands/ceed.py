@@ -57,6 +57,7 @@ def train_ceed(
 ) -> tuple[dict, object]:
     """Collect the teacher's Jacobi trajectories, distil, save to ``output``; (summary, student).
     ``cfg`` holds the ``ceed`` and ``tracker`` nodes (and is tracked whole)."""
+    from vla_kd.commands.train import dataset_cameras
     from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.methods.ceed import ConsistencyDistillation
 
@@ -64,6 +65,7 @@ def train_ceed(
         raise UserError("method=ceed needs dataset=<the teacher's demonstrations>")
     teacher = load_token_teacher(teacher_folder)
     dataset = LeRobotDataset(dataset_path, action_horizon=teacher.config.horizon)
+    dataset_cameras(dataset, teacher.cameras, "the teacher's cameras")  # the demos must have them
     c = cfg.ceed
     seed_initial_weights(trainer_cfg.seed)
     method = ConsistencyDistillation(

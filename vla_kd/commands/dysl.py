@@ -38,7 +38,7 @@ def importance_of_layers(teacher, dataset, frames: int, seed: int) -> np.ndarray
 
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(frames, len(dataset)), replace=False)
     batch = torch.utils.data.default_collate([dataset[int(i)] for i in picks])
-    rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+    rgb, state, tasks = teacher.camera_input(batch), batch["observation.state"], list(batch["task"])
     tokens = teacher.generate_tokens(rgb, state, tasks)
     return layer_importance(teacher, rgb, state, tasks, tokens)
 
@@ -70,7 +70,7 @@ def cheap_path_jumps(student, dataset, frames: int, seed: int, batch_size: int =
         picked = rows[start : start + batch_size]
         batch = torch.utils.data.default_collate([dataset[int(i)] for i in picked])
         tokens, _ = cheap.decode_with_guidance(
-            batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+            student.camera_input(batch), batch["observation.state"], list(batch["task"])
         )
         jumps.append(post_jumps(dataset.actions[picked - 1], student.first_actions(tokens)))
     return np.concatenate(jumps) if jumps else np.zeros(0)
@@ -87,6 +87,7 @@ def train_dysl(
     """Classify, calibrate, distil in two stages, save to ``output``; (summary, student).
     ``cfg`` holds the ``dysl`` and ``tracker`` nodes (and is tracked whole)."""
     from vla_kd.commands.ceed import load_token_teacher
+    from vla_kd.commands.train import dataset_cameras
     from vla_kd.data.lerobot_dataset import LeRobotDataset
     from vla_kd.methods.dysl import SkipAwareDistillation
     from vla_kd.nn.layer_skip import classify_layers
@@ -105,6 +106,7 @@ def train_dysl(
     if d.post_calibration not in ("demos", "student"):
         raise UserError(f"dysl.post_calibration must be demos or student, got {d.post_calibration!r}")
     dataset = LeRobotDataset(dataset_path, action_horizon=teacher.config.horizon)
+    dataset_cameras(dataset, teacher.cameras, "the teacher's cameras")  # the demos must have them
     started = time.perf_counter()
     importance = importance_of_layers(teacher, dataset, int(d.importance_frames), int(trainer_cfg.seed))
     roles = classify_layers(importance.tolist(), int(d.informative_layers))

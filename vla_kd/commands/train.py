@@ -35,19 +35,19 @@ def privileged_aux_dim(m: DictConfig, dataset, cameras: list[str]) -> int:
     return int(dataset.env_states.shape[1])
 
 
-def dataset_cameras(dataset, names) -> tuple[tuple[str, ...], int]:
+def dataset_cameras(dataset, names, label: str = "model.cameras") -> tuple[tuple[str, ...], int]:
     """(``names`` (observation keys, e.g. ``rgb``, ``wrist_rgb``) checked against the dataset's
-    cameras ``observation.images.<name>``, their one shared image size)."""
+    cameras ``observation.images.<name>``, their one shared image size); errors name ``label``."""
     names = tuple(str(n) for n in names)
     available = [k.removeprefix("observation.images.") for k in dataset.camera_keys]
     missing = [n for n in names if n not in available]
     if not names or missing:
-        raise UserError(f"model.cameras={list(names)}: the dataset has cameras {available}"
+        raise UserError(f"{label}={list(names)}: the dataset has cameras {available}"
                         + (" (record LIBERO's wrist camera with `vla-kd demos ... wrist_camera=true`)"
                            if "wrist_rgb" in missing else ""))
     sizes = {tuple(dataset.info["features"][f"observation.images.{n}"]["shape"][:2]) for n in names}
     if len(sizes) > 1:
-        raise UserError(f"model.cameras={list(names)} have different sizes {sorted(sizes)}")
+        raise UserError(f"{label}={list(names)} have different sizes {sorted(sizes)}")
     return names, sizes.pop()[0]
 
 

@@ -33,6 +33,13 @@ def camera_batch(batch: dict, cameras, shift_pad: int = 0) -> dict[str, torch.Te
     return {name: random_shift(frames, shift_pad) for name, frames in images.items()} if shift_pad else images
 
 
+def image_rows(images, rows) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The ``rows`` of a model's camera input: one camera's frames, or each camera's in a dict."""
+    if isinstance(images, dict):
+        return {name: frames[rows] for name, frames in images.items()}
+    return images[rows]
+
+
 def noisy_state(state: torch.Tensor, std: torch.Tensor, scale: float) -> torch.Tensor:
     """Proprioception plus Gaussian noise of ``scale`` standard deviations per feature."""
     return state + scale * std * torch.randn_like(state) if scale > 0 else state

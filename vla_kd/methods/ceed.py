@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_kd.methods.base import Method, frame_keys
-from vla_kd.methods.bc import corrupt_tokens, noisy_state, random_shift
+from vla_kd.methods.bc import camera_batch, corrupt_tokens, image_rows, noisy_state
 from vla_kd.nn.jacobi import initial_window, jacobi_decode
 
 
@@ -74,8 +74,8 @@ class ConsistencyDistillation(Method):
         todo = [i for i, key in enumerate(keys) if key not in self.trajectories]
         if not todo:
             return keys
-        rgb, state = batch["observation.images.rgb"][todo], batch["observation.state"][todo]
-        tasks = [batch["task"][i] for i in todo]
+        rgb = image_rows(self.teacher.camera_input(batch), todo)
+        state, tasks = batch["observation.state"][todo], [batch["task"][i] for i in todo]
         # Each frame's starting guess depends on the frame alone, not on which batch first
         # met it, so a resumed run collects the same trajectories.
         n, bins = self.teacher.n_action_tokens, self.teacher.config.n_bins
@@ -98,9 +98,11 @@ class ConsistencyDistillation(Method):
         windows = [self.trajectories[k][0] for k in keys]
         teacher_logits = torch.stack([self.trajectories[k][1] for k in keys])
         fixed = torch.stack([w[-1] for w in windows])
-        rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
-        if student.training:  # the student's view only; the targets stay the clean frame's
-            rgb = random_shift(rgb, self.shift_pad)
+        state, tasks = batch["observation.state"], list(batch["task"])
+        shift = self.shift_pad if student.training else 0
+        # the student's view only (one shift per camera); the targets stay the clean frame's
+        rgb = student.camera_input(camera_batch(batch, student.cameras, shift))
+        if student.training:
             state = noisy_state(state, student.state_norm.std, self.state_noise)
         keep = (~batch["action_is_pad"]).repeat_interleave(student.config.action_dim, dim=1).float()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from vla_kd.methods.base import Method, frame_keys
+from vla_kd.methods.bc import image_rows
 from vla_kd.nn.layer_skip import token_kl
 
 
@@ -42,8 +43,8 @@ class SkipAwareDistillation(Method):
         todo = [i for i, key in enumerate(keys) if key not in self.labels]
         if not todo:
             return keys
-        rgb, state = batch["observation.images.rgb"][todo], batch["observation.state"][todo]
-        tasks = [batch["task"][i] for i in todo]
+        rgb = image_rows(self.teacher.camera_input(batch), todo)
+        state, tasks = batch["observation.state"][todo], [batch["task"][i] for i in todo]
         with torch.no_grad():
             tokens = self.teacher.generate_tokens(rgb, state, tasks)
             logits = self.teacher.token_logits(rgb, state, tasks, tokens)
@@ -56,7 +57,8 @@ class SkipAwareDistillation(Method):
         keys = self.collect(batch)
         tokens = torch.stack([self.labels[k][0] for k in keys])
         teacher_logits = torch.stack([self.labels[k][1] for k in keys])
-        rgb, state, tasks = batch["observation.images.rgb"], batch["observation.state"], list(batch["task"])
+        rgb = student.camera_input(batch)
+        state, tasks = batch["observation.state"], list(batch["task"])
 
         if self.stage == 1:
             skip = torch.ones(len(keys), dtype=torch.bool)
@@ -71,7 +73,7 @@ class SkipAwareDistillation(Method):
             if not rows.any():
                 continue
             idx = torch.nonzero(rows).flatten()
-            logits = forward(rgb[idx], state[idx], [tasks[i] for i in idx], tokens[idx])
+            logits = forward(image_rows(rgb, idx), state[idx], [tasks[i] for i in idx], tokens[idx])
             # every token the teacher decodes counts, padded chunk ends included: the student
             # must match the teacher's whole output, not the demonstration
             kl = token_kl(teacher_logits[idx], logits)

