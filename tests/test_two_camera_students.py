@@ -121,6 +121,11 @@ def test_two_camera_students_train_and_bench_end_to_end(dataset, tmp_path):
     proc = run_cli("train", "method=dysl", *dysl, "dysl.informative_layers=1", f"output={tmp_path / 'dysl'}",
                    f"hydra.run.dir={tmp_path / 'run_dysl'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # all of the teacher's two layers informative leaves nothing to skip: refused in one line
+    proc = run_cli("train", "method=dysl", *dysl, "dysl.informative_layers=2",
+                   f"hydra.run.dir={tmp_path / 'x'}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "below the teacher's 2 layers" in proc.stderr
     for folder in ("ceed", "dysl"):
         config = json.loads((tmp_path / folder / "config.json").read_text())["config"]
         assert tuple(config["cameras"]) == CAMERAS

@@ -98,10 +98,10 @@ def train_dysl(
         raise UserError("method=dysl needs dataset=<the teacher's demonstrations>")
     d = cfg.dysl
     teacher = load_token_teacher(teacher_folder, method="dysl")
-    if not 1 <= int(d.informative_layers) <= teacher.config.layers:
+    if not 1 <= int(d.informative_layers) < teacher.config.layers:  # at least one layer to skip
         raise UserError(
-            f"dysl.informative_layers must be 1..{teacher.config.layers} (the teacher's layers), "
-            f"got {d.informative_layers}"
+            f"dysl.informative_layers must be at least 1 and below the teacher's {teacher.config.layers} "
+            f"layers (the rest are the ones skipped), got {d.informative_layers}"
         )
     if d.post_calibration not in ("demos", "student"):
         raise UserError(f"dysl.post_calibration must be demos or student, got {d.post_calibration!r}")
