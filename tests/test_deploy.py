@@ -172,6 +172,30 @@ def test_stale_images_are_rejected_on_arrival():
     assert node.image is not None
 
 
+class CameraRecordingPolicy(ConstantPolicy):
+    def act(self, obs):
+        self.seen = {k: v for k, v in obs.items() if k.endswith("rgb")}
+        return super().act(obs)
+
+
+def test_a_two_camera_node_waits_for_both_frames_passes_both_and_holds_when_one_is_stale():
+    policy = CameraRecordingPolicy(np.zeros(7))
+    node, transport, clock = make_node(policy, image_topic="/cam", wrist_image_topic="/wrist")
+    transport.callbacks["/joint_states"](joint_state(clock))
+    transport.callbacks["/cam"](messages.image_msg(np.zeros((4, 4, 3), np.uint8), stamp=clock.now))
+    assert node.tick() == "waiting"  # no wrist frame yet: nothing is published
+    wrist_stamp = clock.now - 0.1
+    transport.callbacks["/wrist"](messages.image_msg(np.full((4, 4, 3), 7, np.uint8), stamp=wrist_stamp))
+    assert node.tick() == "command"
+    assert set(policy.seen) == {"rgb", "wrist_rgb"} and policy.seen["rgb"].shape == (1, 4, 4, 3)
+    assert (policy.seen["rgb"] == 0).all() and (policy.seen["wrist_rgb"] == 7).all()
+    assert commands(transport)[-1]["header"]["stamp"] == messages.stamp_of(wrist_stamp)  # the older frame
+    clock.now += 0.45  # joint state and agent view refreshed; the wrist frame is now 0.55 s old
+    transport.callbacks["/joint_states"](joint_state(clock))
+    transport.callbacks["/cam"](messages.image_msg(np.zeros((4, 4, 3), np.uint8), stamp=clock.now))
+    assert node.tick() == "stale"
+
+
 def test_unusable_observations_hold_instead_of_crashing_the_loop():
     node, transport, clock = make_node(ConstantPolicy(np.zeros(7)), image_topic="/cam")
     transport.callbacks["/cam"](
@@ -240,3 +264,12 @@ def test_deploy_command_errors_are_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     proc = run_cli(*common)
     assert proc.returncode != 0 and "state.joints" in proc.stderr and "Traceback" not in proc.stderr
+    from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionExpert
+
+    two_cameras = ActionExpertConfig(state_dim=2, horizon=2, image_size=64, features=8, hidden=16,
+                                     cameras=("rgb", "wrist_rgb"))
+    DiffusionActionExpert(two_cameras).save_pretrained(tmp_path / "wrist")
+    proc = run_cli("deploy", f"policy={tmp_path / 'wrist'}", "state.joints=[a,b]",
+                   f"hydra.run.dir={tmp_path / 'run_wrist'}")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "reads a wrist camera (wrist_rgb): set topics.wrist_image=" in proc.stderr

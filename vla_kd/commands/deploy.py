@@ -26,6 +26,7 @@ def settings_from(cfg: DictConfig, image_size: int | None):
         include_velocities=bool(cfg.state.include_velocities),
         joint_state_topic=t.joint_states,
         image_topic=t.image,
+        wrist_image_topic=t.get("wrist_image"),
         instruction_topic=t.instruction,
         estop_topic=t.estop,
         ee_position_topic=t.ee_position,
@@ -56,6 +57,10 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise UserError(f"rate_hz must be positive, got {cfg.rate_hz}")
     policy = PretrainedPolicy.from_pretrained(cfg.policy)
     settings, limits = settings_from(cfg, getattr(policy.config, "image_size", None))
+    cameras = tuple(getattr(policy.config, "cameras", ()) or ())
+    if "wrist_rgb" in cameras and not settings.wrist_image_topic:
+        raise UserError(f"{cfg.policy} reads a wrist camera (wrist_rgb): set topics.wrist_image=<its "
+                        "sensor_msgs/Image topic>")
     try:
         transport = RosbridgeTransport(
             cfg.ros.host, int(cfg.ros.port), timeout=float(cfg.ros.connect_timeout)

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -32,7 +33,8 @@ class NodeSettings:
 
     joints: list[str]
     joint_state_topic: str = "/joint_states"
-    image_topic: str | None = "/camera/image_raw"
+    image_topic: str | None = "/camera/image_raw"  # the agent view: observation key "rgb"
+    wrist_image_topic: str | None = None  # an eye-in-hand camera: observation key "wrist_rgb"
     instruction_topic: str | None = "/instruction"
     estop_topic: str | None = "/estop"
     ee_position_topic: str | None = None  # geometry_msgs/PointStamped, for the workspace box
@@ -56,6 +58,12 @@ class NodeSettings:
             from vla_kd.errors import unknown_name
 
             raise unknown_name("command", self.command, COMMANDS)
+
+    @property
+    def camera_topics(self) -> dict[str, str]:
+        """Observation key -> image topic, for each camera configured."""
+        pairs = (("rgb", self.image_topic), ("wrist_rgb", self.wrist_image_topic))
+        return {camera: topic for camera, topic in pairs if topic}
 
 
 @dataclass
@@ -96,7 +104,7 @@ class PolicyNode:
         self.stats = NodeStats()
         self._lock = threading.Lock()
         self.joint_state: Observed | None = None
-        self.image: Observed | None = None
+        self.images: dict[str, Observed] = {}  # the latest frame of each camera, by observation key
         self.ee_position: np.ndarray | None = None
         self.instruction = settings.instruction
         self.estopped = False
@@ -104,8 +112,8 @@ class PolicyNode:
         self._reset_policy = False
         s = settings
         transport.subscribe(s.joint_state_topic, "sensor_msgs/msg/JointState", self.on_joint_state)
-        if s.image_topic:
-            transport.subscribe(s.image_topic, "sensor_msgs/msg/Image", self.on_image)
+        for camera, topic in s.camera_topics.items():
+            transport.subscribe(topic, "sensor_msgs/msg/Image", partial(self.on_image, camera=camera))
         if s.instruction_topic:
             transport.subscribe(s.instruction_topic, "std_msgs/msg/String", self.on_instruction)
         if s.estop_topic:
@@ -132,7 +140,12 @@ class PolicyNode:
         with self._lock:
             self.joint_state = Observed(msg, stamp, now)
 
-    def on_image(self, msg: dict) -> None:
+    @property
+    def image(self) -> Observed | None:
+        """The agent view's latest frame (None before the first)."""
+        return self.images.get("rgb")
+
+    def on_image(self, msg: dict, camera: str = "rgb") -> None:
         now = self.clock()
         stamp = messages.stamp_seconds(msg.get("header", {}))
         if now - stamp > self.settings.max_image_age:
@@ -145,7 +158,7 @@ class PolicyNode:
             log.warning("image rejected: %s", err)
             return
         with self._lock:
-            self.image = Observed(image, stamp, now)
+            self.images[camera] = Observed(image, stamp, now)
 
     def on_instruction(self, msg: dict) -> None:
         self.instruction = str(msg.get("data", ""))
@@ -162,7 +175,7 @@ class PolicyNode:
 
     def on_disconnect(self, *_) -> None:
         with self._lock:
-            self.joint_state, self.image, self.ee_position = None, None, None
+            self.joint_state, self.images, self.ee_position = None, {}, None
         self.stats.disconnects += 1
         self._reset_policy = True  # done on the control thread: a policy is not thread-safe
         log.warning("bridge connection lost: publishing nothing until fresh observations arrive")
@@ -182,13 +195,13 @@ class PolicyNode:
             self.policy.reset()  # no half-executed chunk survives a lost connection
         self._reset_policy = False
         with self._lock:
-            joint_state, image = self.joint_state, self.image
-        have_all = joint_state is not None and (image is not None or not s.image_topic)
+            joint_state, images = self.joint_state, dict(self.images)
+        have_all = joint_state is not None and images.keys() >= s.camera_topics.keys()
         if self.estopped:
             return self._send_hold(joint_state, "estop", now)
         if not have_all:
             return "waiting"  # nothing since (re)connect: publish nothing at all
-        age = max(now - joint_state.received, now - image.stamp if image is not None else 0.0)
+        age = max([now - joint_state.received, *(now - image.stamp for image in images.values())])
         if age > s.max_observation_age:
             log.warning("observations %.2f s old: holding", age)
             return self._send_hold(joint_state, "stale", now)
@@ -198,14 +211,13 @@ class PolicyNode:
             log.warning("joint state unusable (%s): holding", err)
             return self._send_hold(None, "bad_observation", now)
         obs = {"state": state[None], "instruction": [self.instruction]}
-        if image is not None:
-            obs["rgb"] = image.value[None]
+        obs.update({camera: image.value[None] for camera, image in images.items()})
         started = time.perf_counter()
         action = np.asarray(self.policy.act(obs))[0]
         if time.perf_counter() - started > s.max_policy_seconds:
             log.warning("policy took longer than %.2f s: holding", s.max_policy_seconds)
             return self._send_hold(joint_state, "slow", now)
-        stamp = min(joint_state.stamp, image.stamp) if image is not None else joint_state.stamp
+        stamp = min([joint_state.stamp, *(image.stamp for image in images.values())])
         if s.command == "joint_trajectory":
             return self._send_joint_targets(joint_state, action)
         command = vet_action(action, self.limits, self.last_gripper, self.ee_position)
