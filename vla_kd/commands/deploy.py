@@ -52,13 +52,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from vla_kd.deploy.bridge import RosbridgeTransport
     from vla_kd.deploy.node import PolicyNode
     from vla_kd.policies.pretrained import PretrainedPolicy
+    from vla_kd.policies.registry import policy_cameras
 
     if float(cfg.rate_hz) <= 0:
         raise UserError(f"rate_hz must be positive, got {cfg.rate_hz}")
     policy = PretrainedPolicy.from_pretrained(cfg.policy)
     settings, limits = settings_from(cfg, getattr(policy.config, "image_size", None))
-    cameras = tuple(getattr(policy.config, "cameras", ()) or ())
-    if "wrist_rgb" in cameras and not settings.wrist_image_topic:
+    if "wrist_rgb" in policy_cameras(str(cfg.policy)) and not settings.wrist_image_topic:
         raise UserError(f"{cfg.policy} reads a wrist camera (wrist_rgb): set topics.wrist_image=<its "
                         "sensor_msgs/Image topic>")
     try:
