@@ -1,7 +1,7 @@
 """Validation during RL training: the student's success on validation seeds every N env steps,
 and the best-validated weights kept.
 
-An RL run from a behaviour clone can end below where it started (README, RPD): PPO's updates
+An RL run from a behaviour clone can end below where it started (docs/experiments/rpd.md): PPO's updates
 move a sharp Gaussian far. The usual remedy, as SB3's ``EvalCallback`` and ManiSkill's PPO
 baselines do, is to evaluate periodically and keep the best weights. SB3's callback seeds its
 evaluation env once and lets later resets draw their own seeds, so its episodes cannot be kept

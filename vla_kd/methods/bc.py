@@ -81,7 +81,7 @@ class ChunkedBC(Method):
     privileged state (``observation.environment_state``: object and goal poses) from the image
     features, MSE in standard deviations. It only shapes the encoder while training; the
     policy never reads privileged state when it acts. Without it, an encoder trained on a few
-    hundred PickCube demos did not learn to locate the cube (see the README).
+    hundred PickCube demos did not learn to locate the cube (docs/experiments/teacher_and_expert.md).
     """
 
     def __init__(self, policy: ChunkedBCPolicy, shift_pad: int = 4, aux_weight: float = 0.0) -> None:

@@ -2,7 +2,7 @@
 
 RPD as published starts its student from scratch and lets the teacher term pull it along. With
 a chunked VLA teacher on this CPU that is slow: the teacher term stalls well above the labels'
-own spread (see the README's RPD section). The warm start clones the teacher first, then RL
+own spread (docs/experiments/rpd.md). The warm start clones the teacher first, then RL
 (RPD or PPO) fine-tunes from there:
 
 1. the *teacher* acts in the very training envs the student will use, so what is recorded is
