@@ -45,3 +45,41 @@ def test_pipeline_debug_end_to_end(tmp_path):
         "train_dysl", "eval_dysl", "train_align", "eval_align",
     ]
     assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= doc["wall_seconds"]
+
+    check_resume(tmp_path, doc)
+
+
+def check_resume(run_dir, first: dict) -> None:
+    """`resume=true` on the finished run above: replays the recorded stages, refuses changed
+    settings, and continues a training that was cut short from its checkpoint."""
+    base = ("pipeline", "experiment=pipeline_debug", f"hydra.run.dir={run_dir}")
+    dataset_info = run_dir / "dataset" / "meta" / "info.json"
+    dataset_mtime = dataset_info.stat().st_mtime_ns
+    teacher_weights = (run_dir / "teacher" / "model.safetensors").read_bytes()
+    # as if the run had died in the teacher's training, after its checkpoint at the last step
+    state_path = run_dir / "pipeline_state.json"
+    state = json.loads(state_path.read_text())
+    for stage in ("train_teacher", "eval_teacher"):
+        del state["stages"][stage]
+    state_path.write_text(json.dumps(state))
+
+    changed = run_cli(*base, "resume=true", "teacher_trainer.steps=5", timeout=300)
+    assert changed.returncode != 0 and "other settings (teacher_trainer.steps)" in changed.stderr
+
+    proc = run_cli(*base, "resume=true", "students=[ceed]", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((run_dir / "results.json").read_text())
+    assert doc["resumed"] and doc["demos"] == first["demos"]
+    assert dataset_info.stat().st_mtime_ns == dataset_mtime  # the demos were not recorded again
+    # the teacher resumed from its checkpoint at its last step: no step more, the same weights
+    assert (run_dir / "teacher" / "model.safetensors").read_bytes() == teacher_weights
+    teacher, expert, ceed = doc["policies"]
+    first_rows = {row["name"]: row for row in first["policies"]}
+    assert expert == first_rows["action_expert"] and ceed == first_rows["ceed student"]  # replayed
+    assert (teacher["samples"], teacher["success_rate"]) == (first_rows["teacher"]["samples"],
+                                                             first_rows["teacher"]["success_rate"])
+    stages = doc["stage_seconds"]
+    assert list(stages) == ["demos", "train_teacher", "eval_teacher", "train_action_expert",
+                            "eval_action_expert", "train_ceed", "eval_ceed"]
+    for stage in ("demos", "train_action_expert", "eval_action_expert", "train_ceed", "eval_ceed"):
+        assert stages[stage] == first["stage_seconds"][stage]

@@ -8,12 +8,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.cli_support import hydra_command
+from vla_kd.commands.pipeline_state import PipelineState
 from vla_kd.commands.train import evaluate_policy, train_model
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
@@ -35,6 +37,42 @@ def timed(stage_seconds: dict[str, float], stage: str) -> Iterator[None]:
         log.info("stage %s: %.0f s", stage, stage_seconds[stage])
 
 
+def run_stage(
+    state: PipelineState, stage_seconds: dict[str, float], stage: str, work: Callable[..., dict], *args
+) -> dict:
+    """``work(*args)`` timed as ``stage`` and recorded in ``state``; when resuming a run that
+    finished the stage, its recorded result and time instead."""
+    recorded = state.done(stage)
+    if recorded is not None:
+        stage_seconds[stage] = state.seconds(stage)
+        log.info("stage %s: finished by the earlier run, not repeated", stage)
+        return recorded
+    with timed(stage_seconds, stage):
+        result = work(*args)
+    state.finish(stage, result, stage_seconds[stage])
+    return result
+
+
+def record_demos(cfg: DictConfig, task_name: str, run_dir: Path) -> dict:
+    """The planner's demonstrations of ``task_name`` in ``<run_dir>/dataset``; their report."""
+    from vla_kd.data.demos import generate_maniskill_demos
+
+    return asdict(generate_maniskill_demos(
+        task_name, int(cfg.demos.n), run_dir / "dataset", image_size=int(cfg.demos.image_size),
+        overwrite=True, progress=bool(cfg.eval.progress), workers=int(cfg.demos.workers),
+    ))
+
+
+def train_base_model(
+    cfg: DictConfig, name: str, model_cfg: DictConfig, trainer_cfg: DictConfig, run_dir: Path
+) -> dict:
+    """Train the teacher or the action expert (``name``) on the run's demos into
+    ``<run_dir>/<name>``; its training summary."""
+    summary, _ = train_model(cfg, model_cfg, trainer_cfg, run_dir / "dataset", run_dir / f"{name}_training",
+                             run_dir / name, job_type=f"train_{name}")
+    return summary
+
+
 def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) -> dict:
     """Evaluate a saved policy folder, loaded as ``vla-kd eval policy=<folder>`` loads it;
     ``sample_actions``: an RL student acts with seeded samples of its Gaussian."""
@@ -47,24 +85,27 @@ def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) 
 
 def evaluated_row(
     cfg: DictConfig, run_dir: Path, task: str, folder: Path, key: str, name: str, *, summary: dict,
-    samples: int, stage_seconds: dict[str, float], sample_actions: bool = False,
+    samples: int, stages: tuple[PipelineState, dict[str, float]], sample_actions: bool = False,
 ) -> dict:
-    """Evaluate ``folder`` (timed as stage ``eval_<key>``), keep its results as
-    ``<key>_results.json`` and return its row ``name`` of the results table."""
-    with timed(stage_seconds, f"eval_{key}"):
+    """Evaluate ``folder`` (stage ``eval_<key>``), keep its results as ``<key>_results.json``
+    and return its row ``name`` of the results table."""
+
+    def evaluate() -> dict:
         evaluation = evaluate_saved(cfg, folder, sample_actions)
-    write_json_atomic(evaluation, run_dir / f"{key}_results.json")
-    log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
-    return {
-        "name": name,
-        "task": task,
-        "episodes": evaluation["episodes"],
-        "success_rate": evaluation["success_rate"],
-        "ci95": evaluation["ci95"],
-        "policy_ms_per_action": evaluation["policy_ms_per_action"],
-        "samples": samples,
-        "wall_seconds": summary["wall_seconds"],
-    }
+        write_json_atomic(evaluation, run_dir / f"{key}_results.json")
+        log.info("%s: success %.1f%%", name, 100 * evaluation["success_rate"])
+        return {
+            "name": name,
+            "task": task,
+            "episodes": evaluation["episodes"],
+            "success_rate": evaluation["success_rate"],
+            "ci95": evaluation["ci95"],
+            "policy_ms_per_action": evaluation["policy_ms_per_action"],
+            "samples": samples,
+            "wall_seconds": summary["wall_seconds"],
+        }
+
+    return run_stage(*stages, f"eval_{key}", evaluate)
 
 
 def results_table(rows: list[dict]) -> str:
@@ -93,7 +134,7 @@ STUDENTS = ("rpd", "ceed", "dysl", "align")
 
 
 def train_student(
-    cfg: DictConfig, method: str, task: str, run_dir: Path, stage_seconds: dict[str, float]
+    cfg: DictConfig, method: str, task: str, run_dir: Path, stages: tuple[PipelineState, dict[str, float]]
 ) -> list[dict]:
     """Distil the pipeline's teacher into ``students/<method>`` and evaluate it: one results row,
     two for the RPD student (acting with its Gaussian's mean, and sampling from it)."""
@@ -101,22 +142,22 @@ def train_student(
         from vla_kd.errors import unknown_name
 
         raise unknown_name("student method", method, STUDENTS)
-    with timed(stage_seconds, f"train_{method}"):
-        summary, samples = _distil(cfg, method, task, run_dir)
+    trained = run_stage(*stages, f"train_{method}", _distil, cfg, method, task, run_dir)
     return [
         evaluated_row(
             cfg, run_dir, task, run_dir / "students" / method,
             key=f"{method}_sampled" if sample_actions else method,
             name=f"{method} student" + (" (sampled actions)" if sample_actions else ""),
-            summary=summary, samples=samples, stage_seconds=stage_seconds, sample_actions=sample_actions,
+            summary=trained["summary"], samples=trained["samples"], stages=stages,
+            sample_actions=sample_actions,
         )
         for sample_actions in ((False, True) if method == "rpd" else (False,))
     ]
 
 
-def _distil(cfg: DictConfig, method: str, task: str, run_dir: Path) -> tuple[dict, int]:
-    """Train the ``method`` student into ``students/<method>``; (training summary, samples it
-    learnt from)."""
+def _distil(cfg: DictConfig, method: str, task: str, run_dir: Path) -> dict:
+    """Train the ``method`` student into ``students/<method>``; its training summary and the
+    samples it learnt from."""
     folder = run_dir / "students" / method
     training_dir = run_dir / "students_training" / method
     if method == "rpd":
@@ -157,28 +198,19 @@ def _distil(cfg: DictConfig, method: str, task: str, run_dir: Path) -> tuple[dic
             cfg.align_trainer,
         )
         samples = summary["samples"]
-    return summary, samples
+    return {"summary": summary, "samples": samples}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     task = check_task(cfg.task)
     if task.backend != "maniskill":
         raise UserError("the pipeline generates ManiSkill demonstrations so far; pick a maniskill/ task")
-    from vla_kd.data.demos import generate_maniskill_demos
+    from vla_kd.data.demos import DemoReport
 
-    started = time.perf_counter()
+    state = PipelineState(run_dir, cfg, resume=bool(cfg.resume))
     stage_seconds: dict[str, float] = {}
-    dataset = run_dir / "dataset"
-    with timed(stage_seconds, "demos"):
-        report = generate_maniskill_demos(
-            task.name,
-            int(cfg.demos.n),
-            dataset,
-            image_size=int(cfg.demos.image_size),
-            overwrite=True,
-            progress=bool(cfg.eval.progress),
-            workers=int(cfg.demos.workers),
-        )
+    stages = (state, stage_seconds)
+    report = DemoReport(**run_stage(*stages, "demos", record_demos, cfg, task.name, run_dir))
     log.info(
         "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success
     )
@@ -187,22 +219,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         ("teacher", cfg.teacher, cfg.teacher_trainer),
         ("action_expert", cfg.action_expert, cfg.action_expert_trainer),
     ):
-        with timed(stage_seconds, f"train_{name}"):
-            summary, _ = train_model(
-                cfg,
-                model_cfg,
-                trainer_cfg,
-                dataset,
-                run_dir / f"{name}_training",
-                run_dir / name,
-                job_type=f"train_{name}",
-            )
+        if state.resuming:  # a training cut short continues from its last checkpoint
+            trainer_cfg = OmegaConf.merge(trainer_cfg, {"resume": True})
+        summary = run_stage(*stages, f"train_{name}", train_base_model, cfg, name, model_cfg, trainer_cfg,
+                            run_dir)
         rows.append(evaluated_row(
             cfg, run_dir, str(task), run_dir / name, key=name, name=name,
-            summary=summary, samples=summary["samples"], stage_seconds=stage_seconds,
+            summary=summary, samples=summary["samples"], stages=stages,
         ))
     for method in cfg.students:
-        rows.extend(train_student(cfg, str(method), str(task), run_dir, stage_seconds))
+        rows.extend(train_student(cfg, str(method), str(task), run_dir, stages))
     table = results_table(rows)
     doc = {
         "task": str(task),
@@ -214,8 +240,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "max_episode_steps": cfg.eval.max_episode_steps,
             "demo_seeds": f"0..{cfg.demos.n - 1}",
         },
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": state.wall_seconds(),
         "stage_seconds": stage_seconds,
+        "resumed": state.resuming,
     }
     write_json_atomic(doc, run_dir / "results.json")
     (run_dir / "results.md").write_text(table + "\n" + stage_table(stage_seconds, doc["wall_seconds"]))
