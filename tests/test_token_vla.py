@@ -175,3 +175,77 @@ def test_a_two_camera_vla_gives_each_camera_patch_tokens_and_round_trips(tmp_pat
     loss, _ = TokenBC(model.train(), shift_pad=2).loss(batch, 0)
     loss.backward()
     assert model.other_vision["wrist_rgb"].features[0].weight.grad.abs().sum() > 0
+
+
+def strided_vla(horizon=8, stride=4):
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(0)
+    model = TokenVLA(TokenVLAConfig(state_dim=5, horizon=horizon, action_stride=stride, image_size=64,
+                                    hidden=64, layers=2, heads=2, intermediate=128))
+    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
+    return model.eval()
+
+
+def test_action_stride_tokenises_block_means_and_repeats_them_when_decoding():
+    model = strided_vla(horizon=8, stride=4)
+    assert model.n_action_tokens == 2 * 7
+    g = torch.Generator().manual_seed(3)
+    actions = torch.rand(3, 8, 7, generator=g) * 2 - 1
+    tokens = model.action_tokens(actions)
+    assert tokens.shape == (3, 14)
+    block_means = actions.view(3, 2, 4, 7).mean(2)
+    assert torch.equal(tokens, model.tokenizer.encode(block_means).flatten(1))
+    decoded = model.tokens_to_actions(tokens)
+    assert decoded.shape == (3, 8, 7)
+    assert torch.equal(decoded[:, :4], decoded[:, [0]].expand(3, 4, 7))  # one action per block
+    half_bin = (model.tokenizer.high - model.tokenizer.low) / 256 / 2
+    assert torch.all((decoded[:, 4] - block_means[:, 1]).abs() <= half_bin + 1e-6)
+    soft = model.action_soft_targets(actions, sigma=2.0)
+    assert soft.shape == (3, 14, 256) and (soft.argmax(-1) - tokens).abs().max() <= 1  # ties at edges
+    # a block counts while its first action is real: the second block of a chunk padded after 4
+    is_pad = torch.tensor([[False] * 8, [False] * 4 + [True] * 4, [False] * 5 + [True] * 3])
+    keep = model.token_keep(is_pad)
+    assert keep.shape == (3, 14)
+    assert keep.sum(1).tolist() == [14, 7, 14]
+
+
+def test_a_strided_vla_acts_a_whole_chunk_and_round_trips(tmp_path):
+    from vla_kd.policies.pretrained import PretrainedPolicy
+
+    model = strided_vla(horizon=8, stride=4)
+    rgb, state, text = inputs()
+    obs = {"rgb": rgb.numpy(), "state": state.numpy(), "instruction": text}
+    chunk = model.predict_action_chunk(obs)
+    assert chunk.shape == (3, 8, 7)
+    np.testing.assert_array_equal(model.predict_first_action(obs), chunk[:, 0])
+    loaded = PretrainedPolicy.from_pretrained(model.save_pretrained(tmp_path / "vla"))
+    assert loaded.config.action_stride == 4
+    np.testing.assert_array_equal(loaded.predict_action_chunk(obs), chunk)
+
+
+def test_strided_token_bc_lowers_the_loss():
+    from vla_kd.methods.bc import TokenBC
+
+    model = strided_vla(horizon=4, stride=2).train()
+    rgb, state, text = inputs(batch=3)
+    actions = torch.tensor([[0.5] * 7, [-0.5] * 7, [0.1] * 7])[:, None].expand(3, 4, 7)
+    batch = {"observation.images.rgb": rgb, "observation.state": state, "task": text,
+             "action": actions, "action_is_pad": torch.zeros(3, 4, dtype=torch.bool)}
+    method = TokenBC(model, shift_pad=0, label_sigma=2.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = float(method.loss(batch, 0)[0])
+    for step in range(120):
+        loss, metrics = method.loss(batch, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    # smoothed targets: the loss cannot fall below their entropy (~2.1 nats at sigma 2)
+    assert float(loss) < 0.6 * first and metrics["train/token_accuracy"] >= 0.9
+
+
+def test_a_horizon_that_is_not_a_multiple_of_the_stride_is_refused():
+    from vla_kd.errors import UserError
+
+    with pytest.raises(UserError, match="multiple of action_stride=3"):
+        strided_vla(horizon=8, stride=3)

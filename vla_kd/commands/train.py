@@ -96,6 +96,7 @@ def build_method(m: DictConfig, dataset):
         vla_cameras, vla_image_size = dataset_cameras(dataset, m.get("cameras", ["rgb"]))
         policy = TokenVLA(TokenVLAConfig(
             state_dim=dataset.states.shape[1], horizon=m.horizon, cameras=vla_cameras,
+            action_stride=m.action_stride,
             image_size=vla_image_size,
             vision=m.vision, patch_grid=m.patch_grid,
             hidden=m.hidden, layers=m.layers, heads=m.heads, intermediate=m.intermediate,

@@ -134,16 +134,16 @@ class TokenBC(Method):
         shift = self.shift_pad if policy.training else 0
         rgb = policy.camera_input(camera_batch(batch, policy.cameras, shift))
         state = batch["observation.state"]
-        tokens = policy.tokenizer.encode(batch["action"]).flatten(1)  # (B, horizon * 7)
+        tokens = policy.action_tokens(batch["action"])  # (B, horizon // action_stride * 7)
         inputs = tokens
         if policy.training:
             state = noisy_state(state, policy.state_norm.std, self.state_noise)
             inputs = corrupt_tokens(tokens, self.token_corruption, policy.config.n_bins)
         prefix, image_summary = policy.encode(rgb, state, list(batch["task"]))
         logits = policy.token_logits(rgb, state, list(batch["task"]), inputs, prefix=prefix)
-        keep = (~batch["action_is_pad"]).repeat_interleave(policy.config.action_dim, dim=1).float()
+        keep = policy.token_keep(batch["action_is_pad"])
         if self.label_sigma > 0:
-            soft = policy.tokenizer.soft_targets(batch["action"], self.label_sigma).flatten(1, 2)
+            soft = policy.action_soft_targets(batch["action"], self.label_sigma)
             ce = -(soft * F.log_softmax(logits, dim=-1)).sum(-1).flatten()
         else:
             ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")

@@ -104,7 +104,7 @@ class ConsistencyDistillation(Method):
         rgb = student.camera_input(camera_batch(batch, student.cameras, shift))
         if student.training:
             state = noisy_state(state, student.state_norm.std, self.state_noise)
-        keep = (~batch["action_is_pad"]).repeat_interleave(student.config.action_dim, dim=1).float()
+        keep = student.token_keep(batch["action_is_pad"])
 
         # Intermediate windows (never the fixed point itself): drawn per state from its trajectory.
         kl_terms = []
@@ -120,7 +120,7 @@ class ConsistencyDistillation(Method):
         if self.fixed_point_weight > 0:
             fixed_point = consistency_kl(teacher_logits, student.token_logits(rgb, state, tasks, fixed), keep)
 
-        data_tokens = student.tokenizer.encode(batch["action"]).flatten(1)
+        data_tokens = student.action_tokens(batch["action"])
         labels = mixed_labels(fixed, data_tokens, self.label_threshold)
         inputs = labels
         if student.training:

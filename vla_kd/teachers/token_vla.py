@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
-from vla_kd.errors import unknown_name
+from vla_kd.errors import UserError, unknown_name
 from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
 from vla_kd.nn.normalization import Standardizer
@@ -34,6 +34,10 @@ class TokenVLAConfig:
 
     state_dim: int
     horizon: int = 1
+    #: actions per token step: each step's 7 tokens hold the mean of this many consecutive
+    #: actions, executed that many times, so a chunk of ``horizon`` actions takes
+    #: ``horizon // action_stride`` token steps (fewer, smoother tokens for long chunks)
+    action_stride: int = 1
     action_dim: int = ACTION_DIM
     n_bins: int = 256
     image_size: int = 128
@@ -130,6 +134,9 @@ class TokenVLA(ChunkedPolicy):
             raise unknown_name("vision encoder", c.vision, ("cnn", "efficientnet_lite0"))
         if c.trunk not in ("tiny", "smollm2"):
             raise unknown_name("trunk", c.trunk, ("tiny", "smollm2"))
+        if c.action_stride < 1 or c.horizon % c.action_stride:
+            raise UserError(f"token_vla: horizon={c.horizon} is not a multiple of "
+                            f"action_stride={c.action_stride}")
         make_encoder = (lambda: PatchCNN(c.hidden, c.patch_grid)) if c.vision == "cnn" else (
             lambda: EfficientNetPatches(c.hidden))
         self.cameras = tuple(c.cameras)
@@ -195,7 +202,28 @@ class TokenVLA(ChunkedPolicy):
 
     @property
     def n_action_tokens(self) -> int:
-        return self.config.horizon * self.config.action_dim
+        return self.config.horizon // self.config.action_stride * self.config.action_dim
+
+    def _token_steps(self, actions: torch.Tensor) -> torch.Tensor:
+        """``(B, horizon, 7)`` actions -> ``(B, horizon // stride, 7)``, each the mean of its
+        ``action_stride`` actions (padding repeats an episode's last action, so a block that
+        runs past the end averages real actions with copies of the last)."""
+        stride = self.config.action_stride
+        return actions.unflatten(1, (-1, stride)).mean(2) if stride > 1 else actions
+
+    def action_tokens(self, actions: torch.Tensor) -> torch.Tensor:
+        """A chunk of ``(B, horizon, 7)`` actions as its ``(B, n_action_tokens)`` target tokens."""
+        return self.tokenizer.encode(self._token_steps(actions)).flatten(1)
+
+    def action_soft_targets(self, actions: torch.Tensor, sigma: float) -> torch.Tensor:
+        """Gaussian-smoothed targets ``(B, n_action_tokens, n_bins)`` of ``action_tokens``."""
+        return self.tokenizer.soft_targets(self._token_steps(actions), sigma).flatten(1, 2)
+
+    def token_keep(self, action_is_pad: torch.Tensor) -> torch.Tensor:
+        """``(B, n_action_tokens)`` float mask: 1 where a token step holds at least one real
+        (unpadded) action of the chunk."""
+        first_of_block = action_is_pad[:, :: self.config.action_stride]
+        return (~first_of_block).repeat_interleave(self.config.action_dim, dim=1).float()
 
     def set_normalization(
         self, state_stats: dict, actions: np.ndarray, aux_stats: dict | None = None
@@ -265,8 +293,10 @@ class TokenVLA(ChunkedPolicy):
         return torch.stack(tokens, dim=1)
 
     def tokens_to_actions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, k * 7)`` tokens -> ``(B, k * action_stride, 7)`` actions, each token step's
+        action repeated ``action_stride`` times."""
         shaped = tokens.view(len(tokens), -1, self.config.action_dim)
-        return self.tokenizer.decode(shaped)
+        return self.tokenizer.decode(shaped).repeat_interleave(self.config.action_stride, dim=1)
 
     def decode_tokens(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """All action tokens by the configured decoder; Jacobi's pass count goes to
