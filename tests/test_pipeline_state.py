@@ -6,7 +6,6 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from vla_kd.commands.pipeline import run_stage
 from vla_kd.commands.pipeline_state import STATE_FILE, PipelineState
 from vla_kd.errors import UserError
 
@@ -27,37 +26,35 @@ def must_not_run():
 
 def test_a_resumed_run_replays_finished_stages_and_runs_the_rest(tmp_path):
     first = PipelineState(tmp_path, settings(), resume=False)
-    seconds: dict[str, float] = {}
-    assert run_stage(first, seconds, "demos", lambda n: {"recorded": n}, 7) == {"recorded": 7}
-    assert run_stage(first, seconds, "train_teacher", lambda: {"samples": 64}) == {"samples": 64}
+    assert first.run_stage("demos", lambda n: {"recorded": n}, 7) == {"recorded": 7}
+    assert first.run_stage("train_teacher", lambda: {"samples": 64}) == {"samples": 64}
     recorded = json.loads((tmp_path / STATE_FILE).read_text())
-    assert list(recorded["stages"]) == ["demos", "train_teacher"]
-    assert recorded["wall_seconds"] >= sum(seconds.values())
+    assert list(recorded["stages"]) == list(first.stage_seconds) == ["demos", "train_teacher"]
+    assert recorded["wall_seconds"] >= sum(first.stage_seconds.values())
 
     # `students` and display settings may change on resume; the stages that finished are replayed
     resumed = PipelineState(tmp_path, settings(resume=True, students=["ceed"], **{"eval.progress": False}),
                             resume=True)
-    again: dict[str, float] = {}
-    assert run_stage(resumed, again, "demos", must_not_run) == {"recorded": 7}
-    assert run_stage(resumed, again, "train_teacher", must_not_run) == {"samples": 64}
-    assert again == {k: recorded["stages"][k]["seconds"] for k in ("demos", "train_teacher")}
-    assert run_stage(resumed, again, "eval_teacher", lambda: {"success_rate": 0.5}) == {"success_rate": 0.5}
+    assert resumed.run_stage("demos", must_not_run) == {"recorded": 7}
+    assert resumed.run_stage("train_teacher", must_not_run) == {"samples": 64}
+    assert resumed.stage_seconds == {k: recorded["stages"][k]["seconds"] for k in ("demos", "train_teacher")}
+    assert resumed.run_stage("eval_teacher", lambda: {"success_rate": 0.5}) == {"success_rate": 0.5}
     assert resumed.wall_seconds() >= recorded["wall_seconds"]
     assert list(json.loads((tmp_path / STATE_FILE).read_text())["stages"]) == [
         "demos", "train_teacher", "eval_teacher"]
 
 
 def test_a_fresh_run_in_the_same_folder_starts_over(tmp_path):
-    run_stage(PipelineState(tmp_path, settings(), resume=False), {}, "demos", lambda: {"recorded": 7})
+    PipelineState(tmp_path, settings(), resume=False).run_stage("demos", lambda: {"recorded": 7})
     fresh = PipelineState(tmp_path, settings(), resume=False)
-    assert fresh.done("demos") is None
-    assert run_stage(fresh, {}, "demos", lambda: {"recorded": 8}) == {"recorded": 8}
+    assert fresh.run_stage("demos", lambda: {"recorded": 8}) == {"recorded": 8}
+    assert json.loads((tmp_path / STATE_FILE).read_text())["stages"]["demos"]["result"] == {"recorded": 8}
 
 
 def test_resume_refuses_other_settings_a_missing_record_and_a_corrupt_one(tmp_path):
     with pytest.raises(UserError, match=r"holds no pipeline_state\.json"):
         PipelineState(tmp_path, settings(resume=True), resume=True)
-    run_stage(PipelineState(tmp_path, settings(), resume=False), {}, "demos", lambda: {"recorded": 7})
+    PipelineState(tmp_path, settings(), resume=False).run_stage("demos", lambda: {"recorded": 7})
     with pytest.raises(UserError, match=r"other settings \(teacher_trainer.steps\)"):
         PipelineState(tmp_path, settings(**{"teacher_trainer.steps": 3000}), resume=True)
     (tmp_path / STATE_FILE).write_text("{not json")

@@ -4,11 +4,8 @@ held-out seeds, side by side in one results table."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,34 +20,6 @@ from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 
 CONFIG_NAME = "pipeline"
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def timed(stage_seconds: dict[str, float], stage: str) -> Iterator[None]:
-    """Add the wall time of the block to ``stage_seconds[stage]`` and log it: the results file
-    says where the pipeline's time went, not only its total."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - started
-        log.info("stage %s: %.0f s", stage, stage_seconds[stage])
-
-
-def run_stage(
-    state: PipelineState, stage_seconds: dict[str, float], stage: str, work: Callable[..., dict], *args
-) -> dict:
-    """``work(*args)`` timed as ``stage`` and recorded in ``state``; when resuming a run that
-    finished the stage, its recorded result and time instead."""
-    recorded = state.done(stage)
-    if recorded is not None:
-        stage_seconds[stage] = state.seconds(stage)
-        log.info("stage %s: finished by the earlier run, not repeated", stage)
-        return recorded
-    with timed(stage_seconds, stage):
-        result = work(*args)
-    state.finish(stage, result, stage_seconds[stage])
-    return result
 
 
 def record_demos(cfg: DictConfig, task_name: str, run_dir: Path) -> dict:
@@ -85,7 +54,7 @@ def evaluate_saved(cfg: DictConfig, folder: Path, sample_actions: bool = False) 
 
 def evaluated_row(
     cfg: DictConfig, run_dir: Path, task: str, folder: Path, key: str, name: str, *, summary: dict,
-    samples: int, stages: tuple[PipelineState, dict[str, float]], sample_actions: bool = False,
+    samples: int, state: PipelineState, sample_actions: bool = False,
 ) -> dict:
     """Evaluate ``folder`` (stage ``eval_<key>``), keep its results as ``<key>_results.json``
     and return its row ``name`` of the results table."""
@@ -105,7 +74,7 @@ def evaluated_row(
             "wall_seconds": summary["wall_seconds"],
         }
 
-    return run_stage(*stages, f"eval_{key}", evaluate)
+    return state.run_stage(f"eval_{key}", evaluate)
 
 
 def results_table(rows: list[dict]) -> str:
@@ -134,7 +103,7 @@ STUDENTS = ("rpd", "ceed", "dysl", "align")
 
 
 def train_student(
-    cfg: DictConfig, method: str, task: str, run_dir: Path, stages: tuple[PipelineState, dict[str, float]]
+    cfg: DictConfig, method: str, task: str, run_dir: Path, state: PipelineState
 ) -> list[dict]:
     """Distil the pipeline's teacher into ``students/<method>`` and evaluate it: one results row,
     two for the RPD student (acting with its Gaussian's mean, and sampling from it)."""
@@ -142,13 +111,13 @@ def train_student(
         from vla_kd.errors import unknown_name
 
         raise unknown_name("student method", method, STUDENTS)
-    trained = run_stage(*stages, f"train_{method}", _distil, cfg, method, task, run_dir)
+    trained = state.run_stage(f"train_{method}", _distil, cfg, method, task, run_dir)
     return [
         evaluated_row(
             cfg, run_dir, task, run_dir / "students" / method,
             key=f"{method}_sampled" if sample_actions else method,
             name=f"{method} student" + (" (sampled actions)" if sample_actions else ""),
-            summary=trained["summary"], samples=trained["samples"], stages=stages,
+            summary=trained["summary"], samples=trained["samples"], state=state,
             sample_actions=sample_actions,
         )
         for sample_actions in ((False, True) if method == "rpd" else (False,))
@@ -208,9 +177,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     from vla_kd.data.demos import DemoReport
 
     state = PipelineState(run_dir, cfg, resume=bool(cfg.resume))
-    stage_seconds: dict[str, float] = {}
-    stages = (state, stage_seconds)
-    report = DemoReport(**run_stage(*stages, "demos", record_demos, cfg, task.name, run_dir))
+    report = DemoReport(**state.run_stage("demos", record_demos, cfg, task.name, run_dir))
     log.info(
         "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success
     )
@@ -221,14 +188,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     ):
         if state.resuming:  # a training cut short continues from its last checkpoint
             trainer_cfg = OmegaConf.merge(trainer_cfg, {"resume": True})
-        summary = run_stage(*stages, f"train_{name}", train_base_model, cfg, name, model_cfg, trainer_cfg,
-                            run_dir)
+        summary = state.run_stage(
+            f"train_{name}", train_base_model, cfg, name, model_cfg, trainer_cfg, run_dir
+        )
         rows.append(evaluated_row(
             cfg, run_dir, str(task), run_dir / name, key=name, name=name,
-            summary=summary, samples=summary["samples"], stages=stages,
+            summary=summary, samples=summary["samples"], state=state,
         ))
     for method in cfg.students:
-        rows.extend(train_student(cfg, str(method), str(task), run_dir, stages))
+        rows.extend(train_student(cfg, str(method), str(task), run_dir, state))
     table = results_table(rows)
     doc = {
         "task": str(task),
@@ -241,11 +209,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             "demo_seeds": f"0..{cfg.demos.n - 1}",
         },
         "wall_seconds": state.wall_seconds(),
-        "stage_seconds": stage_seconds,
+        "stage_seconds": state.stage_seconds,
         "resumed": state.resuming,
     }
     write_json_atomic(doc, run_dir / "results.json")
-    (run_dir / "results.md").write_text(table + "\n" + stage_table(stage_seconds, doc["wall_seconds"]))
+    (run_dir / "results.md").write_text(table + "\n" + stage_table(state.stage_seconds, doc["wall_seconds"]))
     plot_policies_success_vs_latency(
         rows, run_dir / "success_vs_latency.png", title=f"{task}: {cfg.eval.episodes} held-out episodes each"
     )

@@ -14,7 +14,9 @@ gain a student later.
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_kd.errors import UserError
 from vla_kd.reporting import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "pipeline_state.json"
 #: settings a resumed run may change: they select stages or change only how progress is shown
@@ -49,7 +53,9 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 class PipelineState:
-    """The finished stages of one pipeline run, persisted in ``<run_dir>/pipeline_state.json``.
+    """The finished stages of one pipeline run, persisted in ``<run_dir>/pipeline_state.json``,
+    and the wall time of each stage of this invocation (``stage_seconds``, in the order they ran;
+    a replayed stage keeps the time it took when it ran).
 
     ``resume=False`` starts afresh (any earlier record in the folder is replaced);
     ``resume=True`` requires the record and the same settings."""
@@ -63,6 +69,7 @@ class PipelineState:
         if resume:
             self.record = self._load(settings)
         self.earlier_seconds = float(self.record["wall_seconds"])
+        self.stage_seconds: dict[str, float] = {}
 
     def _load(self, settings: dict) -> dict:
         if not self.path.is_file():
@@ -84,19 +91,22 @@ class PipelineState:
             )
         return record
 
-    def done(self, stage: str) -> dict | None:
-        """The recorded result of ``stage`` when resuming and it finished, else None."""
-        entry = self.record["stages"].get(stage) if self.resuming else None
-        return None if entry is None else entry["result"]
-
-    def seconds(self, stage: str) -> float:
-        return float(self.record["stages"][stage]["seconds"])
-
-    def finish(self, stage: str, result: dict, seconds: float) -> None:
-        """Record ``stage`` as finished (atomically, so a crash leaves the previous record)."""
-        self.record["stages"][stage] = {"result": result, "seconds": seconds}
+    def run_stage(self, stage: str, work: Callable[..., dict], *args) -> dict:
+        """``work(*args)``, timed as ``stage`` and recorded (atomically, so a crash leaves the
+        previous record); when resuming a run that finished ``stage``, its recorded result."""
+        entry = self.record["stages"].get(stage)  # a fresh record has none
+        if entry is not None:
+            self.stage_seconds[stage] = float(entry["seconds"])
+            log.info("stage %s: finished by the earlier run, not repeated", stage)
+            return entry["result"]
+        started = time.perf_counter()
+        result = work(*args)
+        self.stage_seconds[stage] = time.perf_counter() - started
+        log.info("stage %s: %.0f s", stage, self.stage_seconds[stage])
+        self.record["stages"][stage] = {"result": result, "seconds": self.stage_seconds[stage]}
         self.record["wall_seconds"] = self.wall_seconds()
         write_json_atomic(self.record, self.path)
+        return result
 
     def wall_seconds(self) -> float:
         """This invocation's time plus the earlier invocations' finished stages (time spent in a
