@@ -219,6 +219,9 @@ def test_a_strided_vla_acts_a_whole_chunk_and_round_trips(tmp_path):
     chunk = model.predict_action_chunk(obs)
     assert chunk.shape == (3, 8, 7)
     np.testing.assert_array_equal(model.predict_first_action(obs), chunk[:, 0])
+    from vla_kd.nn.jacobi import jacobi_decode  # Jacobi's fixed point is still the greedy decode
+
+    assert torch.equal(jacobi_decode(model, rgb, state, text).tokens, model.generate_tokens(rgb, state, text))
     loaded = PretrainedPolicy.from_pretrained(model.save_pretrained(tmp_path / "vla"))
     assert loaded.config.action_stride == 4
     np.testing.assert_array_equal(loaded.predict_action_chunk(obs), chunk)

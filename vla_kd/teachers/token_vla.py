@@ -2,8 +2,8 @@
 
 Prefix = image patch tokens (with learned 2-D positions) + one instruction token (MiniLM
 sentence embedding) + one observation token (proprioception fused with the image features); then
-``horizon * 7`` action tokens (256 bins per dimension) decoded autoregressively by a Llama trunk
-from transformers. Training is teacher-forced cross-entropy (the BC method); inference is
+``horizon / action_stride * 7`` action tokens (256 bins per dimension) decoded autoregressively
+by a Llama trunk from transformers. Training is teacher-forced cross-entropy (the BC method); inference is
 greedy decoding with a KV cache. ``token_logits`` and ``hidden_states`` are exposed for
 distillation methods.
 """
