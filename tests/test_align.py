@@ -159,6 +159,11 @@ def test_save_load_round_trip(dataset, tmp_path):
         "instruction": list(b["task"]),
     }
     assert np.array_equal(loaded.predict_action_chunk(obs), student.predict_action_chunk(obs))
+    # `vla-kd eval policy=<folder>` gives it its VLM's camera at the VLM's size
+    from vla_kd.policies.registry import policy_image_size, policy_observation
+
+    assert policy_observation(str(tmp_path / "a")) == ("rgb", False)
+    assert policy_image_size(str(tmp_path / "a")) == student.vlm.config.image_size
 
 
 def test_scratch_baseline_accepts_a_teacher_with_the_auxiliary_head(dataset, tmp_path):

@@ -86,6 +86,12 @@ def is_rl_student(spec: str) -> bool:
     return read_config(Path(spec))["policy_type"] == "gaussian_student"
 
 
+def _seeing_config(model: dict) -> dict:
+    """The part of a saved model config that says what it sees: its own, or for an aligned VLA
+    (which keeps no image settings of its own) its VLM's."""
+    return model if "image_size" in model else model.get("vlm", model)
+
+
 def policy_image_size(spec: str) -> int | None:
     """The camera size a saved policy folder was trained at (None for built-in policies)."""
     if spec in BUILTIN:
@@ -94,7 +100,7 @@ def policy_image_size(spec: str) -> int | None:
 
     from vla_kd.policies.pretrained import read_config
 
-    return read_config(Path(spec)).get("config", {}).get("image_size")
+    return _seeing_config(read_config(Path(spec)).get("config", {})).get("image_size")
 
 
 def policy_cameras(spec: str) -> tuple[str, ...]:
@@ -125,7 +131,7 @@ def policy_observation(spec: str) -> tuple[str | None, bool]:
 
     config = read_config(Path(spec))
     if config["policy_type"] != "gaussian_student":
-        model = config.get("config", {})
+        model = _seeing_config(config.get("config", {}))
         return ("rgb" if model.get("image_size") and model.get("use_image", True) else None), False
     from vla_kd.policies.gaussian_mlp import observation_needs
 
