@@ -55,12 +55,12 @@ def test_observation_reaches_the_first_action_token():
     assert action_norm < 5 * prefix_norm
 
 
-def tiny_vla(horizon=2, seed=0):
+def tiny_vla(horizon=2, seed=0, stride=1):
     from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
 
     torch.manual_seed(seed)
-    model = TokenVLA(TokenVLAConfig(state_dim=5, horizon=horizon, image_size=64, hidden=64,
-                                    layers=2, heads=2, intermediate=128))
+    model = TokenVLA(TokenVLAConfig(state_dim=5, horizon=horizon, action_stride=stride, image_size=64,
+                                    hidden=64, layers=2, heads=2, intermediate=128))
     model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
     return model.eval()
 
@@ -111,6 +111,18 @@ def test_act_executes_the_chunk_before_predicting_again():
     np.testing.assert_allclose(model.act(obs), chunk[:, 0])
 
 
+def fit(method, batch, steps=120):
+    """(first loss, last loss, last metrics) of ``steps`` Adam steps of ``method`` on one batch."""
+    optimizer = torch.optim.Adam(method.model.parameters(), lr=1e-3)
+    first = float(method.loss(batch, 0)[0])
+    for step in range(steps):
+        loss, metrics = method.loss(batch, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return first, float(loss), metrics
+
+
 def test_token_bc_lowers_the_loss():
     from vla_kd.methods.bc import TokenBC
 
@@ -120,14 +132,8 @@ def test_token_bc_lowers_the_loss():
     batch = {"observation.images.rgb": rgb, "observation.state": state, "task": text,
              "action": actions, "action_is_pad": torch.zeros(3, 1, dtype=torch.bool)}
     method = TokenBC(model, shift_pad=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = float(method.loss(batch, 0)[0])
-    for step in range(120):
-        loss, metrics = method.loss(batch, step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert float(loss) < 0.2 * first and metrics["train/token_accuracy"] == 1.0
+    first, loss, metrics = fit(method, batch)
+    assert loss < 0.2 * first and metrics["train/token_accuracy"] == 1.0
 
 
 def test_token_corruption_changes_inputs_only_while_training():
@@ -177,18 +183,8 @@ def test_a_two_camera_vla_gives_each_camera_patch_tokens_and_round_trips(tmp_pat
     assert model.other_vision["wrist_rgb"].features[0].weight.grad.abs().sum() > 0
 
 
-def strided_vla(horizon=8, stride=4):
-    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
-
-    torch.manual_seed(0)
-    model = TokenVLA(TokenVLAConfig(state_dim=5, horizon=horizon, action_stride=stride, image_size=64,
-                                    hidden=64, layers=2, heads=2, intermediate=128))
-    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
-    return model.eval()
-
-
 def test_action_stride_tokenises_block_means_and_repeats_them_when_decoding():
-    model = strided_vla(horizon=8, stride=4)
+    model = tiny_vla(horizon=8, stride=4)
     assert model.n_action_tokens == 2 * 7
     g = torch.Generator().manual_seed(3)
     actions = torch.rand(3, 8, 7, generator=g) * 2 - 1
@@ -213,7 +209,7 @@ def test_action_stride_tokenises_block_means_and_repeats_them_when_decoding():
 def test_a_strided_vla_acts_a_whole_chunk_and_round_trips(tmp_path):
     from vla_kd.policies.pretrained import PretrainedPolicy
 
-    model = strided_vla(horizon=8, stride=4)
+    model = tiny_vla(horizon=8, stride=4)
     rgb, state, text = inputs()
     obs = {"rgb": rgb.numpy(), "state": state.numpy(), "instruction": text}
     chunk = model.predict_action_chunk(obs)
@@ -230,25 +226,19 @@ def test_a_strided_vla_acts_a_whole_chunk_and_round_trips(tmp_path):
 def test_strided_token_bc_lowers_the_loss():
     from vla_kd.methods.bc import TokenBC
 
-    model = strided_vla(horizon=4, stride=2).train()
+    model = tiny_vla(horizon=4, stride=2).train()
     rgb, state, text = inputs(batch=3)
     actions = torch.tensor([[0.5] * 7, [-0.5] * 7, [0.1] * 7])[:, None].expand(3, 4, 7)
     batch = {"observation.images.rgb": rgb, "observation.state": state, "task": text,
              "action": actions, "action_is_pad": torch.zeros(3, 4, dtype=torch.bool)}
     method = TokenBC(model, shift_pad=0, label_sigma=2.0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = float(method.loss(batch, 0)[0])
-    for step in range(120):
-        loss, metrics = method.loss(batch, step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    first, loss, metrics = fit(method, batch)
     # smoothed targets: the loss cannot fall below their entropy (~2.1 nats at sigma 2)
-    assert float(loss) < 0.6 * first and metrics["train/token_accuracy"] >= 0.9
+    assert loss < 0.6 * first and metrics["train/token_accuracy"] >= 0.9
 
 
 def test_a_horizon_that_is_not_a_multiple_of_the_stride_is_refused():
     from vla_kd.errors import UserError
 
     with pytest.raises(UserError, match="multiple of action_stride=3"):
-        strided_vla(horizon=8, stride=3)
+        tiny_vla(horizon=8, stride=3)

@@ -112,9 +112,7 @@ def policy_cameras(spec: str) -> tuple[str, ...]:
 
     from vla_kd.policies.pretrained import read_config
 
-    config = read_config(Path(spec)).get("config", {})
-    # An aligned VLA reads what its VLM reads.
-    return tuple(config.get("cameras") or config.get("vlm", {}).get("cameras") or ("rgb",))
+    return tuple(_seeing_config(read_config(Path(spec)).get("config", {})).get("cameras") or ("rgb",))
 
 
 def policy_observation(spec: str) -> tuple[str | None, bool]:
