@@ -59,8 +59,11 @@ def held_out_eval(task: str, policy: str | Path, episodes: int, results: Path, *
     return json.loads(results.read_text())
 
 
-def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int) -> dict:
-    return held_out_eval(task, teacher, episodes, out / "teacher_eval" / "results.json", "workers=2")
+def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int, action_steps: int | None) -> dict:
+    """The teacher on the held-out seeds; with ``action_steps`` it re-plans after that many
+    actions of each chunk, as it does when it labels a student acting in such chunks."""
+    replan = [f"action_steps={action_steps}"] if action_steps else []
+    return held_out_eval(task, teacher, episodes, out / "teacher_eval" / "results.json", "workers=2", *replan)
 
 
 def train(
@@ -207,6 +210,10 @@ def main() -> None:
         "--clone-episodes", type=int, default=0,
         help="clone the teacher from this many of its episodes per seed; PPO and RPD start from it",
     )
+    parser.add_argument(
+        "--teacher-action-steps", type=int, default=None,
+        help="evaluate the teacher re-planning after this many actions (match rl.action_chunk)",
+    )
     parser.add_argument("extra", nargs="*", help="overrides passed to every training run")
     args = parser.parse_args()
 
@@ -237,9 +244,10 @@ def main() -> None:
 def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
     """The teacher's evaluation, every (method, seed) run, and the latency of one task."""
     out = args.out / task.split("/")[-1]
-    teacher_eval = evaluate_teacher(task, teacher, out, args.episodes)
+    teacher_eval = evaluate_teacher(task, teacher, out, args.episodes, args.teacher_action_steps)
     keys = ("success_rate", "ci95", "episodes")
-    entry: dict = {"teacher": {"policy": teacher, **{k: teacher_eval[k] for k in keys}}}
+    entry: dict = {"teacher": {"policy": teacher, "action_steps": args.teacher_action_steps,
+                               **{k: teacher_eval[k] for k in keys}}}
     curves: dict = {}
     clones: dict[int, tuple[Path, int]] = {}  # seed -> (clone folder, its teacher env steps)
     if args.clone_episodes:
