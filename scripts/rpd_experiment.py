@@ -128,8 +128,11 @@ def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> flo
     return float(steps[hit[0]]) if len(hit) else None
 
 
-def latency(task: str, teacher_spec: str, student_folder: Path) -> dict:
-    """Per-action latency of the teacher and the RPD student at batch 1, side by side."""
+def latency(
+    task: str, teacher_spec: str, student_folder: Path, teacher_action_steps: int | None = None
+) -> dict:
+    """Per-action latency of the teacher and the RPD student at batch 1, side by side; a teacher
+    that re-plans after ``teacher_action_steps`` actions executes only that many per call."""
     import torch
 
     from vla_kd.benchmarks.latency import measure_latency
@@ -148,7 +151,11 @@ def latency(task: str, teacher_spec: str, student_folder: Path) -> dict:
         env.close()
     batch = {k: (v[None] if not isinstance(v, str) else [v]) for k, v in obs.items()}
     batch["instruction"] = [env.instruction]
-    return measure_latency({"teacher": teacher, "rpd": student}, batch)
+    measured = measure_latency({"teacher": teacher, "rpd": student}, batch)
+    if teacher_action_steps:
+        measured["teacher"]["actions_per_call"] = teacher_action_steps
+        measured["teacher"]["action_ms"] = measured["teacher"]["call_ms_median"] / teacher_action_steps
+    return measured
 
 
 def seeds_text(count: int) -> str:
@@ -288,7 +295,7 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
                 }
             )
             curves.setdefault(method, []).append((steps, success))
-    entry["latency"] = latency(task, teacher, out / f"rpd_seed{args.seeds[0]}")
+    entry["latency"] = latency(task, teacher, out / f"rpd_seed{args.seeds[0]}", args.teacher_action_steps)
     return entry, curves
 
 
