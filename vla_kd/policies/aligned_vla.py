@@ -111,15 +111,18 @@ class AlignedVLA(ChunkedPolicy):
         encoded = [encode(part) for encode, part in zip(self.state_encoders, parts, strict=True)]
         return self.state_fuse(torch.cat(encoded, dim=-1))[:, None]
 
-    def features(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """``(B, expert features)``: the mapped hidden state of the action token (``rgb``: what
-        the VLM's ``camera_input`` gives)."""
+    def action_hidden(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """``(B, hidden)``: the trunk's last hidden state of the action token, the mapper's
+        input (``rgb``: what the VLM's ``camera_input`` gives)."""
         prefix = self.vlm.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
         tokens = torch.cat(
             [prefix, self.state_token(state), self.action_token.expand(len(state), -1, -1)], dim=1
         )
-        hidden = self.vlm.trunk(inputs_embeds=tokens).last_hidden_state[:, -1]
-        return self.mapper(hidden)
+        return self.vlm.trunk(inputs_embeds=tokens).last_hidden_state[:, -1]
+
+    def features(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """``(B, expert features)``: the mapped hidden state of the action token."""
+        return self.mapper(self.action_hidden(rgb, state, instructions))
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
