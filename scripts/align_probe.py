@@ -130,7 +130,12 @@ def main() -> None:
     count = min(args.frames, len(dataset))
     rows = np.sort(np.random.default_rng(0).choice(len(dataset), count, replace=False))
     expert = PretrainedPolicy.from_pretrained(args.expert)
+    if expert.policy_type != "diffusion_action_expert":
+        raise SystemExit(f"--expert '{args.expert}' holds a {expert.policy_type}, not an action expert")
     aligned = {folder: PretrainedPolicy.from_pretrained(folder) for folder in args.aligned}
+    for folder, model in aligned.items():
+        if model.policy_type != "aligned_vla":
+            raise SystemExit(f"--aligned '{folder}' holds a {model.policy_type}, not an aligned VLA")
     features = probe_features(dataset, expert, aligned, rows)
     targets = args.target or list(PICKCUBE_TARGETS)
     result = probe_table(features, list(aligned), targets, args.probe_train_episodes)

@@ -38,7 +38,7 @@ def test_probe_r2_finds_a_linear_read_out_and_not_noise():
     assert probe.parse_target("cube to goal=10:13") == ("cube to goal", slice(10, 13))
 
 
-def test_probe_reads_the_models_features_and_reports_every_probe(tmp_path):
+def test_probe_reads_the_models_features_and_reports_every_probe(tmp_path, monkeypatch):
     from test_align import tiny_parts
 
     from vla_kd.policies.aligned_vla import AlignedVLA
@@ -78,3 +78,18 @@ def test_probe_reads_the_models_features_and_reports_every_probe(tmp_path):
     assert "| tiny: m |" in probe.markdown(result)
     with pytest.raises(SystemExit):
         probe.probe_table(features, ["tiny"], ["a=0:2"], probe_train_episodes=99)
+
+    # the command line: folders of the wrong kind are refused; the right ones write the report
+    expert_dir = expert.save_pretrained(tmp_path / "expert")
+    aligned_dir = model.save_pretrained(tmp_path / "aligned")
+    base = ["align_probe", "--dataset", str(dataset.root), "--probe-train-episodes", "3",
+            "--target", "a=0:2", "--out", str(tmp_path / "out")]
+    monkeypatch.setattr("sys.argv", [*base, "--expert", str(aligned_dir), "--aligned", str(aligned_dir)])
+    with pytest.raises(SystemExit, match="not an action expert"):
+        probe.main()
+    monkeypatch.setattr("sys.argv", [*base, "--expert", str(expert_dir), "--aligned", str(expert_dir)])
+    with pytest.raises(SystemExit, match="not an aligned VLA"):
+        probe.main()
+    monkeypatch.setattr("sys.argv", [*base, "--expert", str(expert_dir), "--aligned", str(aligned_dir)])
+    probe.main()
+    assert f"| {aligned_dir}: m |" in (tmp_path / "out" / "probe.md").read_text()
