@@ -63,7 +63,9 @@ def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int, action_s
     """The teacher on the held-out seeds; with ``action_steps`` it re-plans after that many
     actions of each chunk, as it does when it labels a student acting in such chunks."""
     replan = [f"action_steps={action_steps}"] if action_steps else []
-    return held_out_eval(task, teacher, episodes, out / "teacher_eval" / "results.json", "workers=2", *replan)
+    # its own folder per setting: a rerun with another --teacher-action-steps must not reuse it
+    folder = out / (f"teacher_eval_a{action_steps}" if action_steps else "teacher_eval")
+    return held_out_eval(task, teacher, episodes, folder / "results.json", "workers=2", *replan)
 
 
 def train(
