@@ -134,7 +134,8 @@ def latency(
     task: str, teacher_spec: str, student_folder: Path, teacher_action_steps: int | None = None
 ) -> dict:
     """Per-action latency of the teacher and the RPD student at batch 1, side by side; a teacher
-    that re-plans after ``teacher_action_steps`` actions executes only that many per call."""
+    that re-plans after ``teacher_action_steps`` actions executes only that many per call (the
+    evaluator's ``action_steps``, which the latency's per-action split reads)."""
     import torch
 
     from vla_kd.benchmarks.latency import measure_latency
@@ -147,17 +148,13 @@ def latency(
     )
     try:
         obs, _ = env.reset(seed=100000)
-        teacher = build_policy(teacher_spec, env)
+        teacher = build_policy(teacher_spec, env, action_steps=teacher_action_steps)
         student = build_policy(str(student_folder / "policy"), env)
     finally:
         env.close()
     batch = {k: (v[None] if not isinstance(v, str) else [v]) for k, v in obs.items()}
     batch["instruction"] = [env.instruction]
-    measured = measure_latency({"teacher": teacher, "rpd": student}, batch)
-    if teacher_action_steps:
-        measured["teacher"]["actions_per_call"] = teacher_action_steps
-        measured["teacher"]["action_ms"] = measured["teacher"]["call_ms_median"] / teacher_action_steps
-    return measured
+    return measure_latency({"teacher": teacher, "rpd": student}, batch)
 
 
 def seeds_text(count: int) -> str:
