@@ -17,6 +17,15 @@ requires_maniskill = pytest.mark.skipif(not HAS_MANISKILL, reason="extra 'manisk
 requires_libero = pytest.mark.skipif(not HAS_LIBERO, reason="extra 'libero' not installed")
 
 
+def load_script(name: str):
+    """``scripts/<name>.py`` imported as a module, so tests can call its functions."""
+    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # The package the tests import; the CLI subprocesses must run the same code.
 PACKAGE_ROOT = str(Path(importlib.util.find_spec("vla_kd").origin).parent.parent)
 _CLI_WORKDIR = tempfile.TemporaryDirectory(prefix="vla_kd_cli_")

@@ -3,12 +3,10 @@ it reads the aligned VLA's features exactly as the model computes them."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 
 from vla_kd.data.lerobot_dataset import LeRobotDataset
 from vla_kd.data.lerobot_writer import LeRobotWriter
@@ -17,18 +15,9 @@ pytest.importorskip("sklearn")
 pytest.importorskip("transformers")
 pytest.importorskip("diffusers")
 
-SCRIPT = Path(__file__).parents[1] / "scripts" / "align_probe.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("align_probe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_probe_r2_finds_a_linear_read_out_and_not_noise():
-    probe = load_script()
+    probe = load_script("align_probe")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 12))
     fit = np.arange(400) < 300
@@ -56,7 +45,7 @@ def test_probe_reads_the_models_features_and_reports_every_probe(tmp_path, monke
     dataset = LeRobotDataset(writer.finalize(), action_horizon=2)
     vlm, expert = tiny_parts(dataset)
     model = AlignedVLA.from_parts(vlm, expert, [3, 2], mapper_hidden=24).eval()
-    probe = load_script()
+    probe = load_script("align_probe")
     rows = np.arange(len(dataset))
     features = probe.probe_features(dataset, expert, {"tiny": model}, rows, batch_size=7)
 

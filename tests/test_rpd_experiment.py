@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-SCRIPT = Path(__file__).parents[1] / "scripts" / "rpd_experiment.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("rpd_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def result(seed, rate, steps, reach=None, validation=None, reach_validated=None):
@@ -25,7 +14,7 @@ def result(seed, rate, steps, reach=None, validation=None, reach_validated=None)
 
 
 def test_table_has_clone_rows_and_every_seed_of_both_methods(tmp_path):
-    script = load_script()
+    script = load_script("rpd_experiment")
     latency = {"call_ms_median": 2.0, "action_ms": 1.0, "actions_per_call": 8}
     summary = {"tasks": {"maniskill/PushCube-v1": {
         "teacher": {"success_rate": 0.8, "ci95": [0.7, 0.9], "episodes": 100},
@@ -62,7 +51,7 @@ def test_table_has_clone_rows_and_every_seed_of_both_methods(tmp_path):
 
 
 def test_validation_curve_is_shifted_by_the_warm_start_and_empty_without_validation():
-    script = load_script()
+    script = load_script("rpd_experiment")
     steps, success = script.validation_curve({"validation": {"history": [[0, 0.3], [2500, 0.9]]}}, 7000)
     assert steps.tolist() == [7000, 9500] and success.tolist() == [0.3, 0.9]
     assert script.steps_to_reach(steps, success, 0.85) == 9500
