@@ -29,6 +29,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torch.utils.data import default_collate
 
 from vla_kd.data.lerobot_dataset import ENV_STATE, STATE, LeRobotDataset
 from vla_kd.methods.bc import camera_batch
@@ -58,10 +59,8 @@ def probe_features(
     frame), plus the frames' ``environment_state`` and ``episode``."""
     out: dict[str, list] = {"expert e": [], "environment_state": [], "episode": []}
     for start in range(0, len(rows), batch_size):
-        items = [dataset[int(i)] for i in rows[start:start + batch_size]]
-        batch = {k: torch.stack([item[k] for item in items]) for k, v in items[0].items()
-                 if isinstance(v, torch.Tensor)}
-        tasks = [item["task"] for item in items]
+        batch = default_collate([dataset[int(i)] for i in rows[start:start + batch_size]])
+        tasks = list(batch["task"])
         state = batch[STATE]
         images = camera_batch(batch, expert.config.cameras)
         out["expert e"].append(expert.encoder(images, state).numpy())
@@ -71,7 +70,7 @@ def probe_features(
             out.setdefault(f"{name}: h", []).append(hidden.numpy())
             out.setdefault(f"{name}: m", []).append(model.mapper(hidden).numpy())
         out["environment_state"].append(batch[ENV_STATE].numpy())
-        out["episode"].append(np.array([item["episode_index"] for item in items]))
+        out["episode"].append(batch["episode_index"].numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
