@@ -118,6 +118,28 @@ def test_stage_one_leaves_the_vlm_bit_identical_and_lowers_the_alignment_loss(da
         assert torch.equal(student.vlm.state_dict()[name], value)
 
 
+def test_stage_one_output_term_is_the_decoders_mismatch_and_trains_only_the_adapter(dataset):
+    from vla_kd.errors import UserError
+    from vla_kd.methods.align import FeatureAlignment
+
+    student, _, expert = aligned(dataset)
+    method = FeatureAlignment(student.train(), expert, shift_pad=0, output_weight=2.0)
+    batch = batch_of(dataset)
+    target = expert.encoder(batch["observation.images.rgb"], batch["observation.state"]).detach()
+    # From the expert's own features the decoder predicts what it predicts for the expert: zero.
+    assert float(method.output_mismatch(target.clone(), target, batch)) == 0.0
+    torch.manual_seed(3)
+    loss, logs = method.loss(batch, 0)
+    assert logs["losses/align_output_mse"] > 0
+    expected = logs["losses/align_l2"] + 2.0 * logs["losses/align_output_mse"]
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.mapper.parameters())
+    assert all(p.grad is None for p in student.decoder.parameters())  # the reused decoder stays frozen
+    with pytest.raises(UserError, match="stage1_output_weight"):
+        FeatureAlignment(student, expert, output_weight=-1.0)
+
+
 def test_stage_two_trains_the_chosen_parts_and_lowers_the_action_loss(dataset, tmp_path):
     from vla_kd.methods.align import ActionFineTuning, set_trainable
     from vla_kd.trainer import Trainer, TrainerConfig

@@ -90,7 +90,7 @@ def train_align(
 
     # Built when their stage starts: each one sets which parts train.
     def stage1():
-        return FeatureAlignment(student, action_expert)
+        return FeatureAlignment(student, action_expert, output_weight=float(a.stage1_output_weight))
 
     def stage2():
         return ActionFineTuning(student, tuple(a.stage2_parts), int(a.top_layers))

@@ -3,7 +3,10 @@
 Stage 1, alignment: the VLM is frozen; only the action token, the state encoder and the mapper
 train, so that the mapped action-token state matches the action expert's own encoder features
 on the same observation (L2, as the paper's code does). The expert's decoder then already knows
-what to do with them.
+what to do with them. Optionally (``output_weight > 0``, not in the paper) stage 1 also matches
+what the frozen decoder predicts from the mapped features to what it predicts from the expert's,
+on the same noised demonstration chunk: the L2 on features weighs every feature direction
+alike, while this term weighs them by how much the decoder's output moves with them.
 
 Stage 2, selective fine-tuning: the chosen parts unfreeze (mapper, state encoder, action token,
 the reused decoder, optionally the VLM's image encoder and the top trunk layers) and train on
@@ -53,11 +56,17 @@ def set_trainable(student, parts: tuple[str, ...], top_layers: int = 0) -> None:
 
 
 class FeatureAlignment(Method):
-    """Stage 1: L2 between the mapped VLM features and the frozen expert's features."""
+    """Stage 1: L2 between the mapped VLM features and the frozen expert's features, plus
+    ``output_weight`` times the MSE between the frozen decoder's predictions from each."""
 
-    def __init__(self, student, expert, shift_pad: int = 4) -> None:
+    def __init__(self, student, expert, shift_pad: int = 4, output_weight: float = 0.0) -> None:
+        if output_weight < 0:
+            from vla_kd.errors import UserError
+
+            raise UserError(f"align.stage1_output_weight must be >= 0, got {output_weight}")
         self.model, self.expert = student, expert.eval().requires_grad_(False)
-        self.shift_pad = shift_pad
+        self.shift_pad, self.output_weight = shift_pad, float(output_weight)
+        self.scheduler = student.decoder.scheduler("ddpm")
         set_trainable(student, ("mapper", "state", "action_token"))
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -69,8 +78,26 @@ class FeatureAlignment(Method):
         with torch.no_grad():
             target = self.expert.encoder({k: images[k] for k in self.expert.config.cameras}, state)
         mapped = self.model.features(vlm.camera_input(images), state, list(batch["task"]))
-        loss = F.mse_loss(mapped, target)
-        return loss, {"losses/align_l2": float(loss.detach())}
+        l2 = F.mse_loss(mapped, target)
+        logs = {"losses/align_l2": float(l2.detach())}
+        if not self.output_weight:
+            return l2, logs
+        output = self.output_mismatch(mapped, target, batch)
+        logs["losses/align_output_mse"] = float(output.detach())
+        return l2 + self.output_weight * output, logs
+
+    def output_mismatch(self, mapped: torch.Tensor, target: torch.Tensor, batch: dict) -> torch.Tensor:
+        """MSE, over unpadded actions, between the frozen decoder's predictions from ``mapped``
+        and from the expert's ``target`` features on one noised demonstration chunk."""
+        decoder = self.model.decoder  # the expert's decoder, frozen in this stage
+        clean = self.model.action_norm.normalize(batch["action"])
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
+        noisy = self.scheduler.add_noise(clean, torch.randn_like(clean), t)
+        with torch.no_grad():
+            expert_prediction = decoder(noisy, t, target)
+        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
+        squared = (decoder(noisy, t, mapped) - expert_prediction) ** 2 * keep
+        return squared.sum() / (keep.sum() * clean.shape[-1])
 
 
 class ActionFineTuning(Method):
