@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import camera_batch, denoise_step
+from vla_kd.methods.bc import camera_batch, denoise_step, masked_mse
 
 ARM, GRIPPER = slice(0, 6), 6
 STAGE2_PARTS = ("mapper", "state", "action_token", "decoder", "vision")
@@ -91,13 +91,10 @@ class FeatureAlignment(Method):
         and from the expert's ``target`` features on one noised demonstration chunk."""
         decoder = self.model.decoder  # the expert's decoder, frozen in this stage
         clean = self.model.action_norm.normalize(batch["action"])
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(clean),))
-        noisy = self.scheduler.add_noise(clean, torch.randn_like(clean), t)
+        step = denoise_step(self.scheduler, decoder, mapped, clean, batch["action_is_pad"])
         with torch.no_grad():
-            expert_prediction = decoder(noisy, t, target)
-        keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
-        squared = (decoder(noisy, t, mapped) - expert_prediction) ** 2 * keep
-        return squared.sum() / (keep.sum() * clean.shape[-1])
+            expert_prediction = decoder(step.noisy, step.t, target)
+        return masked_mse(step.predicted, expert_prediction, step.keep)
 
 
 class ActionFineTuning(Method):

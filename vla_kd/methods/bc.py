@@ -183,8 +183,12 @@ def denoise_step(
         alpha = scheduler.alphas_cumprod[t].view(-1, 1, 1)
         target, estimate = noise, (noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()
     keep = (~action_is_pad).unsqueeze(-1).float()
-    mse = (((predicted - target) ** 2) * keep).sum() / (keep.sum() * clean.shape[-1])
-    return Denoised(noisy, t, predicted, estimate.clamp(-1, 1), keep, mse)
+    return Denoised(noisy, t, predicted, estimate.clamp(-1, 1), keep, masked_mse(predicted, target, keep))
+
+
+def masked_mse(predicted: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of ``(B, H, D)`` chunks over the actions ``keep`` ``(B, H, 1)`` marks."""
+    return (((predicted - target) ** 2) * keep).sum() / (keep.sum() * target.shape[-1])
 
 
 class DiffusionBC(Method):
