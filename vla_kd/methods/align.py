@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import camera_batch, denoise_step, masked_mse
+from vla_kd.methods.bc import camera_batch, denoise_step, masked_mean, masked_mse
 
 ARM, GRIPPER = slice(0, 6), 6
 STAGE2_PARTS = ("mapper", "state", "action_token", "decoder", "vision")
@@ -130,9 +130,7 @@ class ActionFineTuning(Method):
         denoise, keep = step.mse, step.keep
 
         x0 = step.clean_estimate
-        arm = (F.smooth_l1_loss(x0[..., ARM], clean[..., ARM], reduction="none") * keep).sum() / (
-            keep.sum() * 6
-        )
+        arm = masked_mean(F.smooth_l1_loss(x0[..., ARM], clean[..., ARM], reduction="none"), keep)
         closed = (batch["action"][..., GRIPPER] < 0).float()  # the contract: -1 closes
         raw_gripper = student.action_norm.unnormalize(x0)[..., GRIPPER]  # back to the contract's [-1, 1]
         open_prob = ((raw_gripper + 1) / 2).clamp(1e-4, 1 - 1e-4)

@@ -98,7 +98,7 @@ class ChunkedBC(Method):
         predicted, image = policy(batch["observation.state"], rgb, return_image_features=True)
         target = policy.action_norm.normalize(batch["action"])
         keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
-        l1 = ((predicted - target).abs() * keep).sum() / (keep.sum() * target.shape[-1])
+        l1 = masked_mean((predicted - target).abs(), keep)
         logs = {"losses/l1": float(l1.detach())}
         return add_privileged_aux_loss(l1, logs, policy, image, batch, self.aux_weight), logs
 
@@ -188,7 +188,12 @@ def denoise_step(
 
 def masked_mse(predicted: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Mean squared error of ``(B, H, D)`` chunks over the actions ``keep`` ``(B, H, 1)`` marks."""
-    return (((predicted - target) ** 2) * keep).sum() / (keep.sum() * target.shape[-1])
+    return masked_mean((predicted - target) ** 2, keep)
+
+
+def masked_mean(errors: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of per-element ``errors`` ``(B, H, D)`` over the actions ``keep`` ``(B, H, 1)`` marks."""
+    return (errors * keep).sum() / (keep.sum() * errors.shape[-1])
 
 
 class DiffusionBC(Method):

@@ -26,16 +26,14 @@ import torch.nn.functional as F
 from vla_kd.methods.base import Method, frame_keys
 from vla_kd.methods.bc import camera_batch, corrupt_tokens, image_rows, noisy_state
 from vla_kd.nn.jacobi import initial_window, jacobi_decode
+from vla_kd.nn.layer_skip import token_kl
 
 
 def consistency_kl(
     teacher_logits: torch.Tensor, student_logits: torch.Tensor, keep: torch.Tensor
 ) -> torch.Tensor:
     """Mean over kept tokens of KL(q_T || q_S); logits ``(B, n, bins)``, ``keep`` ``(B, n)``."""
-    teacher_log = F.log_softmax(teacher_logits, dim=-1)
-    student_log = F.log_softmax(student_logits, dim=-1)
-    kl = (teacher_log.exp() * (teacher_log - student_log)).sum(-1)
-    return (kl * keep).sum() / keep.sum().clamp(min=1)
+    return token_kl(teacher_logits, student_logits, keep)
 
 
 def mixed_labels(teacher_tokens: torch.Tensor, data_tokens: torch.Tensor, threshold: int) -> torch.Tensor:
