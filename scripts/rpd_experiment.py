@@ -23,6 +23,14 @@ teacher term. (``-- rl.warm_start.episodes=N`` instead makes every run clone for
 same clone again at the same seed, but made twice and never evaluated on its own.) The
 env steps of the teacher's episodes count toward each run's env steps and shift its curve, so
 PPO and RPD are compared on all the samples they used.
+
+From a sharp clone PPO only loses ground (docs/experiments/rpd.md), so "env steps to reach the
+teacher's rate" needs a PPO that learns: ``--ppo-from-scratch STEPS`` adds, per seed, PPO as
+it is usually run (``rl``'s defaults: one action per step, no teacher, no clone, ManiSkill's
+own 50-step training episodes), validated every ``SCRATCH_VALIDATION_EVERY`` env steps on the
+same validation seeds and 100-step protocol as the other runs. Its rows and curves are
+``ppo_scratch``; ``results.md`` then ends with each seed's RPD / PPO-from-scratch ratio of env
+steps to the teacher's rate on validation.
 """
 
 from __future__ import annotations
@@ -35,14 +43,25 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_kd.benchmarks.rpd_report import (
+    METHODS,
+    RL_RUNS,
+    plot,
+    results_table,
+    steps_to_reach,
+    validation_curve,
+)
 from vla_kd.commands.rpd import warm_start_env_steps
 
-METHODS = ("ppo", "rpd")
 # One episode length for training, the held-out evaluations and the teacher's line in the plot.
 # The TokenVLA teachers imitate planner demos that take 50-100 steps: the PushCube chunk-8
 # teacher succeeds 83% of the time within 100 steps and 0% within 50 (rl's default), so RPD
 # at 50 steps pulled its students toward a policy that never succeeds inside an episode.
 EPISODE_STEPS = 100
+# PPO from scratch trains on ManiSkill's own episode length (at 100 steps it learnt PushCube
+# slower: 6% against 27% held out after 30k env steps, seed 0) and validates at EPISODE_STEPS.
+SCRATCH_EPISODE_STEPS = 50
+SCRATCH_VALIDATION_EVERY = 10000
 
 
 def run(args: list[str]) -> None:
@@ -70,7 +89,7 @@ def evaluate_teacher(task: str, teacher: str, out: Path, episodes: int, action_s
 
 def train(
     task: str, teacher: str, method: str, seed: int, steps: int, episodes: int, out: Path, extra: list[str],
-    name: str | None = None,
+    name: str | None = None, episode_steps: int = EPISODE_STEPS,
 ) -> Path:
     folder = out / f"{name or method}_seed{seed}"
     if not (folder / "train_summary.json").is_file():
@@ -80,7 +99,7 @@ def train(
             f"env={task}",
             f"rl.seed={seed}",
             f"rl.total_timesteps={steps}",
-            f"rl.max_episode_steps={EPISODE_STEPS}",
+            f"rl.max_episode_steps={episode_steps}",
             f"eval.max_episode_steps={EPISODE_STEPS}",
             f"eval.episodes={episodes}",
             "eval.seed=100000",
@@ -104,6 +123,12 @@ def clone(task: str, teacher: str, seed: int, episodes: int, args) -> Path:
     return train(task, teacher, "ppo", seed, 0, episodes, args.out / task.split("/")[-1], extra, "clone")
 
 
+def ppo_from_scratch(task: str, seed: int, steps: int, episodes: int, out: Path) -> Path:
+    """PPO as usually run, for the env-steps comparison: none of the experiment's overrides."""
+    extra = [f"rl.validation.every={SCRATCH_VALIDATION_EVERY}"]
+    return train(task, "none", "ppo", seed, steps, episodes, out, extra, "ppo_scratch", SCRATCH_EPISODE_STEPS)
+
+
 def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Training success vs env steps, RL's steps shifted by ``offset`` (the warm start's)."""
     rows = [r for r in json.loads((folder / "curve.json").read_text()) if "train/success_rate" in r]
@@ -115,19 +140,6 @@ def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.n
     # a moving average over the points that exist: "same" alone would pad the ends with zeros
     counts = np.convolve(np.ones_like(success), kernel, mode="same")
     return steps, np.convolve(success, kernel, mode="same") / counts
-
-
-def validation_curve(result: dict, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Validation success (mean action, validation seeds) vs env steps, shifted by ``offset``;
-    empty when the run did not validate."""
-    history = (result.get("validation") or {}).get("history") or []
-    steps = offset + np.array([step for step, _ in history], float)
-    return steps, np.array([rate for _, rate in history], float)
-
-
-def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> float | None:
-    hit = np.flatnonzero(success >= target)
-    return float(steps[hit[0]]) if len(hit) else None
 
 
 def latency(
@@ -157,52 +169,6 @@ def latency(
     return measure_latency({"teacher": teacher, "rpd": student}, batch)
 
 
-def seeds_text(count: int) -> str:
-    return f"{count} seed" + ("" if count == 1 else "s")
-
-
-def plot(
-    curves: dict, teacher_rates: dict, path: Path, clones: dict | None = None, validation: dict | None = None
-) -> None:
-    """Training success vs env steps per method; ``clones``: task -> [(env steps, held-out
-    success)] of the behaviour clones the runs started from, drawn as points; ``validation``:
-    task -> method -> [(env steps, validation success)] per seed, drawn as a second row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    validation = {task: runs for task, runs in (validation or {}).items() if any(
-        len(steps) for by_seed in runs.values() for steps, _ in by_seed)}
-    rows = 2 if validation else 1
-    fig, axes = plt.subplots(rows, len(curves), figsize=(5.5 * len(curves), 4 * rows), squeeze=False)
-    for ax, task in zip(axes[1] if validation else [], curves, strict=False):
-        for color, (method, by_seed) in zip(("C0", "C1"), validation.get(task, {}).items(), strict=False):
-            for i, (steps, success) in enumerate(by_seed):
-                label = f"{method.upper()} ({seeds_text(len(by_seed))})" if i == 0 else None
-                ax.plot(steps, success, color=color, marker=".", alpha=0.7, label=label)
-        ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
-        ax.set(title=f"{task.split('/')[-1]}: validation seeds, mean action", xlabel="env steps",
-               ylabel="validation success rate", ylim=(0, 1))
-        ax.legend(loc="lower right")
-    for ax, (task, by_method) in zip(axes[0], curves.items(), strict=True):
-        for method, runs in by_method.items():
-            length = min(len(s) for s, _ in runs)
-            steps = runs[0][0][:length]
-            values = np.stack([v[:length] for _, v in runs])
-            ax.plot(steps, values.mean(0), label=f"{method.upper()} (mean of {seeds_text(len(runs))})")
-            ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
-        ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
-        points = (clones or {}).get(task)
-        if points:
-            ax.scatter(*zip(*points, strict=True), color="k", marker="x", label="BC clone (held-out eval)")
-        ax.set(title=task.split("/")[-1], xlabel="env steps", ylabel="training success rate", ylim=(0, 1))
-        ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -219,6 +185,10 @@ def main() -> None:
     parser.add_argument(
         "--teacher-action-steps", type=int, default=None,
         help="evaluate the teacher re-planning after this many actions (match rl.action_chunk)",
+    )
+    parser.add_argument(
+        "--ppo-from-scratch", type=int, default=0, metavar="STEPS",
+        help="also run PPO from scratch (rl defaults, no teacher) for this many env steps per seed",
     )
     parser.add_argument("extra", nargs="*", help="overrides passed to every training run")
     args = parser.parse_args()
@@ -239,7 +209,7 @@ def main() -> None:
     }
     validation = {
         task: {method: [(np.array(r["validation_curve"][0]), np.array(r["validation_curve"][1]))
-                        for r in entry[method]] for method in METHODS}
+                        for r in entry[method]] for method in RL_RUNS if method in entry}
         for task, entry in summary["tasks"].items()
     }
     plot(curves, teacher_rates, args.out / "success_vs_steps.png", clones, validation)
@@ -266,78 +236,54 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
                 {"seed": seed, **{k: result[f"eval/{k}"] for k in keys}, "env_steps": clones[seed][1],
                  "warm_start_env_steps": clones[seed][1], "wall_seconds": result["wall_seconds"]}
             )
+    runs = {method: {} for method in METHODS}  # method -> seed -> (folder, env steps before RL)
     for method in METHODS:
-        entry[method] = []
         for seed in args.seeds:
             start = [f"rl.init_policy={clones[seed][0] / 'policy'}"] if seed in clones else []
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, [*args.extra, *start])
-            result = json.loads((folder / "train_summary.json").read_text())
-            # the clone's teacher episodes, if any, are this run's first samples
-            warm = warm_start_env_steps(result) + (clones[seed][1] if seed in clones else 0)
-            steps, success = smoothed_curve(folder, warm)
-            val_steps, val_success = validation_curve(result, warm)
-            sampled = evaluate_sampled(task, folder, args.episodes)
-            entry[method].append(
-                {
-                    "seed": seed,
-                    **{k: result[f"eval/{k}"] for k in keys},
-                    "sampled": {k: sampled[k] for k in keys},
-                    "env_steps": warm + result["env_steps"],  # the teacher's warm-start episodes count
-                    "warm_start_env_steps": warm,
-                    "wall_seconds": result["wall_seconds"],
-                    "steps_to_teacher": steps_to_reach(steps, success, teacher_eval["success_rate"]),
-                    "validation_curve": [val_steps.tolist(), val_success.tolist()],
-                    # None when not reached, or when the run did not validate (empty curve)
-                    "steps_to_teacher_validated": steps_to_reach(
-                        val_steps, val_success, teacher_eval["success_rate"]
-                    ),
-                }
+            runs[method][seed] = folder, clones[seed][1] if seed in clones else 0
+    if args.ppo_from_scratch:
+        runs["ppo_scratch"] = {
+            seed: (ppo_from_scratch(task, seed, args.ppo_from_scratch, args.episodes, out), 0)
+            for seed in args.seeds
+        }
+    for method, by_seed in runs.items():
+        entry[method] = []
+        for seed, (folder, clone_steps) in by_seed.items():
+            record, curve = run_record(
+                task, folder, seed, clone_steps, teacher_eval["success_rate"], args.episodes
             )
-            curves.setdefault(method, []).append((steps, success))
+            entry[method].append(record)
+            curves.setdefault(method, []).append(curve)
     entry["latency"] = latency(task, teacher, out / f"rpd_seed{args.seeds[0]}", args.teacher_action_steps)
     return entry, curves
 
 
-def steps_text(steps: float | None, measured: bool = True) -> str:
-    if not measured:
-        return "-"  # the run did not validate
-    return "not reached" if steps is None else f"{steps:.0f}"
-
-
-def results_table(summary: dict) -> str:
-    """task x policy x held-out success (CI) x env steps x steps to the teacher's rate x ms/action."""
-    rows = [
-        "| task | policy | success (held-out) | 95% CI | sampling actions | 95% CI | env steps "
-        "| steps to teacher's rate (training / validation) | ms/call | ms/action |",
-        "|---|---|---:|---|---:|---|---:|---:|---:|---:|",
-    ]
-
-    def pct(r: dict) -> str:
-        return f"{100 * r['success_rate']:.0f}% | [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"
-
-    for task, entry in summary["tasks"].items():
-        lat = entry["latency"]
-        t_lat, s_lat = lat["teacher"], lat["rpd"]
-        per_call = f"{t_lat['call_ms_median']:.2f} | {t_lat['action_ms']:.2f}"
-        name = f"teacher ({t_lat['actions_per_call']} actions/call)"
-        rows.append(f"| {task} | {name} | {pct(entry['teacher'])} | | | (demos) | | {per_call} |")
-        for method in ("clone", *METHODS):
-            for r in entry.get(method, []):
-                if method == "clone":  # no training curve: its success is the held-out one
-                    reach = ""
-                else:
-                    validated = bool(r.get("validation_curve", [[]])[0])
-                    reach = steps_text(r["steps_to_teacher"]) + " / " + steps_text(
-                        r.get("steps_to_teacher_validated"), validated
-                    )
-                ms = f"{s_lat['call_ms_median']:.3f} | {s_lat['action_ms']:.3f}" if method == "rpd" else " | "
-                name = f"{method} seed {r['seed']}"
-                sampled = pct(r["sampled"]) if "sampled" in r else " | "
-                rows.append(f"| {task} | {name} | {pct(r)} | {sampled} | {r['env_steps']} | {reach} | {ms} |")
-        per_call = t_lat["call_ms_median"] / s_lat["call_ms_median"]
-        per_action = t_lat["action_ms"] / s_lat["action_ms"]
-        rows.append(f"| {task} | RPD student speed-up | | | | | | | {per_call:.0f}x | {per_action:.0f}x |")
-    return "\n".join(rows) + "\n"
+def run_record(
+    task: str, folder: Path, seed: int, clone_steps: int, teacher_rate: float, episodes: int
+) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """One finished run's row (held-out and sampled success, env steps, steps to the teacher's
+    rate) and its training curve; ``clone_steps``: env steps of the clone it started from."""
+    keys = ("success_rate", "ci95", "episodes")
+    result = json.loads((folder / "train_summary.json").read_text())
+    # the clone's teacher episodes, if any, are this run's first samples
+    warm = warm_start_env_steps(result) + clone_steps
+    steps, success = smoothed_curve(folder, warm)
+    val_steps, val_success = validation_curve(result, warm)
+    sampled = evaluate_sampled(task, folder, episodes)
+    record = {
+        "seed": seed,
+        **{k: result[f"eval/{k}"] for k in keys},
+        "sampled": {k: sampled[k] for k in keys},
+        "env_steps": warm + result["env_steps"],  # the teacher's warm-start episodes count
+        "warm_start_env_steps": warm,
+        "wall_seconds": result["wall_seconds"],
+        "steps_to_teacher": steps_to_reach(steps, success, teacher_rate),
+        "validation_curve": [val_steps.tolist(), val_success.tolist()],
+        # None when not reached, or when the run did not validate (empty curve)
+        "steps_to_teacher_validated": steps_to_reach(val_steps, val_success, teacher_rate),
+    }
+    return record, (steps, success)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""scripts/rpd_experiment.py's table and plot, from made-up results (no training)."""
+"""scripts/rpd_experiment.py's table and plot (drawn by vla_kd/benchmarks/rpd_report.py), from
+made-up results (no training)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,23 @@ def test_validation_curve_is_shifted_by_the_warm_start_and_empty_without_validat
     assert steps.tolist() == [7000, 9500] and success.tolist() == [0.3, 0.9]
     assert script.steps_to_reach(steps, success, 0.85) == 9500
     assert len(script.validation_curve({"validation": None})[0]) == 0
+
+
+def test_ppo_from_scratch_rows_and_the_env_step_ratio_to_the_teachers_rate():
+    script = load_script("rpd_experiment")
+    latency = {"call_ms_median": 2.0, "action_ms": 1.0, "actions_per_call": 8}
+    entry = {
+        "teacher": {"success_rate": 0.8, "ci95": [0.7, 0.9], "episodes": 100},
+        "ppo": [result(0, 0.0, 27000), result(1, 0.0, 27000)],
+        "rpd": [result(0, 0.8, 27000, validation=[[7000, 10000], [0.5, 0.85]], reach_validated=10000.0),
+                result(1, 0.6, 27000, validation=[[7000, 10000], [0.5, 0.6]])],
+        "ppo_scratch": [result(0, 0.9, 150000, validation=[[0, 80000], [0.0, 0.9]], reach_validated=80000.0),
+                        result(1, 0.9, 150000, validation=[[0, 90000], [0.0, 0.9]], reach_validated=90000.0)],
+        "latency": {"teacher": latency, "rpd": {**latency, "call_ms_median": 0.5, "action_ms": 0.25}},
+    }
+    table = script.results_table({"tasks": {"maniskill/PushCube-v1": entry}})
+    assert sum("ppo_scratch seed" in line for line in table.splitlines()) == 2
+    assert table.rstrip().splitlines()[-1].endswith("seed 0: 0.12; seed 1: RPD not reached")
+    from vla_kd.benchmarks.rpd_report import scratch_ratio
+
+    assert scratch_ratio({k: v for k, v in entry.items() if k != "ppo_scratch"}) is None
