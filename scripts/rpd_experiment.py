@@ -129,6 +129,13 @@ def ppo_from_scratch(task: str, seed: int, steps: int, episodes: int, out: Path)
     return train(task, "none", "ppo", seed, steps, episodes, out, extra, "ppo_scratch", SCRATCH_EPISODE_STEPS)
 
 
+def clone_start(clone_folder: Path) -> list[str]:
+    """Overrides that start a PPO or RPD run from the seed's clone, and from nothing else: the
+    run must not clone again (``rl=from_clone`` asks for a warm start of its own), or it would
+    refit the clone on the same teacher episodes and count their env steps twice."""
+    return [f"rl.init_policy={clone_folder / 'policy'}", "rl.warm_start.episodes=0"]
+
+
 def smoothed_curve(folder: Path, offset: int = 0, window: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Training success vs env steps, RL's steps shifted by ``offset`` (the warm start's)."""
     rows = [r for r in json.loads((folder / "curve.json").read_text()) if "train/success_rate" in r]
@@ -190,6 +197,9 @@ def main() -> None:
         "--ppo-from-scratch", type=int, default=0, metavar="STEPS",
         help="also run PPO from scratch (rl defaults, no teacher) for this many env steps per seed",
     )
+    parser.add_argument(
+        "--scratch-seeds", type=int, nargs="+", default=None, help="seeds of those runs (default: --seeds)"
+    )
     parser.add_argument("extra", nargs="*", help="overrides passed to every training run")
     args = parser.parse_args()
 
@@ -239,13 +249,13 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
     runs = {method: {} for method in METHODS}  # method -> seed -> (folder, env steps before RL)
     for method in METHODS:
         for seed in args.seeds:
-            start = [f"rl.init_policy={clones[seed][0] / 'policy'}"] if seed in clones else []
+            start = clone_start(clones[seed][0]) if seed in clones else []
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, [*args.extra, *start])
             runs[method][seed] = folder, clones[seed][1] if seed in clones else 0
     if args.ppo_from_scratch:
         runs["ppo_scratch"] = {
             seed: (ppo_from_scratch(task, seed, args.ppo_from_scratch, args.episodes, out), 0)
-            for seed in args.seeds
+            for seed in args.scratch_seeds or args.seeds
         }
     for method, by_seed in runs.items():
         entry[method] = []

@@ -74,6 +74,17 @@ def test_ppo_from_scratch_rows_and_the_env_step_ratio_to_the_teachers_rate():
     table = script.results_table({"tasks": {"maniskill/PushCube-v1": entry}})
     assert sum("ppo_scratch seed" in line for line in table.splitlines()) == 2
     assert table.rstrip().splitlines()[-1].endswith("seed 0: 0.12; seed 1: RPD not reached")
+    one_seed = {**entry, "ppo_scratch": entry["ppo_scratch"][:1]}
+    last = script.results_table({"tasks": {"maniskill/PushCube-v1": one_seed}}).rstrip().splitlines()[-1]
+    assert last.endswith("seed 0: 0.12; seed 1: no PPO-from-scratch run")
     from vla_kd.benchmarks.rpd_report import scratch_ratio
 
     assert scratch_ratio({k: v for k, v in entry.items() if k != "ppo_scratch"}) is None
+
+
+def test_runs_from_a_clone_do_not_clone_again(tmp_path):
+    script = load_script("rpd_experiment")
+    overrides = script.clone_start(tmp_path / "clone_seed0")
+    # rl=from_clone sets a warm start; later overrides win in Hydra, so this one must be last
+    assert overrides[-1] == "rl.warm_start.episodes=0"
+    assert overrides[0] == f"rl.init_policy={tmp_path / 'clone_seed0' / 'policy'}"

@@ -123,7 +123,9 @@ def scratch_ratio(entry: dict) -> str | None:
     parts = []
     for r in entry["rpd"]:
         rpd, ppo = r["steps_to_teacher_validated"], scratch.get(r["seed"])
-        if rpd is None or ppo is None:
+        if r["seed"] not in scratch:
+            ratio = "no PPO-from-scratch run"
+        elif rpd is None or ppo is None:
             ratio = "RPD not reached" if rpd is None else "PPO from scratch not reached"
         else:
             ratio = f"{rpd / ppo:.2f}"
