@@ -24,6 +24,10 @@ def steps_to_reach(steps: np.ndarray, success: np.ndarray, target: float) -> flo
     return float(steps[hit[0]]) if len(hit) else None
 
 
+def label_of(method: str) -> str:
+    return method.upper().replace("_SCRATCH", " from scratch")
+
+
 def seeds_text(count: int) -> str:
     return f"{count} seed" + ("" if count == 1 else "s")
 
@@ -47,7 +51,7 @@ def plot(
         by_method = validation.get(task, {}).items()
         for color, (method, by_seed) in zip(("C0", "C1", "C2"), by_method, strict=False):
             for i, (steps, success) in enumerate(by_seed):
-                label = f"{method.upper()} ({seeds_text(len(by_seed))})" if i == 0 else None
+                label = f"{label_of(method)} ({seeds_text(len(by_seed))})" if i == 0 else None
                 ax.plot(steps, success, color=color, marker=".", alpha=0.7, label=label)
         ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
         ax.set(title=f"{task.split('/')[-1]}: validation seeds, mean action", xlabel="env steps",
@@ -58,7 +62,7 @@ def plot(
             length = min(len(s) for s, _ in runs)
             steps = runs[0][0][:length]
             values = np.stack([v[:length] for _, v in runs])
-            ax.plot(steps, values.mean(0), label=f"{method.upper()} (mean of {seeds_text(len(runs))})")
+            ax.plot(steps, values.mean(0), label=f"{label_of(method)} (mean of {seeds_text(len(runs))})")
             ax.fill_between(steps, values.min(0), values.max(0), alpha=0.2)
         ax.axhline(teacher_rates[task], color="k", linestyle="--", label="teacher (held-out eval)")
         points = (clones or {}).get(task)
@@ -125,6 +129,8 @@ def scratch_ratio(entry: dict) -> str | None:
         rpd, ppo = r["steps_to_teacher_validated"], scratch.get(r["seed"])
         if r["seed"] not in scratch:
             ratio = "no PPO-from-scratch run"
+        elif rpd is None and ppo is None:
+            ratio = "neither reached"
         elif rpd is None or ppo is None:
             ratio = "RPD not reached" if rpd is None else "PPO from scratch not reached"
         else:
