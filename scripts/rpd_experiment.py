@@ -62,6 +62,7 @@ EPISODE_STEPS = 100
 # slower: 6% against 27% held out after 30k env steps, seed 0) and validates at EPISODE_STEPS.
 SCRATCH_EPISODE_STEPS = 50
 SCRATCH_VALIDATION_EVERY = 10000
+RESULT_KEYS = ("success_rate", "ci95", "episodes")  # what each row copies from an evaluation
 
 
 def run(args: list[str]) -> None:
@@ -231,9 +232,8 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
     """The teacher's evaluation, every (method, seed) run, and the latency of one task."""
     out = args.out / task.split("/")[-1]
     teacher_eval = evaluate_teacher(task, teacher, out, args.episodes, args.teacher_action_steps)
-    keys = ("success_rate", "ci95", "episodes")
     entry: dict = {"teacher": {"policy": teacher, "action_steps": args.teacher_action_steps,
-                               **{k: teacher_eval[k] for k in keys}}}
+                               **{k: teacher_eval[k] for k in RESULT_KEYS}}}
     curves: dict = {}
     clones: dict[int, tuple[Path, int]] = {}  # seed -> (clone folder, its teacher env steps)
     if args.clone_episodes:
@@ -243,7 +243,7 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
             result = json.loads((folder / "train_summary.json").read_text())
             clones[seed] = folder, warm_start_env_steps(result)
             entry["clone"].append(
-                {"seed": seed, **{k: result[f"eval/{k}"] for k in keys}, "env_steps": clones[seed][1],
+                {"seed": seed, **{k: result[f"eval/{k}"] for k in RESULT_KEYS}, "env_steps": clones[seed][1],
                  "warm_start_env_steps": clones[seed][1], "wall_seconds": result["wall_seconds"]}
             )
     runs = {method: {} for method in METHODS}  # method -> seed -> (folder, env steps before RL)
@@ -274,7 +274,6 @@ def run_record(
 ) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
     """One finished run's row (held-out and sampled success, env steps, steps to the teacher's
     rate) and its training curve; ``clone_steps``: env steps of the clone it started from."""
-    keys = ("success_rate", "ci95", "episodes")
     result = json.loads((folder / "train_summary.json").read_text())
     # the clone's teacher episodes, if any, are this run's first samples
     warm = warm_start_env_steps(result) + clone_steps
@@ -283,8 +282,8 @@ def run_record(
     sampled = evaluate_sampled(task, folder, episodes)
     record = {
         "seed": seed,
-        **{k: result[f"eval/{k}"] for k in keys},
-        "sampled": {k: sampled[k] for k in keys},
+        **{k: result[f"eval/{k}"] for k in RESULT_KEYS},
+        "sampled": {k: sampled[k] for k in RESULT_KEYS},
         "env_steps": warm + result["env_steps"],  # the teacher's warm-start episodes count
         "warm_start_env_steps": warm,
         "wall_seconds": result["wall_seconds"],
