@@ -97,3 +97,26 @@ def test_one_token_windows_need_no_pass():
     rgb, state, text = prompts(batch=2, seed=1)
     result = jacobi_decode(model, rgb, state, text)
     assert result.iterations == 0 and torch.equal(result.tokens, model.generate_tokens(rgb, state, text))
+
+
+def test_a_pass_count_runs_exactly_that_many_passes():
+    """``passes`` (for timing a CEED student's pass count) ignores convergence and early exit;
+    n - 1 passes always reach greedy decoding."""
+    model = tiny_vla(horizon=2)
+    rgb, state, text = prompts(batch=3, seed=9)
+    converged_after = jacobi_decode(model, rgb, state, text).iterations
+    n = model.n_action_tokens
+    for passes in (1, converged_after + 2, n - 1):
+        result = jacobi_decode(model, rgb, state, text, passes=passes,
+                               early_exit=EarlyExit(max_iterations=1))
+        assert result.iterations == passes
+    assert torch.equal(result.tokens, model.generate_tokens(rgb, state, text))
+
+
+@pytest.mark.parametrize("init", INITS)
+def test_the_initial_window_lives_on_the_first_token_device(init):
+    from vla_kd.nn.jacobi import initial_window
+
+    first = torch.tensor([3, 5], device="meta")
+    window = initial_window(first, 6, 256, init, torch.Generator().manual_seed(0))
+    assert window.device.type == "meta" and window.shape == (2, 6)

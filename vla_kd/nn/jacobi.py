@@ -63,11 +63,11 @@ def initial_window(first: torch.Tensor, n: int, n_bins: int, init: str, generato
     if init == "repeat":
         window = first[:, None].repeat(1, n)
     elif init == "middle":
-        window = torch.full((batch, n), n_bins // 2, dtype=torch.long)
+        window = torch.full((batch, n), n_bins // 2, dtype=torch.long, device=first.device)
     elif init == "zeros":
-        window = torch.zeros((batch, n), dtype=torch.long)
+        window = torch.zeros((batch, n), dtype=torch.long, device=first.device)
     elif init == "random":
-        window = torch.randint(0, n_bins, (batch, n), generator=generator)
+        window = torch.randint(0, n_bins, (batch, n), generator=generator).to(first.device)
     else:
         from vla_kd.errors import unknown_name
 
@@ -87,9 +87,11 @@ def jacobi_decode(
     record: bool = False,
     generator=None,
     initial: torch.Tensor | None = None,
+    passes: int | None = None,
 ) -> JacobiResult:
     """Decode ``model.n_action_tokens`` tokens of a TokenVLA by Jacobi iteration (``initial``:
-    a given starting window ``(B, n)`` instead of the ``init`` strategy)."""
+    a given starting window ``(B, n)`` instead of the ``init`` strategy; ``passes``: run exactly
+    that many passes whatever the window does, for timing a pass count, not for acting)."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
@@ -107,7 +109,7 @@ def jacobi_decode(
     result = JacobiResult(tokens=window, iterations=0, converged=n == 1, prefix_length=prefix_length)
     if record:
         result.trajectory.append(window.clone())
-    while not result.converged:
+    while (not result.converged) if passes is None else result.iterations < passes:
         out = model.trunk(
             inputs_embeds=model.action_embed(window[:, :-1]), past_key_values=cache, use_cache=True
         )
@@ -119,7 +121,7 @@ def jacobi_decode(
             result.cache_lengths.append(cache.get_seq_length())
         result.converged = bool(torch.equal(new, window)) or result.iterations == n - 1
         old, window = window, new
-        if early_exit is not None and early_exit.satisfied(old, new, result.iterations):
+        if passes is None and early_exit is not None and early_exit.satisfied(old, new, result.iterations):
             break
     result.tokens = window
     return result

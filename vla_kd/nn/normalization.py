@@ -25,7 +25,7 @@ class Standardizer(nn.Module):
         self.std.copy_(torch.as_tensor(stats["std"]).clamp_min(1e-3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std * self.keep_mask
+        return (x.to(self.mean.dtype) - self.mean) / self.std * self.keep_mask  # the weights' dtype
 
 
 def feature_mask(dim: int, keep: Sequence[int] | None) -> torch.Tensor:

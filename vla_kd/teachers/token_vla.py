@@ -92,7 +92,8 @@ class PatchCNN(nn.Module):
         self.position = nn.Parameter(torch.zeros(grid * grid, hidden))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.features(images.permute(0, 3, 1, 2).float() / 255.0)
+        # In the weights' dtype, so a model cast to bf16 (a GPU user's choice) runs as is.
+        x = self.features(images.permute(0, 3, 1, 2).to(self.position.dtype) / 255.0)
         return self.pool(x).flatten(2).transpose(1, 2) + self.position, x.flatten(1)
 
 
@@ -243,7 +244,7 @@ class TokenVLA(ChunkedPolicy):
         """(prefix embeddings ``(B, image tokens + 2 + 1, hidden)`` ending with begin-of-action,
         the image summary ``(B, hidden)`` that the observation token and the auxiliary head read)."""
         batch = len(state)
-        instruction = embed_instructions(instructions).to(state.device)
+        instruction = embed_instructions(instructions).to(state.device, self.instruction_proj.weight.dtype)
         patches, flat = self.encode_images(rgb)
         image_summary = self.image_summary(flat)
         observation = torch.cat([image_summary, self.state_norm(state)], dim=-1)
