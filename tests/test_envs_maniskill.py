@@ -142,3 +142,21 @@ def test_episodes_after_a_seeded_reset_repeat_from_run_to_run():
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(one[1], one[2])  # still a new episode at every reset
+
+
+def test_the_gpu_sim_refuses_to_start_without_the_physx_gpu_library(tmp_path, monkeypatch):
+    """SAPIEN would download the library from GitHub at first GPU use; the suite says what to
+    fetch instead, before any simulator starts."""
+    from vla_kd.envs.maniskill_gpu import ManiSkillBatchedEnv, check_physx_gpu_library, physx_gpu_library
+    from vla_kd.errors import UserError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    library = physx_gpu_library()
+    assert library.is_relative_to(tmp_path)
+    with pytest.raises(UserError, match=r"libPhysXGpu_64\.so") as error:
+        ManiSkillBatchedEnv("PushCube-v1", num_envs=4, sim_backend="physx_cuda")
+    assert "linux-so.zip" in str(error.value) and str(library.parent) in str(error.value)
+    check_physx_gpu_library("cpu")  # the CPU sim needs no such library
+    library.parent.mkdir(parents=True)
+    library.write_bytes(b"")
+    check_physx_gpu_library("physx_cuda")  # present: nothing to refuse

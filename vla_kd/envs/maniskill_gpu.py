@@ -7,6 +7,8 @@ without a GPU the same class runs one env on CPU physics, which is how it is tes
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import torch
 
@@ -18,6 +20,34 @@ from vla_kd.envs.maniskill import (
     sim_obs_mode,
     split_observation,
 )
+from vla_kd.errors import UserError
+
+
+def physx_gpu_library() -> Path:
+    """Where SAPIEN loads its PhysX GPU library from (``~/.sapien/physx/<version>/``)."""
+    import sapien.physx
+
+    return Path.home() / ".sapien" / "physx" / sapien.physx.version() / "libPhysXGpu_64.so"
+
+
+def check_physx_gpu_library(sim_backend: str) -> None:
+    """Refuse a GPU sim whose PhysX GPU library is missing. SAPIEN does not ship it in its wheel:
+    at first GPU use it downloads it from GitHub, and this suite never downloads at run time
+    (on an offline machine that download fails with a bare connection error)."""
+    if sim_backend in ("cpu", "physx_cpu"):
+        return
+    import sapien.physx
+
+    library = physx_gpu_library()
+    if sapien.physx.is_gpu_enabled() or library.is_file():
+        return
+    url = (f"https://github.com/sapien-sim/physx-precompiled/releases/download/"
+           f"{sapien.physx.version()}/linux-so.zip")
+    raise UserError(
+        f"maniskill=gpu (sim_backend={sim_backend}) needs SAPIEN's PhysX GPU library at {library}, "
+        f"which SAPIEN's wheel does not ship. Fetch {url} once and unzip it into {library.parent} "
+        "(copy that folder to offline machines), or train on the CPU sim (maniskill=cpu)."
+    )
 
 
 def flatten_batched(parts: dict, batch: int) -> torch.Tensor:
@@ -53,6 +83,7 @@ class ManiSkillBatchedEnv:
         reward_mode: str | None = None,
     ) -> None:
         check_task(task)
+        check_physx_gpu_library(sim_backend)
         from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
 
         self.task, self.obs_mode, self.num_envs = task, obs_mode, num_envs
