@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 import time
 
 import numpy as np
@@ -83,10 +85,13 @@ def main() -> None:
     import rclpy
     from geometry_msgs.msg import TwistStamped
     from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Bool, Float64
 
-    rclpy.init()
+    # rclpy's own handlers would shut the context down on SIGTERM mid-spin; this robot stops
+    # its loop and writes its report instead (see below).
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = Node("fake_robot")
     position, gripper = np.array(args.start, dtype=float), 1.0
     paused = [False]
@@ -146,8 +151,10 @@ def main() -> None:
     node.create_timer(1.0 / args.state_hz, publish_state)
     if args.camera:
         node.create_timer(0.05, publish_image)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # the harness ends the run this way
     start = now()
-    while now() - start < args.duration:
+    while now() - start < args.duration and not stop.is_set():
         rclpy.spin_once(node, timeout_sec=0.01)
     report = {
         "start": args.start,

@@ -52,8 +52,11 @@ def run_scenario(
             sys.executable,
             "-m",
             "vla_kd.deploy.fake_robot",
+            # A cap only: the robot runs until the node is done and this run stops it. A lifetime
+            # counted from the robot's own start let a slow first observation (a loaded machine)
+            # eat the end of the scenario, after which no command could reach the robot.
             "--duration",
-            str(duration + 3),
+            str(duration + 120),
             "--rate-hz",
             str(rate_hz),
             "--report",
@@ -111,7 +114,8 @@ def run_scenario(
     stats = node.run(duration=duration)
     worker.join()
     transport.close()
-    robot.wait(timeout=duration + 30)
+    robot.terminate()  # the fake robot writes its report on SIGTERM
+    robot.wait(timeout=30)
     server.stop()
     return {
         "scenario": scenario,
