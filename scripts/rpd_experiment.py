@@ -201,8 +201,14 @@ def main() -> None:
     parser.add_argument(
         "--scratch-seeds", type=int, nargs="+", default=None, help="seeds of those runs (default: --seeds)"
     )
+    parser.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(METHODS),
+        help="which RL runs per seed (rpd is always among them: its student is the one timed)",
+    )
     parser.add_argument("extra", nargs="*", help="overrides passed to every training run")
     args = parser.parse_args()
+    if "rpd" not in args.methods:
+        parser.error("--methods must include rpd")
 
     summary: dict = {"tasks": {}, "seeds": args.seeds, "steps": args.steps}
     curves: dict = {}
@@ -246,8 +252,8 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
                 {"seed": seed, **{k: result[f"eval/{k}"] for k in RESULT_KEYS}, "env_steps": clones[seed][1],
                  "warm_start_env_steps": clones[seed][1], "wall_seconds": result["wall_seconds"]}
             )
-    runs = {method: {} for method in METHODS}  # method -> seed -> (folder, env steps before RL)
-    for method in METHODS:
+    runs = {method: {} for method in args.methods}  # method -> seed -> (folder, env steps before RL)
+    for method in args.methods:
         for seed in args.seeds:
             start = clone_start(clones[seed][0]) if seed in clones else []
             folder = train(task, teacher, method, seed, args.steps, args.episodes, out, [*args.extra, *start])

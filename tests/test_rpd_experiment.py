@@ -88,3 +88,28 @@ def test_runs_from_a_clone_do_not_clone_again(tmp_path):
     # rl=from_clone sets a warm start; later overrides win in Hydra, so this one must be last
     assert overrides[-1] == "rl.warm_start.episodes=0"
     assert overrides[0] == f"rl.init_policy={tmp_path / 'clone_seed0' / 'policy'}"
+
+
+def test_methods_limits_the_rl_runs_and_the_table_needs_no_ppo(tmp_path, monkeypatch):
+    import argparse
+
+    script = load_script("rpd_experiment")
+    trained = []
+    teacher_eval = {"success_rate": 0.8, "ci95": [0.7, 0.9], "episodes": 100}
+    latency = {"call_ms_median": 2.0, "action_ms": 1.0, "actions_per_call": 8}
+    monkeypatch.setattr(script, "evaluate_teacher", lambda *a: teacher_eval)
+
+    def train(task, teacher, method, seed, *rest):
+        trained.append((method, seed))
+        return tmp_path / f"{method}_seed{seed}"
+
+    monkeypatch.setattr(script, "train", train)
+    monkeypatch.setattr(script, "run_record", lambda task, folder, seed, *a: (result(seed, 0.7, 20000), None))
+    monkeypatch.setattr(script, "latency", lambda *a: {"teacher": latency, "rpd": latency})
+    args = argparse.Namespace(out=tmp_path, episodes=100, teacher_action_steps=None, clone_episodes=0,
+                              seeds=[0, 1], steps=20000, extra=[], methods=["rpd"], ppo_from_scratch=0,
+                              scratch_seeds=None)
+    entry, _ = script.run_task("maniskill/PushCube-v1", "teacher", args)
+    assert trained == [("rpd", 0), ("rpd", 1)] and "ppo" not in entry
+    table = script.results_table({"tasks": {"maniskill/PushCube-v1": entry}})
+    assert sum("rpd seed" in line for line in table.splitlines()) == 2 and "ppo seed" not in table
