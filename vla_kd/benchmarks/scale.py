@@ -59,6 +59,7 @@ class ScaleRow:
 
 
 def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters of ``model``, shared ones once."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -158,7 +159,7 @@ def time_teacher(size: str, horizons: list[int], batches: list[int], device: str
                 greedy_vs_jacobi_fixed_point_agreement=float((greedy == fixed).float().mean()),
                 skip_flops_ratio=model.trunk_flops("skip") / model.trunk_flops("full"),
             ))
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # the peak over all of this size's settings
         for fact in facts:
             fact["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     del built, model
@@ -191,6 +192,7 @@ def time_student(student=None, calls: int = 200, warmup: int = 20) -> ScaleRow:
 
 
 def markdown(rows: list[ScaleRow], student: ScaleRow | None) -> str:
+    """The rows (then the student's) as a markdown table, each against the student per action."""
     lines = ["| size | horizon | batch | decoder | median ms/call | p10-p90 | ms/action | vs AR | "
              "vs RPD student |", "|---|---:|---:|---|---:|---|---:|---:|---:|"]
     for r in rows + ([student] if student else []):
