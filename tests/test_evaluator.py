@@ -207,3 +207,16 @@ def test_success_vs_latency_plot_places_one_point_per_policy(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert seen["points"] == [(9.5, 1.0), (0.05, 0.0)]
     assert seen["labels"] == ["teacher", "student"] and seen["xscale"] == "log"
+
+
+def test_labels_of_tied_nearby_policies_do_not_share_an_offset():
+    from vla_kd.reporting import label_offset
+
+    placed = [(2.7, 0.70 * 220 + 4)]
+    assert label_offset(1.6, 0.70, placed, log_x=True) != 4  # within 2.5x, same success: moved
+    assert label_offset(0.1, 0.70, placed, log_x=True) == 4  # far in x: free
+    assert label_offset(2.7, 0.50, placed, log_x=True) == 4  # far in success: free
+    # a moved label must not land on a third one just below
+    placed.append((2.0, 0.66 * 220 + 4))
+    offset = label_offset(2.2, 0.70, placed, log_x=True)
+    assert all(abs(0.70 * 220 + offset - py) >= 11 for _, py in placed)

@@ -91,6 +91,24 @@ def plot_success(results: dict, path: str | Path) -> Path:
     return path
 
 
+def label_offset(
+    x: float, rate: float, placed: list[tuple[float, float]], log_x: bool, points_per_rate: float = 220.0
+) -> int:
+    """A vertical label offset (points) that keeps a point's label clear of the labels already
+    ``placed`` (their x and label height in points) near it in x: policies often tie.
+    ``points_per_rate``: the axis height per unit of success rate (about 220 points here)."""
+
+    def close_in_x(px: float) -> bool:
+        return max(px, x) / max(min(px, x), 1e-9) < 2.5 if log_x else abs(px - x) < 1.0
+
+    taken = [py for px, py in placed if close_in_x(px)]
+    for offset in (4, -12, 14, -22, 24, -32):
+        height = rate * points_per_rate + offset
+        if all(abs(height - py) >= 11 for py in taken):
+            return offset
+    return 4
+
+
 def plot_policies_success_vs_latency(
     rows: list[dict],
     path: str | Path,
@@ -107,13 +125,16 @@ def plot_policies_success_vs_latency(
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    placed: list[tuple[float, float]] = []  # (x, label height in points) of the labels so far
     for row in rows:
         rate, (low, high) = row["success_rate"], row["ci95"]
         latency = float(row["policy_ms_per_action"])
         if log_x:  # a zero latency cannot sit on a log axis; the evaluator reports > 0 for any real policy
             latency = max(latency, 1e-3)
         ax.errorbar(latency, rate, yerr=[[max(0.0, rate - low)], [max(0.0, high - rate)]], fmt="o", capsize=3)
-        ax.annotate(row["name"], (latency, rate), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        offset = label_offset(latency, rate, placed, log_x)
+        placed.append((latency, rate * 220.0 + offset))
+        ax.annotate(row["name"], (latency, rate), textcoords="offset points", xytext=(4, offset), fontsize=8)
     if log_x:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel + (" (log)" if log_x else ""), ylabel="success rate (95% Wilson CI)",
