@@ -9,6 +9,7 @@ bridge restart). Tests and ``scripts/bench_deploy.py`` run it inside a fresh net
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import subprocess
@@ -64,6 +65,8 @@ def run_scenario(
             *(["--camera"] if camera else []),
         ]
     )
+    # Should this run fail before it stops the robot, the robot must not outlive it by minutes.
+    atexit.register(lambda: robot.poll() is None and robot.kill())
     events: list[tuple[float, str]] = []
     transport = RosbridgeTransport("127.0.0.1", port)
     settings = NodeSettings(
