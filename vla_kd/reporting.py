@@ -91,12 +91,17 @@ def plot_success(results: dict, path: str | Path) -> Path:
     return path
 
 
+#: the success-vs-latency plot's axis height per unit of success rate, in points (6.4 x 4.2 in)
+POINTS_PER_RATE = 220.0
+
+
 def label_offset(
-    x: float, rate: float, placed: list[tuple[float, float]], log_x: bool, points_per_rate: float = 220.0
+    x: float, rate: float, placed: list[tuple[float, float]], log_x: bool,
+    points_per_rate: float = POINTS_PER_RATE,
 ) -> int:
     """A vertical label offset (points) that keeps a point's label clear of the labels already
     ``placed`` (their x and label height in points) near it in x: policies often tie.
-    ``points_per_rate``: the axis height per unit of success rate (about 220 points here)."""
+    ``points_per_rate``: the axis height per unit of success rate."""
 
     def close_in_x(px: float) -> bool:
         return max(px, x) / max(min(px, x), 1e-9) < 2.5 if log_x else abs(px - x) < 1.0
@@ -133,7 +138,7 @@ def plot_policies_success_vs_latency(
             latency = max(latency, 1e-3)
         ax.errorbar(latency, rate, yerr=[[max(0.0, rate - low)], [max(0.0, high - rate)]], fmt="o", capsize=3)
         offset = label_offset(latency, rate, placed, log_x)
-        placed.append((latency, rate * 220.0 + offset))
+        placed.append((latency, rate * POINTS_PER_RATE + offset))
         ax.annotate(row["name"], (latency, rate), textcoords="offset points", xytext=(4, offset), fontsize=8)
     if log_x:
         ax.set_xscale("log")

@@ -25,7 +25,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from vla_kd.benchmarks.latency import round_robin_seconds, spread_ms
+from vla_kd.benchmarks.latency import measure_latency, round_robin_seconds, spread_ms
 
 #: trunk shapes: the suite's CPU default, SmolLM2-135M (model=token_vla_smollm2) and an
 #: OpenVLA-7B-class Llama-2 trunk. patch_grid 16 gives OpenVLA's 256 image tokens; the image
@@ -81,12 +81,14 @@ def build_teacher(size: str, horizon: int, device: str, dtype: torch.dtype, imag
 def observation(
     model, batch: int, device: str, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """A random ``(rgb, state, instructions)`` batch on ``device`` (values do not change speed)."""
+    """A random ``(rgb, state, instructions)`` batch on ``device``, the state in the model's
+    dtype (values do not change speed)."""
     generator = torch.Generator().manual_seed(seed)
     size = model.config.image_size
     rgb = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, generator=generator)
     state = torch.randn(batch, STATE_DIM, generator=generator)
-    return rgb.to(device), state.to(device), [INSTRUCTION] * batch
+    dtype = next(model.trunk.parameters()).dtype
+    return rgb.to(device), state.to(device, dtype), [INSTRUCTION] * batch
 
 
 def decoders(model, rgb, state, instructions) -> dict:
@@ -94,9 +96,6 @@ def decoders(model, rgb, state, instructions) -> dict:
     dysl_skip."""
     from vla_kd.nn.jacobi import jacobi_decode
     from vla_kd.nn.layer_skip import run_layers
-
-    dtype = next(model.trunk.parameters()).dtype
-    state = state.to(dtype)
 
     def ar():
         return model.generate_tokens(rgb, state, instructions).cpu()
@@ -142,7 +141,7 @@ def time_teacher(size: str, horizons: list[int], batches: list[int], device: str
                 # Greedy and the uncapped Jacobi fixed point must agree; in low precision a
                 # one-token and a whole-window forward can round apart: reported, not hidden.
                 greedy = fns["ar"]()
-                fixed = jacobi_decode(model, rgb, state.to(dtype), instructions).tokens.cpu()
+                fixed = jacobi_decode(model, rgb, state, instructions).tokens.cpu()
                 times = round_robin_seconds(fns, calls, warmup)
             got = []
             for name, seconds in times.items():
@@ -182,13 +181,11 @@ def time_student(student=None, calls: int = 200, warmup: int = 20) -> ScaleRow:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.no_grad():
-            seconds = round_robin_seconds({"student": partial(student.act, obs)}, calls, warmup)["student"]
+        timed = measure_latency({"student": student}, obs, calls, warmup)["student"]
     finally:
         torch.set_num_threads(threads)
-    median, p10, p90 = spread_ms(seconds)
-    return ScaleRow("rpd_student", student.config.action_chunk, 1, "mlp_cpu_1_thread", 0, len(seconds),
-                    median, p10, p90, median / student.config.action_chunk)
+    return ScaleRow("rpd_student", timed["actions_per_call"], 1, "mlp_cpu_1_thread", 0, timed["calls"],
+                    timed["call_ms_median"], timed["call_ms_p10"], timed["call_ms_p90"], timed["action_ms"])
 
 
 def markdown(rows: list[ScaleRow], student: ScaleRow | None) -> str:
