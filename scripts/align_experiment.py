@@ -8,7 +8,8 @@ samples and wall time. ``--with-teacher`` adds the VLM teacher's own success as 
         --stage1-steps 500 --stage2-steps 500 --episodes 100 --out runs/align_experiment/pushcube
 
 LIBERO tasks run to the suite's protocol length: ``--task libero/libero_object/0
---max-episode-steps null --state-parts [3,3,2] --episodes 50``.
+--max-episode-steps null --state-parts [3,3,2] --episodes 50``. Overrides after ``--`` go to
+both training runs, e.g. ``-- align.state_skip=true align.stage1_output_weight=100``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def train(stage: str, args, out: Path) -> dict:
             f"eval.max_episode_steps={args.max_episode_steps}",
             f"output={run / 'policy'}",
             f"hydra.run.dir={run}",
+            *args.overrides,
         ]
         subprocess.run(command, check=True)
     return json.loads(summary.read_text())
@@ -115,6 +117,7 @@ def main() -> None:
                         help="episode length; null: the simulator's or suite's protocol length")
     parser.add_argument("--with-teacher", action="store_true", help="also evaluate the VLM teacher")
     parser.add_argument("--out", type=Path, default=Path("runs/align_experiment"))
+    parser.add_argument("overrides", nargs="*", help="after --: `vla-kd train` overrides for both runs")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 

@@ -68,7 +68,7 @@ def probe_features(
             rgb = model.vlm.camera_input(camera_batch(batch, model.vlm.cameras))
             hidden = model.action_hidden(rgb, state, tasks)
             out.setdefault(f"{name}: h", []).append(hidden.numpy())
-            out.setdefault(f"{name}: m", []).append(model.mapper(hidden).numpy())
+            out.setdefault(f"{name}: m", []).append(model.features(rgb, state, tasks).numpy())
         out["environment_state"].append(batch[ENV_STATE].numpy())
         out["episode"].append(batch["episode_index"].numpy())
     return {k: np.concatenate(v) for k, v in out.items()}

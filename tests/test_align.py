@@ -59,11 +59,12 @@ def tiny_parts(dataset, seed=0):
     return vlm.eval(), expert.eval()
 
 
-def aligned(dataset, parts=(3, 2)):
+def aligned(dataset, parts=(3, 2), state_skip=False):
     from vla_kd.policies.aligned_vla import AlignedVLA
 
     vlm, expert = tiny_parts(dataset)
-    return AlignedVLA.from_parts(vlm, expert, list(parts), mapper_hidden=24), vlm, expert
+    student = AlignedVLA.from_parts(vlm, expert, list(parts), mapper_hidden=24, state_skip=state_skip)
+    return student, vlm, expert
 
 
 def batch_of(dataset, n=12):
@@ -87,6 +88,24 @@ def test_the_decoder_is_the_experts_and_the_mapper_fits_it(dataset):
     }
     chunk = student.predict_action_chunk(obs)
     assert chunk.shape == (4, 2, 7) and np.isfinite(chunk).all() and np.abs(chunk).max() <= 1
+
+
+def test_state_skip_hands_the_mapper_the_state_token_beside_the_action_token(dataset):
+    student, _, expert = aligned(dataset, state_skip=True)
+    b = batch_of(dataset, 4)
+    rgb, state, tasks = b["observation.images.rgb"], b["observation.state"], list(b["task"])
+    with torch.no_grad():
+        mapper_input = student.mapper_input(rgb, state, tasks)
+        hidden = student.action_hidden(rgb, state, tasks)
+        token = student.state_token(state)[:, 0]
+    width = student.vlm.config.hidden
+    assert mapper_input.shape == (4, 2 * width) and student.mapper[0].in_features == 2 * width
+    assert torch.equal(mapper_input[:, :width], hidden) and torch.equal(mapper_input[:, width:], token)
+    with torch.no_grad():
+        features = student.features(rgb, state, tasks)
+    assert features.shape == expert.encoder(rgb, state).shape
+    plain, _, _ = aligned(dataset)
+    assert plain.mapper[0].in_features == width and not plain.config.state_skip
 
 
 def test_state_parts_must_cover_the_state(dataset):
@@ -167,13 +186,15 @@ def test_stage_two_trains_the_chosen_parts_and_lowers_the_action_loss(dataset, t
     assert trainable == {"vlm.vision", "vlm.image_summary", "vlm.observation_proj"}
 
 
-def test_save_load_round_trip(dataset, tmp_path):
+@pytest.mark.parametrize("state_skip", [False, True])
+def test_save_load_round_trip(dataset, tmp_path, state_skip):
     from vla_kd.policies.pretrained import PretrainedPolicy
 
-    student, _, _ = aligned(dataset)
+    student, _, _ = aligned(dataset, state_skip=state_skip)
     student.eval().save_pretrained(tmp_path / "a")
     loaded = PretrainedPolicy.from_pretrained(tmp_path / "a")
     assert type(loaded).__name__ == "AlignedVLA" and loaded.parts == [3, 2]
+    assert loaded.config.state_skip is state_skip
     b = batch_of(dataset, 3)
     obs = {
         "rgb": b["observation.images.rgb"].numpy(),
@@ -203,10 +224,11 @@ def test_scratch_baseline_accepts_a_teacher_with_the_auxiliary_head(dataset, tmp
     _, expert = tiny_parts(dataset)
     vlm.save_pretrained(tmp_path / "vlm")
     expert.save_pretrained(tmp_path / "expert")
-    node = OmegaConf.create({"state_parts": [3, 2], "mapper_hidden": 16})
+    node = OmegaConf.create({"state_parts": [3, 2], "mapper_hidden": 16, "state_skip": True})
     paths = str(tmp_path / "vlm"), str(tmp_path / "expert")
     student, _ = initial_student(node, "scratch", *paths, None, dataset)
     assert student.vlm.config.aux_state_dim == 3
+    assert student.config.state_skip  # the baseline keeps the architecture's state skip
     assert torch.equal(student.vlm.state_norm.mean, vlm.state_norm.mean)
     assert not torch.equal(student.vlm.aux_norm.std, vlm.aux_norm.std)  # not the teacher's: unfitted
 

@@ -47,7 +47,9 @@ def initial_student(
         return load_policy_of_type(init, "aligned_vla", "init"), None
     action_expert = load_policy_of_type(expert, "diffusion_action_expert", "expert")
     vlm = load_token_teacher(teacher, method="align")
-    student = AlignedVLA.from_parts(vlm, action_expert, parts, int(a.mapper_hidden))
+    student = AlignedVLA.from_parts(
+        vlm, action_expert, parts, int(a.mapper_hidden), bool(a.state_skip)
+    )
     if stage == "scratch":  # the architecture and the data's normalisation, no learned weights
         student = AlignedVLA(student.config)
         # A teacher trained with the auxiliary pose head passes that head on; align never trains

@@ -7,6 +7,12 @@ e.g. arm joints and gripper, fused to the hidden width) and a learnable *action 
 *mapper* takes the action token's last hidden state into the action expert's feature space,
 and the expert's own diffusion decoder (copied with its weights and action normalisation)
 turns those features into an action chunk. The VLM's token head is not used.
+
+With ``state_skip`` (not in the paper) the mapper also reads the state token itself, beside
+the action token's hidden state. The expert's features are a function of its image features
+and of the proprio (goal position included on ManiSkill); without the skip the mapper must
+recover the proprio from a frozen trunk that was never trained to pass the new state token on,
+and precise placing depends on exactly that part.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class AlignedVLAConfig:
     expert: dict
     state_parts: list[int] | None = None  # sizes of the proprio parts (None: one part)
     mapper_hidden: int = 512
+    #: the mapper also reads the state token (saved policies without the field: False)
+    state_skip: bool = False
 
     @property
     def horizon(self) -> int:  # the chunk the reused decoder denoises
@@ -65,8 +73,9 @@ class AlignedVLA(ChunkedPolicy):
         self.state_encoders = nn.ModuleList(nn.Linear(size, hidden) for size in self.parts)
         self.state_fuse = nn.Linear(len(self.parts) * hidden, hidden)
         self.action_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
+        mapper_input = hidden * (2 if config.state_skip else 1)
         self.mapper = nn.Sequential(
-            nn.Linear(hidden, config.mapper_hidden),
+            nn.Linear(mapper_input, config.mapper_hidden),
             nn.GELU(),
             nn.Linear(config.mapper_hidden, expert.features),
         )
@@ -76,7 +85,8 @@ class AlignedVLA(ChunkedPolicy):
 
     @classmethod
     def from_parts(
-        cls, vlm, expert, state_parts: list[int] | None = None, mapper_hidden: int = 512
+        cls, vlm, expert, state_parts: list[int] | None = None, mapper_hidden: int = 512,
+        state_skip: bool = False,
     ) -> AlignedVLA:
         """An aligned VLA holding ``vlm``'s weights and ``expert``'s decoder and normalisation."""
         import dataclasses
@@ -87,6 +97,7 @@ class AlignedVLA(ChunkedPolicy):
                 expert=dataclasses.asdict(expert.config),
                 state_parts=state_parts,
                 mapper_hidden=mapper_hidden,
+                state_skip=state_skip,
             )
         )
         model.vlm.load_state_dict(vlm.state_dict())
@@ -111,18 +122,25 @@ class AlignedVLA(ChunkedPolicy):
         encoded = [encode(part) for encode, part in zip(self.state_encoders, parts, strict=True)]
         return self.state_fuse(torch.cat(encoded, dim=-1))[:, None]
 
-    def action_hidden(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """``(B, hidden)``: the trunk's last hidden state of the action token, the mapper's
-        input (``rgb``: what the VLM's ``camera_input`` gives)."""
+    def action_hidden(
+        self, rgb, state: torch.Tensor, instructions: list[str], state_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, hidden)``: the trunk's last hidden state of the action token (``rgb``: what the
+        VLM's ``camera_input`` gives; ``state_token``: ``state``'s, if already encoded)."""
         prefix = self.vlm.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
-        tokens = torch.cat(
-            [prefix, self.state_token(state), self.action_token.expand(len(state), -1, -1)], dim=1
-        )
+        state_token = self.state_token(state) if state_token is None else state_token
+        tokens = torch.cat([prefix, state_token, self.action_token.expand(len(state), -1, -1)], dim=1)
         return self.vlm.trunk(inputs_embeds=tokens).last_hidden_state[:, -1]
+
+    def mapper_input(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """The action token's hidden state, followed by the state token with ``state_skip``."""
+        state_token = self.state_token(state)
+        hidden = self.action_hidden(rgb, state, instructions, state_token)
+        return torch.cat([hidden, state_token[:, 0]], dim=-1) if self.config.state_skip else hidden
 
     def features(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         """``(B, expert features)``: the mapped hidden state of the action token."""
-        return self.mapper(self.action_hidden(rgb, state, instructions))
+        return self.mapper(self.mapper_input(rgb, state, instructions))
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict) -> np.ndarray:
