@@ -59,11 +59,12 @@ def tiny_parts(dataset, seed=0):
     return vlm.eval(), expert.eval()
 
 
-def aligned(dataset, parts=(3, 2), state_skip=False):
+def aligned(dataset, parts=(3, 2), state_skip=False, action_tokens=1):
     from vla_kd.policies.aligned_vla import AlignedVLA
 
     vlm, expert = tiny_parts(dataset)
-    student = AlignedVLA.from_parts(vlm, expert, list(parts), mapper_hidden=24, state_skip=state_skip)
+    student = AlignedVLA.from_parts(vlm, expert, list(parts), mapper_hidden=24, state_skip=state_skip,
+                                    action_tokens=action_tokens)
     return student, vlm, expert
 
 
@@ -90,22 +91,33 @@ def test_the_decoder_is_the_experts_and_the_mapper_fits_it(dataset):
     assert chunk.shape == (4, 2, 7) and np.isfinite(chunk).all() and np.abs(chunk).max() <= 1
 
 
-def test_state_skip_hands_the_mapper_the_state_token_beside_the_action_token(dataset):
-    student, _, expert = aligned(dataset, state_skip=True)
+@pytest.mark.parametrize("state_skip, action_tokens", [(True, 1), (False, 3), (True, 2)])
+def test_the_mapper_reads_every_action_token_and_with_the_skip_the_state_token(
+    dataset, state_skip, action_tokens
+):
+    student, _, expert = aligned(dataset, state_skip=state_skip, action_tokens=action_tokens)
     b = batch_of(dataset, 4)
     rgb, state, tasks = b["observation.images.rgb"], b["observation.state"], list(b["task"])
+    width = student.vlm.config.hidden
     with torch.no_grad():
         mapper_input = student.mapper_input(rgb, state, tasks)
-        hidden = student.action_hidden(rgb, state, tasks)
-        token = student.state_token(state)[:, 0]
-    width = student.vlm.config.hidden
-    assert mapper_input.shape == (4, 2 * width) and student.mapper[0].in_features == 2 * width
-    assert torch.equal(mapper_input[:, :width], hidden) and torch.equal(mapper_input[:, width:], token)
-    with torch.no_grad():
+        token = student.state_token(state)
+        prefix = student.vlm.prefix(rgb, state, tasks)[:, :-1]
+        tokens = torch.cat([prefix, token, student.action_token.expand(4, -1, -1)], dim=1)
+        last = student.vlm.trunk(inputs_embeds=tokens).last_hidden_state
         features = student.features(rgb, state, tasks)
+    reads = action_tokens + int(state_skip)
+    assert mapper_input.shape == (4, reads * width) and student.mapper[0].in_features == reads * width
+    for i in range(action_tokens):  # the last hidden states of the action tokens, in order
+        got = mapper_input[:, i * width : (i + 1) * width]
+        assert torch.allclose(got, last[:, -action_tokens + i], atol=1e-6)
+    if state_skip:
+        assert torch.equal(mapper_input[:, -width:], token[:, 0])
     assert features.shape == expert.encoder(rgb, state).shape
     plain, _, _ = aligned(dataset)
-    assert plain.mapper[0].in_features == width and not plain.config.state_skip
+    assert plain.mapper[0].in_features == width and plain.action_token.shape == (1, 1, width)
+    with pytest.raises(ValueError, match="action_tokens"):
+        aligned(dataset, action_tokens=0)
 
 
 def test_state_parts_must_cover_the_state(dataset):
@@ -186,15 +198,15 @@ def test_stage_two_trains_the_chosen_parts_and_lowers_the_action_loss(dataset, t
     assert trainable == {"vlm.vision", "vlm.image_summary", "vlm.observation_proj"}
 
 
-@pytest.mark.parametrize("state_skip", [False, True])
-def test_save_load_round_trip(dataset, tmp_path, state_skip):
+@pytest.mark.parametrize("state_skip, action_tokens", [(False, 1), (True, 2)])
+def test_save_load_round_trip(dataset, tmp_path, state_skip, action_tokens):
     from vla_kd.policies.pretrained import PretrainedPolicy
 
-    student, _, _ = aligned(dataset, state_skip=state_skip)
+    student, _, _ = aligned(dataset, state_skip=state_skip, action_tokens=action_tokens)
     student.eval().save_pretrained(tmp_path / "a")
     loaded = PretrainedPolicy.from_pretrained(tmp_path / "a")
     assert type(loaded).__name__ == "AlignedVLA" and loaded.parts == [3, 2]
-    assert loaded.config.state_skip is state_skip
+    assert loaded.config.state_skip is state_skip and loaded.config.action_tokens == action_tokens
     b = batch_of(dataset, 3)
     obs = {
         "rgb": b["observation.images.rgb"].numpy(),
@@ -224,11 +236,13 @@ def test_scratch_baseline_accepts_a_teacher_with_the_auxiliary_head(dataset, tmp
     _, expert = tiny_parts(dataset)
     vlm.save_pretrained(tmp_path / "vlm")
     expert.save_pretrained(tmp_path / "expert")
-    node = OmegaConf.create({"state_parts": [3, 2], "mapper_hidden": 16, "state_skip": True})
+    node = OmegaConf.create(
+        {"state_parts": [3, 2], "mapper_hidden": 16, "state_skip": True, "action_tokens": 2}
+    )
     paths = str(tmp_path / "vlm"), str(tmp_path / "expert")
     student, _ = initial_student(node, "scratch", *paths, None, dataset)
     assert student.vlm.config.aux_state_dim == 3
-    assert student.config.state_skip  # the baseline keeps the architecture's state skip
+    assert student.config.state_skip and student.config.action_tokens == 2  # the same architecture
     assert torch.equal(student.vlm.state_norm.mean, vlm.state_norm.mean)
     assert not torch.equal(student.vlm.aux_norm.std, vlm.aux_norm.std)  # not the teacher's: unfitted
 

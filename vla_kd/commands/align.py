@@ -48,7 +48,7 @@ def initial_student(
     action_expert = load_policy_of_type(expert, "diffusion_action_expert", "expert")
     vlm = load_token_teacher(teacher, method="align")
     student = AlignedVLA.from_parts(
-        vlm, action_expert, parts, int(a.mapper_hidden), bool(a.state_skip)
+        vlm, action_expert, parts, int(a.mapper_hidden), bool(a.state_skip), int(a.action_tokens)
     )
     if stage == "scratch":  # the architecture and the data's normalisation, no learned weights
         student = AlignedVLA(student.config)

@@ -8,7 +8,10 @@ e.g. arm joints and gripper, fused to the hidden width) and a learnable *action 
 and the expert's own diffusion decoder (copied with its weights and action normalisation)
 turns those features into an action chunk. The VLM's token head is not used.
 
-With ``state_skip`` (not in the paper) the mapper also reads the state token itself, beside
+Two options widen what reaches the mapper; neither is in the paper. ``action_tokens`` > 1
+appends that many learnable action tokens and hands the mapper all their hidden states
+(concatenated): a small trunk's one hidden state may be too narrow for the expert's features.
+With ``state_skip`` the mapper also reads the state token itself, beside
 the action token's hidden state. The expert's features are a function of its image features
 and of the proprio (goal position included on ManiSkill); without the skip the mapper must
 recover the proprio from a frozen trunk that was never trained to pass the new state token on,
@@ -37,6 +40,8 @@ class AlignedVLAConfig:
     mapper_hidden: int = 512
     #: the mapper also reads the state token (saved policies without the field: False)
     state_skip: bool = False
+    #: learnable action tokens whose last hidden states the mapper reads, concatenated
+    action_tokens: int = 1
 
     @property
     def horizon(self) -> int:  # the chunk the reused decoder denoises
@@ -72,8 +77,10 @@ class AlignedVLA(ChunkedPolicy):
             raise ValueError(f"state_parts {self.parts} must add up to the state size {state_dim}")
         self.state_encoders = nn.ModuleList(nn.Linear(size, hidden) for size in self.parts)
         self.state_fuse = nn.Linear(len(self.parts) * hidden, hidden)
-        self.action_token = nn.Parameter(torch.randn(1, 1, hidden) * 0.02)
-        mapper_input = hidden * (2 if config.state_skip else 1)
+        if config.action_tokens < 1:
+            raise ValueError(f"action_tokens must be >= 1, got {config.action_tokens}")
+        self.action_token = nn.Parameter(torch.randn(1, config.action_tokens, hidden) * 0.02)
+        mapper_input = hidden * (config.action_tokens + (1 if config.state_skip else 0))
         self.mapper = nn.Sequential(
             nn.Linear(mapper_input, config.mapper_hidden),
             nn.GELU(),
@@ -86,7 +93,7 @@ class AlignedVLA(ChunkedPolicy):
     @classmethod
     def from_parts(
         cls, vlm, expert, state_parts: list[int] | None = None, mapper_hidden: int = 512,
-        state_skip: bool = False,
+        state_skip: bool = False, action_tokens: int = 1,
     ) -> AlignedVLA:
         """An aligned VLA holding ``vlm``'s weights and ``expert``'s decoder and normalisation."""
         import dataclasses
@@ -98,6 +105,7 @@ class AlignedVLA(ChunkedPolicy):
                 state_parts=state_parts,
                 mapper_hidden=mapper_hidden,
                 state_skip=state_skip,
+                action_tokens=action_tokens,
             )
         )
         model.vlm.load_state_dict(vlm.state_dict())
@@ -125,15 +133,17 @@ class AlignedVLA(ChunkedPolicy):
     def action_hidden(
         self, rgb, state: torch.Tensor, instructions: list[str], state_token: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``(B, hidden)``: the trunk's last hidden state of the action token (``rgb``: what the
-        VLM's ``camera_input`` gives; ``state_token``: ``state``'s, if already encoded)."""
+        """``(B, action_tokens * hidden)``: the trunk's last hidden states of the action tokens,
+        concatenated (``rgb``: what the VLM's ``camera_input`` gives; ``state_token``:
+        ``state``'s, if already encoded)."""
         prefix = self.vlm.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
         state_token = self.state_token(state) if state_token is None else state_token
         tokens = torch.cat([prefix, state_token, self.action_token.expand(len(state), -1, -1)], dim=1)
-        return self.vlm.trunk(inputs_embeds=tokens).last_hidden_state[:, -1]
+        last = self.vlm.trunk(inputs_embeds=tokens).last_hidden_state
+        return last[:, -self.config.action_tokens :].flatten(1)
 
     def mapper_input(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """The action token's hidden state, followed by the state token with ``state_skip``."""
+        """The action tokens' hidden states, followed by the state token with ``state_skip``."""
         state_token = self.state_token(state)
         hidden = self.action_hidden(rgb, state, instructions, state_token)
         return torch.cat([hidden, state_token[:, 0]], dim=-1) if self.config.state_skip else hidden
