@@ -66,9 +66,11 @@ def probe_features(
         out["expert e"].append(expert.encoder(images, state).numpy())
         for name, model in aligned.items():
             rgb = model.vlm.camera_input(camera_batch(batch, model.vlm.cameras))
-            hidden = model.action_hidden(rgb, state, tasks)
+            state_token = model.state_token(state)
+            hidden = model.action_hidden(rgb, state, tasks, state_token)  # one trunk pass for h and m
             out.setdefault(f"{name}: h", []).append(hidden.numpy())
-            out.setdefault(f"{name}: m", []).append(model.features(rgb, state, tasks).numpy())
+            mapped = model.mapper(model.with_state_skip(hidden, state_token))
+            out.setdefault(f"{name}: m", []).append(mapped.numpy())
         out["environment_state"].append(batch[ENV_STATE].numpy())
         out["episode"].append(batch["episode_index"].numpy())
     return {k: np.concatenate(v) for k, v in out.items()}

@@ -45,16 +45,21 @@ def test_probe_reads_the_models_features_and_reports_every_probe(tmp_path, monke
     dataset = LeRobotDataset(writer.finalize(), action_horizon=2)
     vlm, expert = tiny_parts(dataset)
     model = AlignedVLA.from_parts(vlm, expert, [3, 2], mapper_hidden=24).eval()
+    skip = AlignedVLA.from_parts(vlm, expert, [3, 2], mapper_hidden=24, state_skip=True).eval()
     probe = load_script("align_probe")
     rows = np.arange(len(dataset))
-    features = probe.probe_features(dataset, expert, {"tiny": model}, rows, batch_size=7)
+    features = probe.probe_features(dataset, expert, {"tiny": model, "skip": skip}, rows, batch_size=7)
 
     batch = torch.utils.data.default_collate([dataset[i] for i in range(3)])
     with torch.no_grad():
         state = batch["observation.state"]
         direct = model.features(model.vlm.camera_input(batch), state, list(batch["task"]))
         expert_direct = expert.encoder(batch["observation.images.rgb"], state)
+        direct_skip = skip.features(skip.vlm.camera_input(batch), state, list(batch["task"]))
     np.testing.assert_allclose(features["tiny: m"][:3], direct.numpy(), rtol=1e-5, atol=1e-6)
+    # with the state skip, m is still the model's own features and h the action token's state alone
+    np.testing.assert_allclose(features["skip: m"][:3], direct_skip.numpy(), rtol=1e-5, atol=1e-6)
+    assert features["skip: h"].shape == (len(dataset), vlm.config.hidden)
     np.testing.assert_allclose(features["expert e"][:3], expert_direct.numpy(), rtol=1e-5, atol=1e-6)
     assert features["tiny: h"].shape == (len(dataset), vlm.config.hidden)
     assert features["environment_state"].shape == (len(dataset), 4)

@@ -143,14 +143,18 @@ class AlignedVLA(ChunkedPolicy):
         last = self.vlm.trunk(inputs_embeds=tokens).last_hidden_state
         return last[:, -self.config.action_tokens :].flatten(1)
 
-    def mapper_input(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """The action tokens' hidden states, followed by the state token with ``state_skip``."""
-        state_token = self.state_token(state)
-        hidden = self.action_hidden(rgb, state, instructions, state_token)
+    def with_state_skip(self, hidden: torch.Tensor, state_token: torch.Tensor) -> torch.Tensor:
+        """What the mapper reads: the action tokens' ``hidden`` states, followed by the
+        ``state_token`` (``(B, 1, hidden)``) with ``state_skip``."""
         return torch.cat([hidden, state_token[:, 0]], dim=-1) if self.config.state_skip else hidden
 
+    def mapper_input(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
+        """The mapper's input for an observation (see ``with_state_skip``)."""
+        state_token = self.state_token(state)
+        return self.with_state_skip(self.action_hidden(rgb, state, instructions, state_token), state_token)
+
     def features(self, rgb, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """``(B, expert features)``: the mapped hidden state of the action token."""
+        """``(B, expert features)``: the mapper's output, what the reused decoder reads."""
         return self.mapper(self.mapper_input(rgb, state, instructions))
 
     @torch.no_grad()
