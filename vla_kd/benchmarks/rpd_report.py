@@ -123,16 +123,24 @@ def scratch_ratio(entry: dict) -> str | None:
     (the issue's goal is <= 0.5); None without PPO-from-scratch runs."""
     if "ppo_scratch" not in entry:
         return None
-    scratch = {r["seed"]: r["steps_to_teacher_validated"] for r in entry["ppo_scratch"]}
+    scratch = {r["seed"]: r for r in entry["ppo_scratch"]}
     parts = []
     for r in entry["rpd"]:
-        rpd, ppo = r["steps_to_teacher_validated"], scratch.get(r["seed"])
+        rpd = r["steps_to_teacher_validated"]
+        ppo = scratch[r["seed"]]["steps_to_teacher_validated"] if r["seed"] in scratch else None
         if r["seed"] not in scratch:
             ratio = "no PPO-from-scratch run"
         elif rpd is None and ppo is None:
             ratio = "neither reached"
-        elif rpd is None or ppo is None:
-            ratio = "RPD not reached" if rpd is None else "PPO from scratch not reached"
+        elif rpd is None:
+            ratio = "RPD not reached"
+        elif ppo is None:
+            # PPO would first reach the rate at a validation after its last one, so the ratio is
+            # below RPD's steps over that last validation's: a bound, not a value
+            checked = scratch[r["seed"]]["validation_curve"][0]
+            last = checked[-1] if checked else 0
+            ratio = (f"< {rpd / last:.2f} (PPO from scratch not reached by {last:.0f})" if last
+                     else "PPO from scratch not reached")
         else:
             ratio = f"{rpd / ppo:.2f}"
         parts.append(f"seed {r['seed']}: {ratio}")
