@@ -28,7 +28,8 @@ From a sharp clone PPO only loses ground (docs/experiments/rpd.md), so "env step
 teacher's rate" needs a PPO that learns: ``--ppo-from-scratch STEPS`` adds, per seed, PPO as
 it is usually run (``rl``'s defaults: one action per step, no teacher, no clone, ManiSkill's
 own 50-step training episodes), validated every ``SCRATCH_VALIDATION_EVERY`` env steps on the
-same validation seeds and 100-step protocol as the other runs. Its rows and curves are
+same validation seeds and 100-step protocol as the other runs (``--scratch-validation-every``
+sets the interval: the ratio below is only as fine as both runs' validation grids). Its rows and curves are
 ``ppo_scratch``; ``results.md`` then ends with each seed's RPD / PPO-from-scratch ratio of env
 steps to the teacher's rate on validation.
 """
@@ -124,9 +125,12 @@ def clone(task: str, teacher: str, seed: int, episodes: int, args) -> Path:
     return train(task, teacher, "ppo", seed, 0, episodes, args.out / task.split("/")[-1], extra, "clone")
 
 
-def ppo_from_scratch(task: str, seed: int, steps: int, episodes: int, out: Path) -> Path:
-    """PPO as usually run, for the env-steps comparison: none of the experiment's overrides."""
-    extra = [f"rl.validation.every={SCRATCH_VALIDATION_EVERY}"]
+def ppo_from_scratch(
+    task: str, seed: int, steps: int, episodes: int, out: Path, every: int = SCRATCH_VALIDATION_EVERY
+) -> Path:
+    """PPO as usually run, for the env-steps comparison: none of the experiment's overrides;
+    validated every ``every`` env steps."""
+    extra = [f"rl.validation.every={every}"]
     return train(task, "none", "ppo", seed, steps, episodes, out, extra, "ppo_scratch", SCRATCH_EPISODE_STEPS)
 
 
@@ -202,6 +206,10 @@ def main() -> None:
         "--scratch-seeds", type=int, nargs="+", default=None, help="seeds of those runs (default: --seeds)"
     )
     parser.add_argument(
+        "--scratch-validation-every", type=int, default=SCRATCH_VALIDATION_EVERY, metavar="STEPS",
+        help="validate those runs every this many env steps (finer: a finer step ratio, slower runs)",
+    )
+    parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=list(METHODS),
         help="which RL runs per seed (rpd is always among them: its student is the one timed)",
     )
@@ -260,7 +268,9 @@ def run_task(task: str, teacher: str, args) -> tuple[dict, dict]:
             runs[method][seed] = folder, clones[seed][1] if seed in clones else 0
     if args.ppo_from_scratch:
         runs["ppo_scratch"] = {
-            seed: (ppo_from_scratch(task, seed, args.ppo_from_scratch, args.episodes, out), 0)
+            seed: (ppo_from_scratch(
+                task, seed, args.ppo_from_scratch, args.episodes, out, args.scratch_validation_every
+            ), 0)
             for seed in args.scratch_seeds or args.seeds
         }
     for method, by_seed in runs.items():

@@ -117,3 +117,17 @@ def test_methods_limits_the_rl_runs_and_the_table_needs_no_ppo(tmp_path, monkeyp
     assert trained == [("rpd", 0), ("rpd", 1)] and "ppo" not in entry
     table = script.results_table({"tasks": {"maniskill/PushCube-v1": entry}})
     assert sum("rpd seed" in line for line in table.splitlines()) == 2 and "ppo seed" not in table
+
+
+def test_ppo_from_scratch_validates_at_the_given_interval_without_the_experiments_overrides(
+    tmp_path, monkeypatch
+):
+    script = load_script("rpd_experiment")
+    calls = []
+    monkeypatch.setattr(script, "run", calls.append)
+    folder = script.ppo_from_scratch("maniskill/PushCube-v1", 1, 51200, 100, tmp_path, every=1024)
+    (args,) = calls
+    assert folder == tmp_path / "ppo_scratch_seed1"
+    assert "rl.validation.every=1024" in args and "rl.total_timesteps=51200" in args
+    assert f"rl.max_episode_steps={script.SCRATCH_EPISODE_STEPS}" in args and "teacher=none" in args
+    assert not any(a.startswith(("rl=", "rl.init_policy", "rl.ppo.learning_rate")) for a in args)
