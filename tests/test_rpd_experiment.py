@@ -83,7 +83,8 @@ def test_ppo_from_scratch_rows_and_the_env_step_ratio_to_the_teachers_rate():
     # PPO from scratch never at the rate: RPD's steps over PPO's last validation bound the ratio
     unreached = [result(s, 0.5, 60000, validation=[[0, 30000, 60000], [0.0, 0.3, 0.6]]) for s in (0, 1)]
     bounded = scratch_ratio({**entry, "ppo_scratch": unreached})
-    assert bounded.endswith("seed 0: < 0.17 (PPO from scratch not reached by 60000); seed 1: neither reached")
+    assert bounded.endswith("seed 0: < 0.17 (PPO from scratch not reached at its validations up to 60000); "
+                            "seed 1: neither reached")
 
 
 def test_runs_from_a_clone_do_not_clone_again(tmp_path):

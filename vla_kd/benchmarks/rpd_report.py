@@ -135,12 +135,13 @@ def scratch_ratio(entry: dict) -> str | None:
         elif rpd is None:
             ratio = "RPD not reached"
         elif ppo is None:
-            # PPO would first reach the rate at a validation after its last one, so the ratio is
-            # below RPD's steps over that last validation's: a bound, not a value
+            # on its grid PPO would first reach the rate at a validation after its last one, so
+            # the ratio is below RPD's steps over that last validation's: a bound, not a value
+            # (and only for this grid: a finer one can catch a crossing between two checks)
             checked = scratch[r["seed"]]["validation_curve"][0]
             last = checked[-1] if checked else 0
-            ratio = (f"< {rpd / last:.2f} (PPO from scratch not reached by {last:.0f})" if last
-                     else "PPO from scratch not reached")
+            ratio = (f"< {rpd / last:.2f} (PPO from scratch not reached at its validations up to "
+                     f"{last:.0f})" if last else "PPO from scratch not reached")
         else:
             ratio = f"{rpd / ppo:.2f}"
         parts.append(f"seed {r['seed']}: {ratio}")
