@@ -132,3 +132,15 @@ def test_ppo_from_scratch_validates_at_the_given_interval_without_the_experiment
     assert "rl.validation.every=1024" in args and "rl.total_timesteps=51200" in args
     assert f"rl.max_episode_steps={script.SCRATCH_EPISODE_STEPS}" in args and "teacher=none" in args
     assert not any(a.startswith(("rl=", "rl.init_policy", "rl.ppo.learning_rate")) for a in args)
+
+
+def test_ppo_from_scratch_is_validated_on_the_grid_rl_from_clone_gives_rpd():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    import vla_kd.configs
+
+    script = load_script("rpd_experiment")
+    from_clone = OmegaConf.load(Path(vla_kd.configs.__file__).parent / "rl" / "from_clone.yaml")
+    assert script.SCRATCH_VALIDATION_EVERY == from_clone.validation.every
