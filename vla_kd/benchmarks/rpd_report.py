@@ -126,9 +126,10 @@ def scratch_ratio(entry: dict) -> str | None:
     scratch = {r["seed"]: r for r in entry["ppo_scratch"]}
     parts = []
     for r in entry["rpd"]:
+        ppo_run = scratch.get(r["seed"])
         rpd = r["steps_to_teacher_validated"]
-        ppo = scratch[r["seed"]]["steps_to_teacher_validated"] if r["seed"] in scratch else None
-        if r["seed"] not in scratch:
+        ppo = ppo_run["steps_to_teacher_validated"] if ppo_run else None
+        if ppo_run is None:
             ratio = "no PPO-from-scratch run"
         elif rpd is None and ppo is None:
             ratio = "neither reached"
@@ -138,7 +139,7 @@ def scratch_ratio(entry: dict) -> str | None:
             # on its grid PPO would first reach the rate at a validation after its last one, so
             # the ratio is below RPD's steps over that last validation's: a bound, not a value
             # (and only for this grid: a finer one can catch a crossing between two checks)
-            checked = scratch[r["seed"]]["validation_curve"][0]
+            checked = ppo_run["validation_curve"][0]
             last = checked[-1] if checked else 0
             ratio = (f"< {rpd / last:.2f} (PPO from scratch not reached at its validations up to "
                      f"{last:.0f})" if last else "PPO from scratch not reached")
