@@ -21,14 +21,17 @@ doubled PickCube success at the default recipe and did not help on PushCube
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from vla_kd.nn.normalization import MinMaxNormalizer
+from vla_kd.policies.action_expert import ActionExpertConfig, DiffusionActionDecoder
 from vla_kd.policies.pretrained import ChunkedPolicy
-from vla_kd.policies.registry import register_policy_type
+from vla_kd.policies.token_vla import TokenVLA, TokenVLAConfig
 
 
 @dataclass
@@ -57,7 +60,6 @@ class AlignedVLAConfig:
         return tuple(self.vlm.get("cameras", ("rgb",)))
 
 
-@register_policy_type
 class AlignedVLA(ChunkedPolicy):
     """VLM + state token + action token -> mapper -> the action expert's diffusion decoder."""
 
@@ -66,10 +68,6 @@ class AlignedVLA(ChunkedPolicy):
 
     def __init__(self, config: AlignedVLAConfig) -> None:
         super().__init__(config)
-        from vla_kd.nn.normalization import MinMaxNormalizer
-        from vla_kd.teachers.action_expert import ActionExpertConfig, DiffusionActionDecoder
-        from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
-
         self.vlm = TokenVLA(TokenVLAConfig(**config.vlm))
         expert = ActionExpertConfig(**config.expert)
         hidden, state_dim = self.vlm.config.hidden, self.vlm.config.state_dim
@@ -97,8 +95,6 @@ class AlignedVLA(ChunkedPolicy):
         state_skip: bool = False, action_tokens: int = 1,
     ) -> AlignedVLA:
         """An aligned VLA holding ``vlm``'s weights and ``expert``'s decoder and normalisation."""
-        import dataclasses
-
         model = cls(
             AlignedVLAConfig(
                 vlm=dataclasses.asdict(vlm.config),

@@ -20,24 +20,7 @@ from torch import nn
 from vla_kd.envs.base import ACTION_DIM, action_space
 from vla_kd.envs.rl import repeat_box
 from vla_kd.policies.pretrained import ChunkedPolicy
-from vla_kd.policies.registry import register_policy_type
-
-OBSERVATIONS = {"state": ("state", "privileged"), "rgb": ("rgb", "state")}
-
-
-def student_keys(observation: str) -> tuple[str, ...]:
-    """Observation keys a student of kind ``observation`` (``state`` | ``rgb``) reads."""
-    if observation not in OBSERVATIONS:
-        from vla_kd.errors import unknown_name
-
-        raise unknown_name("student observation", observation, OBSERVATIONS)
-    return OBSERVATIONS[observation]
-
-
-def observation_needs(observation: str) -> tuple[str, bool]:
-    """(the contract obs_mode, whether privileged state is read) for a student of this kind."""
-    keys = student_keys(observation)
-    return ("rgb" if "rgb" in keys else "state"), "privileged" in keys
+from vla_kd.policies.student_observations import observation_needs, student_keys
 
 
 class StudentFeatures(BaseFeaturesExtractor):
@@ -108,7 +91,6 @@ def sb3_policy_kwargs(config: GaussianStudentConfig) -> dict:
     )
 
 
-@register_policy_type
 class GaussianStudent(ChunkedPolicy):
     """A PPO/RPD-trained actor-critic acting with the Gaussian's mean (or, after
     :meth:`sample_with`, with seeded samples from it: the policy PPO's rollouts ran); a

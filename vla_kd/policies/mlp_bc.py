@@ -18,7 +18,6 @@ from vla_kd.envs.base import ACTION_DIM
 from vla_kd.errors import unknown_name
 from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
 from vla_kd.policies.pretrained import ChunkedPolicy
-from vla_kd.policies.registry import register_policy_type
 
 
 @dataclass
@@ -94,7 +93,6 @@ class ConvEncoder(nn.Module):
         return self.project(self.pool(self.net(x)))
 
 
-@register_policy_type
 class ChunkedBCPolicy(ChunkedPolicy):
     """CNN + MLP behaviour cloning with action chunks."""
 

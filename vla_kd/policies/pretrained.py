@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
 from vla_kd.errors import UserError
 from vla_kd.policies.base import Policy
+from vla_kd.policies.registry import policy_class
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -50,8 +53,6 @@ class PretrainedPolicy(nn.Module, Policy):
 
     def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
         """Write config and weights (and optional JSON-able ``extra`` metadata) to ``folder``."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         staged = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(staged, ignore_errors=True)
@@ -69,14 +70,11 @@ class PretrainedPolicy(nn.Module, Policy):
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> PretrainedPolicy:
         """Build the policy a folder describes and load its weights (strictly)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         config = read_config(folder)
         if cls.policy_type and config["policy_type"] != cls.policy_type:
             raise UserError(f"'{folder}' holds a '{config['policy_type']}' policy, not '{cls.policy_type}'")
-        target = cls if cls.policy_type else _registered_class(config["policy_type"], folder)
+        target = cls if cls.policy_type else policy_class(config["policy_type"], str(folder / CONFIG_NAME))
         try:
             model = target(target.config_class(**config["config"]))
         except TypeError as err:
@@ -168,15 +166,3 @@ def read_config(folder: Path) -> dict:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UserError(f"'{path}' is corrupt or has no 'policy_type' ({err})") from None
     return config
-
-
-def _registered_class(policy_type: str, folder: Path) -> type[PretrainedPolicy]:
-    from vla_kd.policies.registry import POLICY_CLASSES, _import_policy_modules
-
-    _import_policy_modules()
-    if policy_type not in POLICY_CLASSES:
-        from vla_kd.errors import unknown_name
-
-        raise unknown_name(f"policy_type in {folder / CONFIG_NAME}", policy_type, POLICY_CLASSES)
-    return POLICY_CLASSES[policy_type]
-

@@ -12,7 +12,7 @@ successive outputs).
 Both thresholds are quantiles of the same statistics over the *training demonstrations*
 (:func:`calibrate`), never over evaluation episodes. The post threshold can instead be a
 quantile of the trained student's own cheap-path jumps on the training demos (:func:`post_jumps`
-on its proposals; ``dysl.post_calibration=student``): a policy's actions jump more than a
+on its proposals; ``post_calibration=student``): a policy's actions jump more than a
 planner's smooth ones, so the demos' quantile rejects far more cheap actions than it names.
 Closeness to contact is not used: a VLA student sees no object poses.
 """

@@ -11,16 +11,18 @@ computes exactly what the teacher does.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
+from vla_kd.errors import unknown_name
 from vla_kd.nn.layer_skip import INCREMENTAL, INFORMATIVE, SkipAdapter, greedy_decode_flops, run_layers
-from vla_kd.policies.registry import register_policy_type
 from vla_kd.policies.skip_guidance import SkipThresholds, post_rejects, prior_critical
-from vla_kd.teachers.token_vla import TokenVLA, TokenVLAConfig
+from vla_kd.policies.token_vla import TokenVLA, TokenVLAConfig
 
 SKIPPING = ("off", "always", "guided")
 
@@ -37,7 +39,6 @@ class SkipVLAConfig(TokenVLAConfig):
     post_threshold: float | None = None
 
 
-@register_policy_type
 class SkipVLA(TokenVLA):
     """A TokenVLA with per-step dynamic layer skipping; see the module docstring."""
 
@@ -54,7 +55,6 @@ class SkipVLA(TokenVLA):
         if roles[0] != INFORMATIVE:
             raise ValueError("layer 0 must be informative (the KV cache counts positions with it)")
         if config.skipping not in SKIPPING:
-            from vla_kd.errors import unknown_name
 
             raise unknown_name("skipping", config.skipping, SKIPPING)
         self.roles = list(roles)
@@ -117,7 +117,6 @@ class SkipVLA(TokenVLA):
     def _greedy(self, prefix: torch.Tensor, count: int, plan, run=None):
         """Start (``run=None``) or continue a greedy decode by ``count`` tokens under ``plan``;
         returns the run ``(cache, last output, tokens)``."""
-        from transformers import DynamicCache
 
         cache, out, tokens = run or (DynamicCache(), None, [])
         with run_layers(self.trunk, plan):
@@ -225,3 +224,10 @@ class SkipVLA(TokenVLA):
             "calls_skip_full": counts["skip+full"],
             "trunk_flops": sum(n * self.trunk_flops(path) for path, n in counts.items()),
         }
+
+
+def with_settings(student, **settings):
+    """A view of a SkipVLA (shared weights) with other config settings, e.g. ``skipping``."""
+    view = copy.copy(student)
+    view.config = dataclasses.replace(student.config, **settings)
+    return view

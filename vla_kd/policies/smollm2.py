@@ -50,6 +50,7 @@ def smollm2_folder() -> Path:
 
 def load_pretrained_llama():
     """SmolLM2-135M-Instruct as a float transformers ``LlamaForCausalLM`` (de-quantised)."""
+    # optional: the smollm2 extra's GGUF path (the Auto classes take ~0.5 s to import)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(smollm2_folder(), gguf_file=GGUF_FILE).eval()

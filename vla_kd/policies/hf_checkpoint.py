@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+import transformers
+from safetensors import safe_open
 
 from vla_kd.errors import UserError
 
@@ -21,8 +24,6 @@ AUTO_CLASSES = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoMo
 
 def weight_files(folder: Path) -> list[Path]:
     """The safetensors files a checkpoint folder declares, all checked to exist and be readable."""
-    from safetensors import safe_open
-
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
@@ -67,8 +68,6 @@ def load_hf_vla(folder: str | Path, trust_remote_code: bool = False, dtype: str 
     OpenVLA checkpoints ship their own modelling code: pass ``trust_remote_code=True`` only for
     folders you trust.
     """
-    import torch
-    import transformers
 
     check_checkpoint(folder)
     errors = []

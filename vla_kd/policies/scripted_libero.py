@@ -8,7 +8,7 @@ import numpy as np
 
 from vla_kd.errors import UserError
 from vla_kd.policies.base import Policy
-from vla_kd.teachers.scripted import CLOSED, OPEN, StateReader, move_toward
+from vla_kd.policies.scripted_common import CLOSED, OPEN, StateReader, move_toward
 
 OSC_SCALE = 0.05
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from vla_kd.envs.base import ACTION_DIM
@@ -20,13 +21,11 @@ from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
 from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.mlp_bc import ConvEncoder
 from vla_kd.policies.pretrained import ChunkedPolicy
-from vla_kd.policies.registry import register_policy_type
 
 
 @dataclass
 class ActionExpertConfig:
     """Encoder width, denoiser size and the diffusion schedule."""
-
     state_dim: int
     horizon: int = 4
     action_dim: int = ACTION_DIM
@@ -54,7 +53,6 @@ class ActionExpertConfig:
 
 class ObservationEncoder(nn.Module):
     """Camera images + proprio -> one feature vector (the decoder's conditioning input)."""
-
     def __init__(self, c: ActionExpertConfig) -> None:
         super().__init__()
         self.cameras = tuple(c.cameras)
@@ -112,7 +110,6 @@ class DiffusionActionDecoder(nn.Module):
         )
 
     def scheduler(self, kind: str = "ddpm"):
-        from diffusers import DDIMScheduler, DDPMScheduler
 
         cls = DDPMScheduler if kind == "ddpm" else DDIMScheduler
         return cls(num_train_timesteps=self.config.train_timesteps, beta_schedule="squaredcos_cap_v2",
@@ -135,10 +132,8 @@ class DiffusionActionDecoder(nn.Module):
         return x
 
 
-@register_policy_type
 class DiffusionActionExpert(ChunkedPolicy):
     """encoder + diffusion decoder; actions normalised to [-1, 1] by dataset min/max."""
-
     policy_type = "diffusion_action_expert"
     config_class = ActionExpertConfig
 

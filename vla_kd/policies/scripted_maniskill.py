@@ -11,35 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vla_kd.envs.base import ACTION_DIM
 from vla_kd.errors import UserError
 from vla_kd.policies.base import Policy
-
-OPEN, CLOSED = 1.0, -1.0
-POS_SCALE = 0.1  # metres per unit action in ManiSkill's pd_ee_delta_pose
-
-
-def move_toward(
-    tcp: np.ndarray, target: np.ndarray, gripper: float, gain: float = 1.0, scale: float = POS_SCALE
-) -> np.ndarray:
-    """A contract action moving the end effector toward ``target`` (``scale`` metres per unit)."""
-    action = np.zeros(ACTION_DIM, np.float32)
-    action[:3] = np.clip(gain * (target - tcp) / scale, -1.0, 1.0)
-    action[6] = gripper
-    return action
-
-
-class StateReader:
-    """Reads named fields out of the contract's state/privileged vectors via the env layout."""
-
-    def __init__(self, layout: dict[str, dict[str, slice]]) -> None:
-        self.layout = layout
-
-    def get(self, obs: dict, i: int, name: str) -> np.ndarray:
-        for part in ("state", "privileged"):
-            if name in self.layout.get(part, {}):
-                return np.asarray(obs[part][i][self.layout[part][name]], dtype=np.float64)
-        raise KeyError(name)
+from vla_kd.policies.scripted_common import CLOSED, OPEN, StateReader, move_toward
 
 
 class ScriptedExpert(Policy):
@@ -145,12 +119,9 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def scripted_policy_for(env) -> Policy:
-    """The scripted expert for ``env``'s task, or a one-line error naming the tasks that have one."""
-    if hasattr(env, "goal"):  # LIBERO: one pick-and-place expert driven by the BDDL goal
-        from vla_kd.teachers.scripted_libero import LiberoPickPlaceExpert
-
-        return LiberoPickPlaceExpert(env.layout, env.goal)
+def maniskill_expert_for(env) -> ScriptedExpert:
+    """The scripted expert for a ManiSkill ``env``'s task, or a one-line error naming the tasks
+    that have one."""
     task = getattr(env, "task", "?")
     if task not in EXPERTS:
         raise UserError(

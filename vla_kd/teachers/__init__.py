@@ -1,1 +1,0 @@
-"""Teacher policies: scripted experts now; VLA teachers later."""
