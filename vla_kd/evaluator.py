@@ -7,18 +7,48 @@ measured; LIBERO ends episodes on success, as its standard protocol does.
 """
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import gymnasium as gym
+import imageio.v2 as imageio
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from vla_kd.config_checks import at_least, one_of
+from vla_kd.envs import make_env
 from vla_kd.envs.base import TaskId
+from vla_kd.envs.from_config import env_kwargs
 from vla_kd.policies.base import Policy, add_batch_dim
 from vla_kd.stats import wilson_interval
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation of a trained policy (the ``eval`` node of train and pipeline)."""
+
+    env: str | None = None  # task evaluated after training, e.g. maniskill/PushCube-v1 (null: none)
+    episodes: int = 20
+    seed: int = 100000  # held out: demonstrations use seeds 0..n-1
+    max_episode_steps: int | None = 100
+    obs_mode: str = "rgb"  # what a policy that declares nothing sees: state | rgb
+    progress: bool = False
+    workers: int = 2  # rollout processes (one per core)
+    sample_actions: bool = False  # RL students act with seeded samples of their Gaussian, not its mean
+    #: also evaluate the student every other way its method offers (RPD, PPO: sampling its
+    #: Gaussian), each as eval<variant>/... in train_summary.json
+    all_variants: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "episodes", "max_episode_steps", "workers")
+        at_least(self, 0, "seed")
+        one_of(self, "obs_mode", ("state", "rgb"))
 
 
 @dataclass
@@ -142,9 +172,6 @@ def evaluate_task(
     video = (video_dir, video_episodes, video_fps)
     if workers == 1:
         return _evaluate_block(task, make_env, make_policy, range(episodes), seed, video, progress)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     # forkserver: a fork of a process holding a renderer or torch threads is not safe.
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=_single_thread) as pool:
@@ -161,8 +188,6 @@ def evaluate_task(
 
 
 def _single_thread() -> None:
-    import torch
-
     torch.set_num_threads(1)  # the workers share the cores
 
 
@@ -282,7 +307,33 @@ def aggregate(per_task: dict[str, tuple[list[EpisodeResult], TaskProtocol]], pol
 
 
 def save_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
-    import imageio.v2 as imageio
-
     path.parent.mkdir(parents=True, exist_ok=True)
     imageio.mimsave(path, [np.asarray(f, dtype=np.uint8) for f in frames], fps=fps, macro_block_size=1)
+
+
+def evaluate_policy(sim, settings, policy: Policy, task: str, name: str = "") -> dict:
+    """Roll ``policy`` out on ``task`` over ``settings``' held-out seeds (an :class:`EvalConfig`
+    or a node with its fields); the aggregated results. ``sim`` holds the simulator nodes
+    (``maniskill``, ``libero``)."""
+    # A policy that declares what it reads (an RL student) is shown exactly that.
+    obs_mode = getattr(policy, "observation_mode", None) or settings.obs_mode
+    kwargs = env_kwargs(sim, task, obs_mode, settings.max_episode_steps,
+                        needs_privileged=getattr(policy, "uses_privileged", False),
+                        image_size=getattr(policy.config, "image_size", None),
+                        wrist_camera="wrist_rgb" in getattr(policy.config, "cameras", ()))
+    results, protocol = evaluate_task(
+        task, make_env=partial(make_env, task, **kwargs), make_policy=partial(_given_policy, policy),
+        episodes=settings.episodes, seed=settings.seed, progress=settings.progress,
+        workers=int(settings.workers),
+    )
+    return aggregate({task: (results, protocol)}, policy=name or type(policy).__name__)
+
+
+def _given_policy(policy: Policy, env: gym.Env) -> Policy:
+    """``make_policy`` for an already built policy (a module-level function, so it pickles)."""
+    return policy
+
+
+def milestone_metrics(results: dict) -> dict[str, float]:
+    """Flat tracker keys for the task's sub-goal rates (e.g. ``eval/milestones/is_grasped``)."""
+    return {f"eval/milestones/{k}": v for k, v in results.get("milestone_rates", {}).items()}

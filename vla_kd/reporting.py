@@ -6,6 +6,11 @@ import os
 import tempfile
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt
+
+matplotlib.use("Agg")  # files only: no display
+
 
 def write_json_atomic(data: dict | list, path: str | Path) -> Path:
     """Write JSON to a temp file in the same folder, then rename: never a half-written file."""
@@ -68,11 +73,6 @@ def markdown_table(results: dict) -> str:
 
 def plot_success(results: dict, path: str | Path) -> Path:
     """Per-task success bars with Wilson 95% error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = list(results["tasks"])
     rates = [results["tasks"][t]["success_rate"] for t in tasks]
     # max(0, .): at 0% or 100% the bound equals the rate up to rounding.
@@ -124,10 +124,6 @@ def plot_policies_success_vs_latency(
     """One point per policy row (``name``, ``success_rate``, ``ci95``, ``policy_ms_per_action``):
     success with its Wilson 95% interval against the policy's latency. The x axis is logarithmic
     by default, since students and teachers differ by orders of magnitude."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     placed: list[tuple[float, float]] = []  # (x, label height in points) of the labels so far

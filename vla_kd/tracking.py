@@ -8,12 +8,30 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vla_kd.errors import unknown_name
+from omegaconf import OmegaConf
+
+from vla_kd.config_checks import one_of
 
 BACKENDS = ("wandb", "none")
+MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class TrackerConfig:
+    """The ``tracker`` config group (``tracker=wandb|none``)."""
+    backend: str = "wandb"  # wandb | none (no wandb run and no metrics.jsonl / results.csv / summary.json)
+    mode: str = "offline"  # offline needs no account or network; `wandb sync` uploads later
+    project: str = "vla_kd"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        one_of(self, "backend", BACKENDS)
+        one_of(self, "mode", MODES)
 
 
 class Tracker:
@@ -30,6 +48,7 @@ class Tracker:
         name: str | None = None,
         tags: list[str] | None = None,
         job_type: str | None = None,
+        group: str | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -38,7 +57,7 @@ class Tracker:
         self._wandb_run = None
         if use_wandb:
             os.environ.setdefault("WANDB_SILENT", "true")
-            import wandb
+            import wandb  # heavy: wandb (0.5 s), only with tracker=wandb
 
             self._wandb_run = wandb.init(
                 mode=mode,
@@ -47,6 +66,7 @@ class Tracker:
                 name=name,
                 tags=list(tags or []),
                 job_type=job_type,
+                group=group,
                 dir=str(self.run_dir),
                 config=config or {},
                 reinit="finish_previous",
@@ -69,14 +89,14 @@ class Tracker:
             writer.writeheader()
             writer.writerows(rows)
         if self._wandb_run is not None:
-            import wandb
+            import wandb  # heavy: wandb (0.5 s), only with tracker=wandb
 
             table = wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in rows])
             self._wandb_run.log({name: table})
 
     def log_image(self, name: str, path: str | Path) -> None:
         if self._wandb_run is not None:
-            import wandb
+            import wandb  # heavy: wandb (0.5 s), only with tracker=wandb
 
             self._wandb_run.log({name: wandb.Image(str(path))})
 
@@ -116,20 +136,26 @@ class NullTracker(Tracker):
 
 
 def make_tracker(
-    cfg, run_dir: str | Path, config: dict | None = None, job_type: str | None = None
+    cfg, run_dir: str | Path, config: dict | None = None, job_type: str | None = None,
+    group: str | None = None,
 ) -> Tracker:
-    """Build the tracker named by the ``tracker`` config node."""
-    backend = cfg.get("backend", "wandb")
-    if backend not in BACKENDS:
-        raise unknown_name("tracker", backend, BACKENDS)
-    if backend == "none":
+    """Build the tracker named by the ``tracker`` config node; ``group`` gathers the W&B runs of
+    one experiment (a pipeline's stages) into one W&B group."""
+    settings = cfg if isinstance(cfg, TrackerConfig) else TrackerConfig(**_plain(cfg))
+    if settings.backend == "none":
         return NullTracker()
     return Tracker(
         run_dir,
         config=config,
-        mode=cfg.get("mode", "offline"),
-        project=cfg.get("project", "vla_kd"),
-        entity=cfg.get("entity"),
-        tags=cfg.get("tags"),
+        mode=settings.mode,
+        project=settings.project,
+        entity=settings.entity,
+        tags=settings.tags,
         job_type=job_type,
+        group=group,
     )
+
+
+def _plain(cfg) -> dict:
+    """A config node (DictConfig or dict) as a plain dict."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)

@@ -12,13 +12,15 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from vla_kd.config_checks import at_least, fraction, one_of, positive
 from vla_kd.methods.base import Method
 from vla_kd.policies.pretrained import replace_dir_atomically
 from vla_kd.tracking import NullTracker, Tracker
@@ -29,23 +31,30 @@ STATE_FILE = "trainer_state.pt"
 
 @dataclass
 class TrainerConfig:
-    """Optimisation and bookkeeping settings (the ``trainer`` config group)."""
-
-    steps: int = 1000
+    """Optimisation and bookkeeping settings (the ``trainer`` config group's schema)."""
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-4
     weight_decay: float = 1e-4
-    warmup_steps: int = 50
+    warmup_steps: int = 100
     lr_schedule: str = "cosine"  # cosine | constant
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
-    eval_every: int = 0  # 0: only at the end (if an evaluator is given)
+    eval_every: int = 0  # > 0: also evaluate every this many steps (the final evaluation always runs)
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights; it is
     # what the run ends with (saved, evaluated), as in diffusion policy. 0: the last weights.
-    resume: bool = False
+    resume: bool = False  # continue from <run dir>/checkpoints/last at its exact step
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "steps", "warmup_steps", "eval_every")
+        at_least(self, 1, "batch_size", "log_every", "checkpoint_every")
+        positive(self, "lr", "grad_clip")
+        at_least(self, 0.0, "weight_decay")
+        fraction(self, "ema_decay", below_one=True)
+        one_of(self, "lr_schedule", ("cosine", "constant"))
 
 
 def seed_initial_weights(seed: int) -> None:
@@ -95,7 +104,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg))
         self.ema = None
         if cfg.ema_decay > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(method.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
                                      use_buffers=True)
@@ -161,7 +169,8 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self, until: int | None = None) -> dict[str, float]:
         """Train to ``cfg.steps`` (or stop early at ``until``, as an interruption would, with a
-        checkpoint); returns the last logged metrics (plus the final evaluation)."""
+        checkpoint); returns the last logged metrics. ``evaluate`` runs every ``eval_every``
+        steps before the last (the run's final evaluation is the caller's)."""
         cfg = self.cfg
         stop = cfg.steps if until is None else min(until, cfg.steps)
         if cfg.resume:
@@ -199,8 +208,6 @@ class Trainer:
             if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self._run_eval(last)
         bar.close()
-        if self.evaluate and self.step == cfg.steps:
-            self._run_eval(last)
         return last
 
     def _run_eval(self, last: dict) -> None:
@@ -234,7 +241,6 @@ def run_stages(
     with its own run folder ``run_dir/<name>`` (so each resumes on its own). A stage's method
     is built only when the stage starts, since building one decides which weights train;
     stages with no steps are skipped."""
-    from dataclasses import replace
 
     result = StagesResult({}, 0, 0, {})
     for name, build, steps, lr in stages:

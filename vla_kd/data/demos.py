@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vla_kd.data.lerobot_writer import LeRobotWriter
+from vla_kd.envs import make_env
+from vla_kd.envs.maniskill import instruction_for
 from vla_kd.envs.runtime import configure_maniskill
 from vla_kd.errors import UserError
 
@@ -114,7 +117,6 @@ _worker_env = None  # one contract env per recording process
 
 def _start_recorder(task: str, image_size: int, max_steps: int) -> None:
     global _worker_env
-    from vla_kd.envs import make_env
 
     _worker_env = make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True,
                            image_size=image_size, max_episode_steps=max_steps, ignore_terminations=True)
@@ -138,7 +140,6 @@ def record_all(
             stack.callback(lambda: _worker_env.close())
             recordings = map(_record_in_worker, items)
         else:
-            import multiprocessing
 
             # forkserver: a fresh interpreter per worker; a forked SAPIEN renderer is not safe.
             context = multiprocessing.get_context("forkserver")
@@ -158,9 +159,8 @@ def generate_maniskill_demos(
     spreading each stage over ``workers`` processes."""
     if task not in PLANNABLE:
         raise UserError(f"no motion-planning expert for '{task}'; tasks with one: {', '.join(PLANNABLE)}")
-    import h5py
+    import h5py  # optional: the maniskill extra (motion-planning output)
 
-    from vla_kd.envs.maniskill import instruction_for
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vla_kd_plan_") as scratch:

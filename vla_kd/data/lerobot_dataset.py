@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -48,8 +51,6 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.episode_index = frames["episode_index"].to_numpy()
         self.frame_index = frames["frame_index"].to_numpy()
         self.task_index = frames["task_index"].to_numpy()
-        import pandas as pd
-
         tasks = pd.read_parquet(self.root / "meta" / "tasks.parquet")
         self.tasks = {int(i): str(t) for t, i in zip(tasks.index, tasks["task_index"], strict=True)}
         # Episode bounds per frame, for chunking without crossing into the next episode.
@@ -65,8 +66,6 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.images = {k: self._decode_camera(k) for k in self.camera_keys} if load_images else {}
 
     def _read_table(self, files: list[Path]):
-        import pyarrow as pa
-
         if not files:
             raise UserError(f"dataset '{self.root}' has no parquet files where its metadata says")
         return pa.concat_tables([pq.read_table(f) for f in files])
@@ -85,8 +84,6 @@ class LeRobotDataset(torch.utils.data.Dataset):
 
     def _decode_camera(self, key: str) -> np.ndarray:
         """All frames of one camera in dataset order, (total_frames, H, W, 3) uint8."""
-        import imageio.v2 as imageio
-
         out = np.empty((len(self.states), *self.info["features"][key]["shape"]), dtype=np.uint8)
         decoded: dict[Path, np.ndarray] = {}
         rows = self.episodes.to_pylist()
@@ -139,6 +136,22 @@ class LeRobotDataset(torch.utils.data.Dataset):
         for key, frames in self.images.items():
             item[key] = torch.from_numpy(frames[index])
         return item
+
+    def cameras(self, names, label: str = "model.cameras") -> tuple[tuple[str, ...], int]:
+        """(``names`` (observation keys, e.g. ``rgb``, ``wrist_rgb``) checked against this
+        dataset's cameras ``observation.images.<name>``, their one shared image size); errors
+        name ``label``, the setting that asked for them."""
+        names = tuple(str(n) for n in names)
+        available = [k.removeprefix("observation.images.") for k in self.camera_keys]
+        missing = [n for n in names if n not in available]
+        if not names or missing:
+            hint = (" (record LIBERO's wrist camera with `vla-kd demos ... wrist_camera=true`)"
+                    if "wrist_rgb" in missing else "")
+            raise UserError(f"{label}={list(names)}: the dataset has cameras {available}{hint}")
+        sizes = {tuple(self.info["features"][f"observation.images.{n}"]["shape"][:2]) for n in names}
+        if len(sizes) > 1:
+            raise UserError(f"{label}={list(names)} have different sizes {sorted(sizes)}")
+        return names, sizes.pop()[0]
 
     def feature_stats(self, key: str) -> dict[str, np.ndarray]:
         """min/max/mean/std of a feature as float32 arrays (for normalisation)."""

@@ -19,7 +19,9 @@ import json
 import shutil
 from pathlib import Path
 
+import imageio.v2 as imageio
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -115,7 +117,6 @@ class LeRobotWriter:
 
     def _video_writer(self, name: str):
         if name not in self._video_writers:
-            import imageio.v2 as imageio
 
             path = self.partial / VIDEO_PATH.format(video_key=camera_key(name), chunk_index=0, file_index=0)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +270,6 @@ class LeRobotWriter:
         self._write_parquet(
             pa.Table.from_pylist(self._episodes), EPISODES_PATH.format(chunk_index=0, file_index=0)
         )
-        import pandas as pd
 
         tasks = pd.DataFrame(
             {"task_index": list(self._tasks.values())}, index=pd.Index(list(self._tasks), name="task")

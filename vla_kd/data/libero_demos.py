@@ -9,6 +9,7 @@ Only successful episodes are kept, and the expert's success rate is reported.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vla_kd.data.demos import DemoReport, save_report, write_successes
+from vla_kd.envs import make_env
+from vla_kd.policies.base import add_batch_dim
+from vla_kd.policies.loading import scripted_policy_for
 
 FPS = 20  # LIBERO's control frequency
 
@@ -24,7 +28,6 @@ _worker_env = None  # one env per recording process
 
 def _start_recorder(task: str, image_size: int, wrist_camera: bool) -> None:
     global _worker_env
-    from vla_kd.envs import make_env
 
     _worker_env = make_env(task, obs_mode="rgb", include_privileged=True, image_size=image_size,
                            wrist_camera=wrist_camera)
@@ -36,9 +39,6 @@ def _record_in_worker(seed: int) -> dict | None:
 
 def record_expert_episode(env, seed: int) -> dict | None:
     """Run the scripted expert from the layout sampled by ``seed``; the recording if it succeeds."""
-    from vla_kd.policies.base import add_batch_dim
-    from vla_kd.teachers.scripted import scripted_policy_for
-
     expert = scripted_policy_for(env)
     obs, info = env.reset(seed=seed, options={"sampled_init": True})
     expert.reset()
@@ -80,9 +80,7 @@ def generate_libero_demos(
             instruction = _worker_env.instruction
             episodes = map(_record_in_worker, range(n))
         else:
-            import multiprocessing
 
-            from vla_kd.envs import make_env
 
             probe = make_env(task, obs_mode="state")
             instruction = probe.instruction

@@ -20,8 +20,8 @@ class RosbridgeTransport:
     by itself (with back-off capped at ``max_delay`` seconds) and re-subscribes its topics."""
 
     def __init__(self, host: str, port: int, timeout: float = 10.0, max_delay: float = 1.0) -> None:
-        import roslibpy
-        from roslibpy.comm import comm_autobahn
+        import roslibpy  # optional: the ros extra
+        from roslibpy.comm import comm_autobahn  # optional: the ros extra
 
         comm_autobahn.AutobahnRosBridgeClientFactory.set_max_delay(max_delay)
         self._roslibpy = roslibpy
@@ -52,7 +52,7 @@ class RosbridgeTransport:
 
 
 def _server_binary() -> Path:
-    import rosbridge_server_rs
+    import rosbridge_server_rs  # optional: the rosgraph extra
 
     binary = Path(rosbridge_server_rs.__file__).with_name("rosbridge_server_rs_jazzy")
     if not os.access(binary, os.X_OK):
@@ -64,7 +64,7 @@ def server_environment(shim_dir: Path) -> dict[str, str]:
     """What the server binary needs from ROS 2 Jazzy's PyPI wheels: their library folders,
     ``librmw_implementation.so`` (the wheels name it after Fast DDS), the interpreter's
     libpython preloaded (the rclpy libraries link against it), and ROS_DISTRO."""
-    import ros_wheels_bootstrapper
+    import ros_wheels_bootstrapper  # optional: the rosgraph extra
 
     venv_lib = Path(sys.prefix) / "lib"
     shim = shim_dir / "librmw_implementation.so"

@@ -19,6 +19,9 @@ import threading
 import time
 
 import numpy as np
+import torch
+
+from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 
 JOINTS = ["x", "y", "z", "gripper"]
 GOAL = (0.0, 0.1, 0.25)
@@ -28,9 +31,7 @@ def fit_reaching_policy(folder, goal=GOAL, steps: int = 600, seed: int = 0):
     """A state-only chunked-BC policy for this robot (state: its joints x, y, z, gripper),
     fitted in seconds to step toward ``goal`` from anywhere in its box, saved to ``folder``
     like any trained policy. Returns the final fitting loss."""
-    import torch
 
-    from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
@@ -82,12 +83,12 @@ def main() -> None:
     parser.add_argument("--report", required=True)
     args = parser.parse_args()
 
-    import rclpy
-    from geometry_msgs.msg import TwistStamped
-    from rclpy.node import Node
-    from rclpy.signals import SignalHandlerOptions
-    from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Bool, Float64
+    import rclpy  # optional: ROS 2 (the rosgraph extra)
+    from geometry_msgs.msg import TwistStamped  # optional: ROS 2 (the rosgraph extra)
+    from rclpy.node import Node  # optional: ROS 2 (the rosgraph extra)
+    from rclpy.signals import SignalHandlerOptions  # optional: ROS 2 (the rosgraph extra)
+    from sensor_msgs.msg import Image, JointState  # optional: ROS 2 (the rosgraph extra)
+    from std_msgs.msg import Bool, Float64  # optional: ROS 2 (the rosgraph extra)
 
     # rclpy's own handlers would shut the context down on SIGTERM mid-spin; this robot stops
     # its loop and writes its report instead (see below).

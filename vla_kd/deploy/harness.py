@@ -12,12 +12,19 @@ import argparse
 import atexit
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from vla_kd.deploy.bridge import RosbridgeServer, RosbridgeTransport
+from vla_kd.deploy.fake_robot import JOINTS
+from vla_kd.deploy.node import NodeSettings, PolicyNode
+from vla_kd.deploy.safety import SafetyLimits
+from vla_kd.policies.pretrained import PretrainedPolicy
 
 SCENARIOS = ("drive", "estop", "watchdog", "restart")
 
@@ -29,7 +36,6 @@ def isolated_command(args: list[str]) -> list[str]:
 
 
 def _quote(text: str) -> str:
-    import shlex
 
     return shlex.quote(text)
 
@@ -38,12 +44,6 @@ def run_scenario(
     policy_folder: str, scenario: str, duration: float, rate_hz: float, port: int = 9090, camera: bool = False
 ) -> dict:
     """One closed-loop run; returns the node's and the robot's records (times are ``time.time()``)."""
-    from vla_kd.deploy.bridge import RosbridgeServer, RosbridgeTransport
-    from vla_kd.deploy.fake_robot import JOINTS
-    from vla_kd.deploy.node import NodeSettings, PolicyNode
-    from vla_kd.deploy.safety import SafetyLimits
-    from vla_kd.policies.pretrained import PretrainedPolicy
-
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     policy = PretrainedPolicy.from_pretrained(policy_folder)
     server = RosbridgeServer(port=port).start()

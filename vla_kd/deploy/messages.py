@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
+from PIL import Image
 
 from vla_kd.deploy.safety import SafeCommand
 
@@ -37,7 +38,6 @@ def image_from_msg(msg: dict, size: int | None = None) -> np.ndarray:
     if encoding.startswith("bgr"):
         image = image[..., ::-1]
     if size is not None and (height, width) != (size, size):
-        from PIL import Image
 
         image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.BILINEAR))
     return np.ascontiguousarray(image)

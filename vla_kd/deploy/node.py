@@ -21,6 +21,7 @@ import numpy as np
 
 from vla_kd.deploy import messages
 from vla_kd.deploy.safety import SafeCommand, SafetyLimits, hold, vet_action
+from vla_kd.errors import unknown_name
 
 log = logging.getLogger(__name__)
 COMMANDS = ("twist", "twist_stamped", "joint_trajectory")
@@ -55,7 +56,6 @@ class NodeSettings:
 
     def __post_init__(self) -> None:
         if self.command not in COMMANDS:
-            from vla_kd.errors import unknown_name
 
             raise unknown_name("command", self.command, COMMANDS)
 

@@ -5,6 +5,7 @@ from functools import partial
 
 import gymnasium as gym
 
+from vla_kd.envs import libero, maniskill
 from vla_kd.envs.base import ACTION_DIM, TaskId
 
 __all__ = ["ACTION_DIM", "TaskId", "check_task", "make_env", "make_vector_env"]
@@ -14,11 +15,9 @@ def check_task(task: str | TaskId) -> TaskId:
     """Parse and validate a task name without building the simulator (one-line errors)."""
     task_id = task if isinstance(task, TaskId) else TaskId.parse(str(task))
     if task_id.backend == "maniskill":
-        from vla_kd.envs.maniskill import check_task as check
-        check(task_id.name)
+        maniskill.check_task(task_id.name)
     else:
-        from vla_kd.envs.libero import check_task as check
-        check(task_id.name, task_id.index)
+        libero.check_task(task_id.name, task_id.index)
     return task_id
 
 
@@ -26,10 +25,8 @@ def make_env(task: str | TaskId, **kwargs) -> gym.Env:
     """Build one contract env; ``kwargs`` go to the simulator's wrapper class."""
     task_id = check_task(task)
     if task_id.backend == "maniskill":
-        from vla_kd.envs.maniskill import ManiSkillEnv
-        return ManiSkillEnv(task_id.name, **kwargs)
-    from vla_kd.envs.libero import LiberoEnv
-    return LiberoEnv(task_id.name, task_id.index, **kwargs)
+        return maniskill.ManiSkillEnv(task_id.name, **kwargs)
+    return libero.LiberoEnv(task_id.name, task_id.index, **kwargs)
 
 
 def make_vector_env(task: str | TaskId, num_envs: int, **kwargs) -> gym.vector.VectorEnv:

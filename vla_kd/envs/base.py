@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from vla_kd.errors import UserError
+from vla_kd.errors import UserError, unknown_name
 
 ACTION_DIM = 7
 OBS_MODES = ("state", "rgb")
@@ -79,7 +79,6 @@ class TaskId:
     def parse(cls, text: str) -> TaskId:
         parts = str(text).strip("/").split("/")
         if parts[0] not in BACKENDS:
-            from vla_kd.errors import unknown_name
 
             raise unknown_name("simulator in task", parts[0], BACKENDS)
         if parts[0] == "maniskill":
@@ -97,6 +96,5 @@ class TaskId:
 
 def check_obs_mode(obs_mode: str) -> None:
     if obs_mode not in OBS_MODES:
-        from vla_kd.errors import unknown_name
 
         raise unknown_name("obs_mode", obs_mode, OBS_MODES)

