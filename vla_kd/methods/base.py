@@ -1,4 +1,4 @@
-"""The contract between the shared trainer and a training method."""
+"""The contract between the shared trainer and a training method's loss."""
 from __future__ import annotations
 
 import abc

@@ -1,4 +1,6 @@
-"""Behaviour cloning of action chunks (the teacher's and the baselines' first method)."""
+"""Behaviour cloning of action chunks (``method=bc``): how the teacher, the action expert and the
+baselines learn from demonstrations. The ``model`` node says what is trained
+(:mod:`vla_kd.policies.factory`); the loss follows from the model's type."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +8,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vla_kd.evaluator import evaluate_policy, milestone_metrics
 from vla_kd.methods.base import Method
+from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
+from vla_kd.methods.registry import register
+from vla_kd.policies.factory import build_model
 from vla_kd.policies.mlp_bc import ChunkedBCPolicy
+from vla_kd.trainer import Trainer, seed_initial_weights
 
 
 def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
@@ -217,3 +224,59 @@ class DiffusionBC(Method):
         mse = denoise_step(self.scheduler, policy.decoder, features, clean, batch["action_is_pad"]).mse
         logs = {"losses/denoise_mse": float(mse.detach())}
         return add_privileged_aux_loss(mse, logs, policy, image, batch, self.aux_weight), logs
+
+
+@dataclass
+class BCConfig:
+    """``method=bc`` has no settings of its own: the ``model`` node holds what the loss reads
+    (augmentation, label smoothing, the auxiliary pose head)."""
+
+    name: str = "bc"
+
+
+def bc_objective(policy, model) -> Method:
+    """The behaviour-cloning loss for ``policy``, with the training settings of its ``model`` node."""
+    if model.type == "token_vla":
+        return TokenBC(policy, shift_pad=model.shift_pad, label_sigma=model.label_sigma,
+                       state_noise=model.state_noise, token_corruption=model.token_corruption,
+                       aux_weight=model.aux_privileged_weight)
+    if model.type == "diffusion_action_expert":
+        return DiffusionBC(policy, shift_pad=model.shift_pad, aux_weight=model.aux_privileged_weight)
+    return ChunkedBC(policy, shift_pad=model.shift_pad, aux_weight=model.aux_privileged_weight)
+
+
+@register
+class BehaviourCloning(Distiller):
+    """A ``model`` trained on a dataset's demonstrations with the shared trainer."""
+
+    name = "bc"
+    config_class = BCConfig
+    inputs = ("dataset", "model")
+
+    def fit(self, ctx: RunContext) -> TrainResult:
+        model = ctx.model
+        dataset = ctx.load_dataset(model.horizon, "a LeRobot v3 dataset, e.g. from `vla-kd demos`")
+        seed_initial_weights(ctx.trainer.seed)
+        policy = build_model(model, dataset)
+        method = bc_objective(policy, model)
+        evaluate = periodic_evaluation(ctx, policy)
+        trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker, evaluate)
+        metrics = trainer.fit()
+        samples = trainer.step * ctx.trainer.batch_size
+        summary = {"model": model.type, "steps": trainer.step, "samples": samples,
+                   "dataset_frames": len(dataset), **metrics}
+        return TrainResult(policy, summary, samples, {"dataset": str(ctx.dataset), "steps": trainer.step})
+
+
+def periodic_evaluation(ctx: RunContext, policy):
+    """The trainer callback for ``trainer.eval_every`` (None when there is nothing to evaluate)."""
+    if not (ctx.eval.env and ctx.trainer.eval_every):
+        return None
+
+    def evaluate(step: int) -> dict:
+        summary = evaluate_policy(ctx.settings, ctx.eval, policy, str(ctx.eval.env))
+        return {"eval/success_rate": summary["success_rate"], "eval/ci95_low": summary["ci95"][0],
+                "eval/ci95_high": summary["ci95"][1], "eval/episodes": summary["episodes"],
+                **milestone_metrics(summary)}
+
+    return evaluate

@@ -20,13 +20,56 @@ term's teacher-forced inputs, see ``TokenBC``).
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
+from vla_kd.config_checks import at_least, fraction, one_of
 from vla_kd.methods.base import Method, frame_keys
 from vla_kd.methods.bc import camera_batch, corrupt_tokens, image_rows, noisy_state
-from vla_kd.nn.jacobi import initial_window, jacobi_decode
+from vla_kd.methods.distiller import Distiller, RunContext, TrainResult, settings_for
+from vla_kd.methods.registry import register
+from vla_kd.nn.jacobi import INITS, initial_window, jacobi_decode
 from vla_kd.nn.layer_skip import token_kl
+from vla_kd.policies.token_vla import TokenVLA
+from vla_kd.trainer import Trainer, seed_initial_weights
+
+
+@dataclass
+class CEEDConfig:
+    """``method=ceed teacher=<token_vla folder> dataset=<its demonstrations>``: consistency
+    distillation, then Jacobi decoding with early exit. Why the AR term is off by default:
+    docs/experiments/config_history.md."""
+
+    name: str = "ceed"
+    #: KL(teacher at its Jacobi fixed point || student at intermediate windows)
+    consistency_weight: float = 1.0
+    ar_weight: float = 0.0  # cross-entropy on mixed labels (the paper's AR term; logged even when 0)
+    fixed_point_weight: float = 1.0  # KL(teacher || student) on the teacher's own greedy output
+    label_threshold: int = 8  # bins: the teacher's token if within this of the demo's, else the demo's
+    #: starting guess of the collected Jacobi trajectories: random | repeat | middle | zeros
+    init: str = "repeat"
+    windows_per_state: int = 2  # intermediate windows drawn per state per step
+    # What the student sees (the targets stay the clean frame's), as in the teacher's own
+    # training (model=token_vla); 0 = off.
+    shift_pad: int = 4  # random-shift image augmentation, pixels
+    state_noise: float = 0.1  # proprio noise, in feature std units
+    token_corruption: float = 0.5  # fraction of the AR term's teacher-forced input tokens set to random bins
+    # How the saved student decodes (vla-kd bench measures each setting side by side):
+    jacobi_init: str = "repeat"
+    exit_max_changed: int | None = None  # early exit: at most this many tokens changed in a pass
+    exit_max_bin_change: int | None = 2  # early exit: every change within this many bins
+    exit_max_iterations: int | None = None  # early exit: cap on passes
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "consistency_weight", "ar_weight", "fixed_point_weight", "label_threshold",
+                 "shift_pad", "state_noise", "exit_max_changed", "exit_max_bin_change")
+        at_least(self, 1, "windows_per_state", "exit_max_iterations")
+        fraction(self, "token_corruption")
+        one_of(self, "init", INITS)
+        one_of(self, "jacobi_init", INITS)
 
 
 def consistency_kl(
@@ -136,3 +179,44 @@ class ConsistencyDistillation(Method):
             "train/teacher_label_share": float(teacher_share),
             "train/jacobi_passes": float(sum(len(w) - 1 for w in windows) / len(windows)),
         }
+
+
+def jacobi_student(teacher: TokenVLA, c: CEEDConfig) -> TokenVLA:
+    """A trainable copy of ``teacher`` set to decode by Jacobi iteration with ``c``'s early exit."""
+    config = dataclasses.replace(
+        teacher.config,
+        decoding="jacobi",
+        jacobi_init=c.jacobi_init,
+        exit_max_changed=c.exit_max_changed,
+        exit_max_bin_change=c.exit_max_bin_change,
+        exit_max_iterations=c.exit_max_iterations,
+    )
+    student = TokenVLA(config)
+    student.load_state_dict(teacher.state_dict())
+    return student.train()
+
+
+@register
+class CEED(Distiller):
+    """Collect the teacher's Jacobi trajectories on the demonstrations' frames, distil a copy of
+    it that jumps to their fixed points."""
+
+    name = "ceed"
+    config_class = CEEDConfig
+    inputs = ("teacher", "dataset")
+
+    def fit(self, ctx: RunContext) -> TrainResult:
+        teacher = ctx.load_teacher("token_vla")
+        dataset = ctx.load_dataset(teacher.config.horizon, "the teacher's demonstrations")
+        dataset.cameras(teacher.cameras, "the teacher's cameras")  # the demos must have them
+        seed_initial_weights(ctx.trainer.seed)
+        student = jacobi_student(teacher, ctx.config)
+        settings = settings_for(ConsistencyDistillation, ctx.config)
+        method = ConsistencyDistillation(student, teacher, **settings)
+        trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker)
+        metrics = trainer.fit()
+        samples = trainer.step * ctx.trainer.batch_size
+        summary = {"model": "token_vla", "steps": trainer.step, "samples": samples,
+                   "jacobi_trajectories": len(method.trajectories), **metrics}
+        saved_with = {"teacher": str(ctx.teacher), "dataset": str(ctx.dataset), "steps": trainer.step}
+        return TrainResult(student, summary, samples, saved_with)

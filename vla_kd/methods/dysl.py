@@ -14,11 +14,61 @@ when decoding, and minimise KL(teacher || student) per action token:
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
 import torch
 
+from vla_kd.config_checks import ConfigValueError, at_least, fraction, one_of
+from vla_kd.errors import UserError
 from vla_kd.methods.base import Method, frame_keys
 from vla_kd.methods.bc import image_rows
-from vla_kd.nn.layer_skip import token_kl
+from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
+from vla_kd.methods.registry import register
+from vla_kd.nn.layer_skip import classify_layers, token_kl
+from vla_kd.policies.skip_calibration import cheap_path_jumps, demo_episodes, importance_of_layers
+from vla_kd.policies.skip_guidance import calibrate
+from vla_kd.policies.skip_vla import SKIPPING, SkipVLA
+from vla_kd.trainer import run_stages, seed_initial_weights
+
+
+@dataclass
+class DySLConfig:
+    """``method=dysl teacher=<token_vla folder> dataset=<its demonstrations>``: a SkipVLA
+    student that bypasses its teacher's incremental layers on unimportant steps."""
+
+    name: str = "dysl"
+    informative_layers: int = 2  # trunk layers always run (layer 0 and the most important others)
+    importance_frames: int = 256  # dataset states on which each layer's importance is measured
+    adapter_rank: int = 32  # low-rank residual MLP standing in for each skipped layer
+    history: int = 4  # executed actions the prior guidance reads
+    #: demos' motion-change quantile above which a step is critical (null: off)
+    prior_quantile: float | None = 0.8
+    #: demos' action-jump quantile above which the cheap action is rejected (null: off)
+    post_quantile: float | None = 0.8
+    #: demos: the demos' own action jumps; student: the trained cheap path's first actions vs the
+    #: demos' previous actions (what the post test sees)
+    post_calibration: str = "demos"
+    calibration_frames: int = 512  # chunk boundaries of the demos read by post_calibration=student
+    skipping: str = "guided"  # how the saved student runs: guided | always | off
+    stage1_steps: int = 400  # adapters only, cheap path vs the full teacher
+    stage1_lr: float = 1.0e-3
+    stage2_steps: int = 400  # every weight, skipping sampled per row
+    stage2_lr: float = 1.0e-4
+    skip_probability: float = 0.7  # stage 2: share of rows on the cheap path
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "informative_layers", "importance_frames", "adapter_rank", "history",
+                 "calibration_frames")
+        at_least(self, 0, "stage1_steps", "stage2_steps")
+        if self.stage1_steps + self.stage2_steps == 0:
+            raise ConfigValueError("stage1_steps", "and stage2_steps are both 0: nothing would train")
+        fraction(self, "prior_quantile", "post_quantile", "skip_probability")
+        at_least(self, 0.0, "stage1_lr", "stage2_lr")
+        one_of(self, "post_calibration", ("demos", "student"))
+        one_of(self, "skipping", SKIPPING)
 
 
 class SkipAwareDistillation(Method):
@@ -82,3 +132,65 @@ class SkipAwareDistillation(Method):
         loss = torch.stack(terms).sum() / len(keys)
         metrics["losses/kl"] = float(loss.detach())
         return loss, metrics
+
+
+@register
+class DySL(Distiller):
+    """From the training demonstrations: (1) rank the teacher's layers by how much bypassing
+    each one changes its action-token distributions and keep the most important as informative;
+    (2) calibrate the prior and post guidance thresholds as quantiles of the demos' motion
+    statistics; (3) stage 1, adapters only; (4) stage 2, everything, skipping sampled; (5) with
+    ``post_calibration=student``, re-derive the post threshold from the trained student's
+    cheap-path actions on the same demos."""
+
+    name = "dysl"
+    config_class = DySLConfig
+    inputs = ("teacher", "dataset")
+
+    def fit(self, ctx: RunContext) -> TrainResult:
+        d: DySLConfig = ctx.config
+        teacher = ctx.load_teacher("token_vla")
+        if not d.informative_layers < teacher.config.layers:  # at least one layer to skip
+            raise UserError(
+                f"dysl informative_layers must be below the teacher's {teacher.config.layers} layers "
+                f"(the rest are the ones skipped), got {d.informative_layers}"
+            )
+        dataset = ctx.load_dataset(teacher.config.horizon, "the teacher's demonstrations")
+        dataset.cameras(teacher.cameras, "the teacher's cameras")  # the demos must have them
+        seed = ctx.trainer.seed
+        importance = importance_of_layers(teacher, dataset, d.importance_frames, seed)
+        roles = classify_layers(importance.tolist(), d.informative_layers)
+        try:
+            thresholds = calibrate(
+                demo_episodes(dataset), teacher.config.horizon, d.history, d.prior_quantile, d.post_quantile
+            )
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        seed_initial_weights(seed)  # the adapters are new weights
+        student = SkipVLA.from_teacher(
+            teacher, layer_roles=roles, adapter_rank=d.adapter_rank, skipping=d.skipping,
+            history=d.history, prior_threshold=thresholds.prior, post_threshold=thresholds.post,
+        ).train()
+        stages = [
+            (f"stage{stage}", partial(SkipAwareDistillation, student, teacher, stage, d.skip_probability),
+             steps, lr)
+            for stage, steps, lr in ((1, d.stage1_steps, d.stage1_lr), (2, d.stage2_steps, d.stage2_lr))
+        ]
+        done = run_stages(stages, dataset, ctx.trainer, ctx.run_dir, ctx.tracker)
+        student.eval().requires_grad_(False)
+        if d.post_calibration == "student" and d.post_quantile is not None:
+            jumps = cheap_path_jumps(student, dataset, d.calibration_frames, seed)
+            if len(jumps) == 0:
+                raise UserError("no chunk boundary without a gripper flip in the demos: cannot calibrate")
+            thresholds = dataclasses.replace(thresholds, post=float(np.quantile(jumps, d.post_quantile)))
+            student.config = dataclasses.replace(student.config, post_threshold=thresholds.post)
+        saved_with = {
+            "teacher": str(ctx.teacher),
+            "dataset": str(ctx.dataset),
+            "steps": done.steps,
+            "layer_importance": importance.tolist(),
+            "thresholds": {**dataclasses.asdict(thresholds), "post_calibration": d.post_calibration},
+        }
+        summary = {"model": "skip_vla", "steps": done.steps, "samples": done.samples, "layer_roles": roles,
+                   **saved_with, **done.metrics}
+        return TrainResult(student, summary, done.samples, saved_with)

@@ -7,7 +7,7 @@ Everything else is stable-baselines3's PPO: rollouts, GAE, the clipped surrogate
 clipping, target-KL early stop, logging. SB3 has no hook inside ``PPO.train``, so this class
 re-states that loop with the one extra term (the lines mirror SB3 2.7's). With
 ``teacher_weight=0`` it *is* PPO, which is how the baseline runs. The teacher labels each
-rollout once (see :mod:`vla_kd.methods.teacher_labels`); minibatches read the cached labels.
+rollout once (see :mod:`vla_kd.methods.rpd.labels`); minibatches read the cached labels.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.utils import explained_variance
 
 from vla_kd.errors import unknown_name
-from vla_kd.methods.teacher_labels import check_teacher, label_rollout
+from vla_kd.methods.rpd.labels import check_teacher, label_rollout
 
 TEACHER_LOSSES = ("mse", "l1", "bc", "kl")
 #: The 7 action dimensions (pd_ee_delta_pose + gripper), for the per-dimension teacher error.
@@ -109,7 +109,7 @@ class RPD(PPO):
     ``teacher``: any suite policy (a saved model folder's policy or a scripted expert), or None
     for plain PPO; ``instruction``: the task's language instruction, given to VLA teachers;
     ``action_chunk``: actions per student decision (the envs execute chunks of that many; the
-    labels are the teacher's chunks, see :mod:`vla_kd.methods.teacher_labels`);
+    labels are the teacher's chunks, see :mod:`vla_kd.methods.rpd.labels`);
     ``critic_warmup_steps``: for the updates of the first that many env steps only the value
     function trains (the actor's layers and the log-std stay as they are; an rgb student's
     shared CNN learns from the value loss), so a student that starts from a

@@ -28,7 +28,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from tqdm.auto import tqdm
 
 from vla_kd.envs.rl import executed_steps
-from vla_kd.methods.teacher_labels import check_teacher, contract_batch, first_chunk_actions
+from vla_kd.methods.rpd.labels import check_teacher, contract_batch, first_chunk_actions
 from vla_kd.policies.gaussian_mlp import actor_mean
 
 

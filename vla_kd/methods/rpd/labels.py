@@ -21,6 +21,7 @@ of one per minibatch per epoch. The label is the action the teacher itself would
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from vla_kd.envs.rl import contract_from_rl
 from vla_kd.errors import UserError
@@ -98,7 +99,6 @@ def label_rollout(
     """Teacher actions ``(n_steps, n_envs, 7)`` for a rollout's ``observations`` (key ->
     ``(n_steps, n_envs, ...)``, RL layout) with ``episode_starts`` ``(n_steps, n_envs)``;
     ``(n_steps, n_envs, chunk * 7)`` chunk labels for a student acting in ``chunk``-action chunks."""
-    import torch
 
     check_teacher(teacher, chunk)
     if hasattr(teacher, "eval"):

@@ -10,6 +10,7 @@ explicit seed range that is checked to be disjoint from ``eval``'s."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -19,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from stable_baselines3.common.callbacks import BaseCallback
 
 from vla_kd.errors import UserError
+from vla_kd.evaluator import EvalConfig, evaluate_policy
+from vla_kd.policies.gaussian_mlp import GaussianStudent
 from vla_kd.reporting import write_json_atomic
 from vla_kd.tracking import Tracker
 
@@ -45,38 +47,33 @@ def untouched_global_rngs():
         torch.set_rng_state(states[2])
 
 
-def check_validation_seeds(validation: DictConfig, eval_cfg: DictConfig) -> None:
+def check_validation_seeds(validation, eval_cfg) -> None:
     """Refuse validation seeds that overlap the held-out evaluation's: selecting weights on the
     test episodes would report a success rate the student was chosen for."""
     first, count = int(validation.seed), int(validation.episodes)
     test_first, test_count = int(eval_cfg.seed), int(eval_cfg.episodes)
     if count <= 0:
-        raise UserError(f"rl.validation.episodes must be positive, got {count}")
+        raise UserError(f"method.validation.episodes must be positive, got {count}")
     if first < test_first + test_count and test_first < first + count:
         raise UserError(
-            f"rl.validation seeds {first}..{first + count - 1} overlap the held-out evaluation's "
-            f"{test_first}..{test_first + test_count - 1}: choose another rl.validation.seed"
+            f"method.validation seeds {first}..{first + count - 1} overlap the held-out evaluation's "
+            f"{test_first}..{test_first + test_count - 1}: choose another method.validation.seed"
         )
 
 
-def make_validation_scorer(cfg: DictConfig, task: str, student_config) -> Callable[[dict], dict]:
+def make_validation_scorer(sim, held_out: EvalConfig, validation, task: str,
+                           student_config) -> Callable[[dict], dict]:
     """A function scoring actor-critic weights: the student they make, evaluated by the suite's
-    evaluator on ``cfg.rl.validation``'s seeds (mean action, one process, the test protocol's
-    episode length)."""
-    from vla_kd.commands.train import evaluate_policy
-    from vla_kd.policies.gaussian_mlp import GaussianStudent
-
-    validation = cfg.rl.validation
-    eval_cfg = OmegaConf.create({
-        **OmegaConf.to_container(cfg.eval, resolve=True),
-        "episodes": int(validation.episodes), "seed": int(validation.seed), "progress": False, "workers": 1,
-    })
+    evaluator on ``validation``'s seeds (mean action, one process, the held-out protocol's
+    episode length); ``sim`` holds the simulator nodes."""
+    settings = dataclasses.replace(held_out, episodes=validation.episodes, seed=validation.seed,
+                                   progress=False, workers=1)
 
     def score(state_dict: dict) -> dict:
         student = GaussianStudent(student_config)
         student.actor_critic.load_state_dict(state_dict)
         student.eval()
-        results = evaluate_policy(cfg, eval_cfg, student, task, name="validation")
+        results = evaluate_policy(sim, settings, student, task, name="validation")
         return {"success_rate": results["success_rate"], "ci95": results["ci95"],
                 "mean_return": results["mean_return"],
                 # env steps spent on choosing weights, not on learning: reported apart
@@ -85,18 +82,18 @@ def make_validation_scorer(cfg: DictConfig, task: str, student_config) -> Callab
     return score
 
 
-def make_validation(cfg: DictConfig, task: str, student_config, env_steps: Callable[[], int],
+def make_validation(sim, held_out: EvalConfig, rl, task: str, student_config, env_steps: Callable[[], int],
                     tracker: Tracker, store: Path, resume: bool) -> ValidationCallback | None:
-    """The validation callback ``cfg.rl.validation`` asks for (None when its ``every`` is 0).
-    The caller checks the seeds first (``check_validation_seeds``), before anything slow is built."""
-    validation = cfg.rl.validation
-    if not int(validation.every):
+    """The validation callback ``rl.validation`` asks for (None when its ``every`` is 0). The
+    caller checks the seeds first (``check_validation_seeds``), before anything slow is built."""
+    validation = rl.validation
+    if not validation.every:
         return None
-    score = make_validation_scorer(cfg, task, student_config)
-    return ValidationCallback(score, int(validation.every), env_steps, tracker, store, resume)
+    score = make_validation_scorer(sim, held_out, validation, task, student_config)
+    return ValidationCallback(score, validation.every, env_steps, tracker, store, resume)
 
 
-def validation_summary(callback: ValidationCallback | None, validation: DictConfig) -> dict | None:
+def validation_summary(callback: ValidationCallback | None, validation) -> dict | None:
     """What the run's validation chose, for ``train_summary.json``."""
     if callback is None:
         return None
