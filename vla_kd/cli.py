@@ -4,16 +4,21 @@ from __future__ import annotations
 import importlib
 import sys
 
+from vla_kd.cli_support import check_overrides
 from vla_kd.errors import UserError, unknown_name
 
 #: command -> module with CONFIG_NAME and a Hydra ``main``.
 COMMANDS = {
     "eval": ("vla_kd.commands.eval", "evaluate a policy on a suite or task"),
     "demos": ("vla_kd.commands.demos", "generate demonstrations into a LeRobot v3 dataset"),
-    "train": ("vla_kd.commands.train", "train a policy on a dataset with the shared trainer"),
-    "pipeline": ("vla_kd.commands.pipeline", "demos -> teacher + action expert -> evaluation"),
+    "train": ("vla_kd.commands.train", "train a student with a method (method=bc|rpd|ppo|ceed|dysl|align)"),
+    "pipeline": ("vla_kd.commands.pipeline", "the main job: demos, teacher, expert, students, evaluation"),
     "bench": ("vla_kd.commands.bench", "decoder latency and tokens/s, side by side"),
     "deploy": ("vla_kd.commands.deploy", "drive a robot with a saved policy through rosbridge"),
+}
+#: commands that take plain arguments rather than Hydra overrides
+PLAIN_COMMANDS = {
+    "report": ("vla_kd.commands.report", "the tables and plots of an experiment's run folders"),
 }
 
 HYDRA_FLAGS_WITH_VALUE = (
@@ -28,21 +33,24 @@ commands:
 
 Arguments are Hydra overrides, e.g. `vla-kd eval suite=maniskill_small policy=scripted`.
 `vla-kd <command> --cfg job` prints the composed config; `-m` runs a sweep.
+`vla-kd report <folder>` takes the folder of an experiment's runs.
 """
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        listing = "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
+        every = {**COMMANDS, **PLAIN_COMMANDS}
+        listing = "\n".join(f"  {name:<10} {text}" for name, (_, text) in every.items())
         print(USAGE.format(commands=listing))
         return 0
     command, overrides = argv[0], argv[1:]
+    if command in PLAIN_COMMANDS:
+        return importlib.import_module(PLAIN_COMMANDS[command][0]).main(overrides)
     try:
         if command not in COMMANDS:
-            raise unknown_name("command", command, COMMANDS)
+            raise unknown_name("command", command, {**COMMANDS, **PLAIN_COMMANDS})
         module = importlib.import_module(COMMANDS[command][0])
-        from vla_kd.cli_support import check_overrides
 
         hydra_flags = [a for a in overrides if a.startswith("-")]
         plain = [a for a in overrides if not a.startswith("-") and not _is_flag_value(a, overrides)]

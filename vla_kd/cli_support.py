@@ -1,17 +1,101 @@
-"""Shared pieces of the command-line layer: config location, override checks, one-line errors."""
+"""Shared pieces of the command-line layer: config location, the typed schemas every config node
+is checked against, override checks and one-line errors."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from vla_kd.config_checks import ConfigValueError
+from vla_kd.envs.from_config import LiberoConfig, ManiSkillConfig
+from vla_kd.envs.suites import Suite
 from vla_kd.errors import UserError, nearest, unknown_name
+from vla_kd.methods import registry
+from vla_kd.policies.model_configs import MODEL_SCHEMAS
+from vla_kd.tracking import TrackerConfig
+from vla_kd.trainer import TrainerConfig
 
 #: configs/ ships inside the package as vla_kd.configs (see pyproject.toml).
 CONFIG_MODULE = "vla_kd.configs"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"
+
+
+SCHEMA_SUFFIX = "_schema"
+#: config group -> its schema, stored as ``<group>/<group>_schema`` (model: one per type)
+GROUP_SCHEMAS = {
+    "tracker": TrackerConfig,
+    "trainer": TrainerConfig,
+    "maniskill": ManiSkillConfig,
+    "libero": LiberoConfig,
+    "suite": Suite,
+}
+
+
+#: the commands whose configs compose the ``method`` group
+METHOD_COMMANDS = ("train", "pipeline")
+
+
+def register_schemas(config_name: str) -> None:
+    """Store the config schemas ``config_name``'s composition reads in Hydra's ConfigStore
+    (idempotent): the groups' above, the models', and for train and pipeline every method's (the
+    method registry stores them as it finds the methods). Each command module stores its own
+    config's schema as ``<command>_schema`` when imported."""
+    store = ConfigStore.instance()
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name=f"{group}{SCHEMA_SUFFIX}", node=schema)
+    for model_type, schema in MODEL_SCHEMAS.items():
+        store.store(group="model", name=f"{model_type}{SCHEMA_SUFFIX}", node=schema)
+    if config_name in METHOD_COMMANDS:
+        registry.load_all()
+
+
+def validate_config(cfg: DictConfig, prefix: str = "") -> None:
+    """Check every typed node of ``cfg`` for range (its dataclass's ``__post_init__``), deepest
+    first so an error names the exact key; a one-line UserError for the first bad value."""
+    for key, value in cfg.items_ex(resolve=False):
+        if isinstance(value, DictConfig):
+            validate_config(value, f"{prefix}{key}.")
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return
+    try:
+        OmegaConf.to_object(cfg)
+    except ConfigValueError as err:
+        raise UserError(f"{prefix}{err.key} {err.problem}") from None
+    except MissingMandatoryValue as err:
+        raise UserError(f"missing required value: {prefix}{err.key}") from None
+    except (ValueError, OmegaConfBaseException) as err:
+        raise UserError(f"{prefix.rstrip('.') or 'config'}: {str(err).strip().splitlines()[0]}") from None
+
+
+def composition_error(err: Exception) -> UserError:
+    """Hydra's or OmegaConf's multi-line composition error as one line, naming the key when an
+    error in its chain does (``trainer.steps: Value 'abc' of type 'str' could not be converted
+    to Integer``)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        key = getattr(cause, "full_key", None)
+        if key:
+            return UserError(f"{key}: {_first_line(cause)}")
+        cause = cause.__cause__ or cause.__context__
+    return UserError(_first_line(err))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def user_errors_exit(func: Callable) -> Callable:
@@ -32,16 +116,18 @@ def user_errors_exit(func: Callable) -> Callable:
 
 
 def hydra_command(config_name: str, run: Callable) -> Callable[[], None]:
-    """A Hydra entry point that calls ``run(cfg, run_dir)``, with one-line user errors."""
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+    """A Hydra entry point that checks the composed config's values, then calls
+    ``run(cfg, run_dir)``, with one-line user errors."""
 
     @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")
     @user_errors_exit
-    def main(cfg: DictConfig) -> None:
-        from pathlib import Path
-
+    def task(cfg: DictConfig) -> None:
+        validate_config(cfg)
         run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+    def main() -> None:
+        register_schemas(config_name)
+        task()
 
     return main
 
@@ -81,12 +167,7 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
     Hydra's own messages are multi-line and stop short of a suggestion; checking here first lets
     the CLI name the nearest valid key or option.
     """
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+    register_schemas(config_name)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
@@ -106,7 +187,7 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
             key = override.key_or_group
             if key.startswith("hydra") or not is_group(key) or override.is_delete():
                 continue  # Hydra validates its own node (launchers, run dirs)
-            options = loader.get_group_options(key)
+            options = [o for o in loader.get_group_options(key) if not o.endswith(SCHEMA_SUFFIX)]
             values = _override_values(override)
             for value in values:
                 if value not in options and value != "null":
@@ -117,7 +198,7 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
         try:
             keys = _all_keys(compose(config_name=config_name, overrides=single))
         except (HydraException, OmegaConfBaseException) as err:
-            raise UserError(str(err).strip().splitlines()[0]) from None
+            raise composition_error(err) from None
         for override in parsed:
             key = override.key_or_group
             if key.startswith("hydra") or is_group(key):
@@ -133,16 +214,30 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
                 prefix = "+" if override.is_add() else ""
                 single.append(f"{prefix}{key}={values[0]}" if values else override.input_line)
         try:
-            composed = compose(config_name=config_name, overrides=single)
+            composed = compose(config_name=config_name, overrides=single, return_hydra_config=True)
         except (HydraException, OmegaConfBaseException) as err:
-            raise UserError(str(err).strip().splitlines()[0]) from None
+            raise composition_error(err) from None
+        without_hydra(composed)
         missing = _missing_keys(composed)
         if missing:
             raise UserError(
                 f"missing required value{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
                 f"(e.g. vla-kd {config_name} {missing[0]}=...)"
             )
+        if not any(o.is_sweep_override() for o in parsed):  # a sweep's jobs are checked as they run
+            validate_config(composed)
     GlobalHydra.instance().clear()
+
+
+def without_hydra(composed: DictConfig) -> None:
+    """Take Hydra's own node out of a config composed with it, keeping it where ``${hydra:...}``
+    interpolations read it, so the values can be resolved and checked before the run starts
+    (the run folder shows as ``<run dir>``)."""
+    with open_dict(composed):
+        composed.hydra.runtime.output_dir = "<run dir>"
+        composed.hydra.job.num = 0
+        HydraConfig.instance().set_config(composed)
+        del composed["hydra"]
 
 
 def config_groups(loader, parent: str = "") -> list[str]:

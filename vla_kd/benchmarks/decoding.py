@@ -9,6 +9,7 @@ is that rate over greedy AR's at the same chunk size and batch.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from functools import partial
 
@@ -37,8 +38,6 @@ class DecoderResult:
 
 def with_decoding(model, **settings):
     """A view of ``model`` (shared weights) that decodes with other config settings."""
-    import copy
-
     view = copy.copy(model)  # shallow: modules and weights are shared
     view.config = dataclasses.replace(model.config, **settings)
     return view

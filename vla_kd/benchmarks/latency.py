@@ -13,6 +13,7 @@ import time
 from functools import partial
 
 import numpy as np
+import torch
 
 from vla_kd.policies.base import Policy
 
@@ -48,7 +49,6 @@ def measure_latency(
 ) -> dict[str, dict]:
     """``name -> {call_ms_median, call_ms_p10, call_ms_p90, actions_per_call, action_ms}``
     for a batch ``obs`` (contract layout, leading batch axis)."""
-    import torch
 
     with torch.no_grad():
         times = round_robin_seconds(

@@ -10,7 +10,6 @@ with its path, so speed-ups compare *mean* latencies (throughput) as well as med
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import statistics
 
@@ -19,6 +18,7 @@ import torch
 
 from vla_kd.benchmarks.decoding import DecoderResult
 from vla_kd.benchmarks.latency import round_robin_seconds, spread_ms
+from vla_kd.policies.skip_vla import with_settings
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -53,13 +53,6 @@ def replay_frames(
             if len(frames) == limit:
                 return frames
     return frames
-
-
-def with_settings(student, **settings):
-    """A view of a SkipVLA (shared weights) with other config settings, e.g. ``skipping``."""
-    view = copy.copy(student)
-    view.config = dataclasses.replace(student.config, **settings)
-    return view
 
 
 def standard_views(student) -> dict:

@@ -19,6 +19,7 @@ needs, so host wall-clock times are whole-call times on an asynchronous device t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from functools import partial
 
@@ -26,6 +27,10 @@ import numpy as np
 import torch
 
 from vla_kd.benchmarks.latency import measure_latency, round_robin_seconds, spread_ms
+from vla_kd.nn.jacobi import jacobi_decode
+from vla_kd.nn.layer_skip import INCREMENTAL, INFORMATIVE, run_layers
+from vla_kd.policies.gaussian_mlp import GaussianStudent, GaussianStudentConfig
+from vla_kd.policies.skip_vla import SkipVLA, SkipVLAConfig
 
 #: trunk shapes: the suite's CPU default, SmolLM2-135M (model=token_vla_smollm2) and an
 #: OpenVLA-7B-class Llama-2 trunk. patch_grid 16 gives OpenVLA's 256 image tokens; the image
@@ -66,8 +71,6 @@ def parameter_count(model: torch.nn.Module) -> int:
 def build_teacher(size: str, horizon: int, device: str, dtype: torch.dtype, image_size: int = 64):
     """A random-weight SkipVLA (a TokenVLA plus adapters; its full plan *is* the TokenVLA) of
     ``SIZES[size]``, every second layer after the first incremental."""
-    from vla_kd.nn.layer_skip import INCREMENTAL, INFORMATIVE
-    from vla_kd.policies.skip_vla import SkipVLA, SkipVLAConfig
 
     shape = SIZES[size]
     roles = [INFORMATIVE if i == 0 or i % 2 else INCREMENTAL for i in range(shape["layers"])]
@@ -94,8 +97,6 @@ def observation(
 def decoders(model, rgb, state, instructions) -> dict:
     """name -> function() returning host tokens: ar, jacobi_1/2/4 (exactly that many passes),
     dysl_skip."""
-    from vla_kd.nn.jacobi import jacobi_decode
-    from vla_kd.nn.layer_skip import run_layers
 
     def ar():
         return model.generate_tokens(rgb, state, instructions).cpu()
@@ -117,7 +118,6 @@ def decoders(model, rgb, state, instructions) -> dict:
 def with_horizon(model, horizon: int):
     """A view of ``model`` (shared weights) decoding ``horizon`` actions per call: the modules do
     not depend on the chunk length, only the number of action tokens does."""
-    import copy
 
     view = copy.copy(model)
     view.config = dataclasses.replace(model.config, horizon=horizon)
@@ -128,7 +128,6 @@ def time_teacher(size: str, horizons: list[int], batches: list[int], device: str
                  calls: int, warmup: int) -> tuple[list[ScaleRow], list[dict]]:
     """Rows for every decoder of one random teacher at each (horizon, batch), and facts about
     the model at each."""
-    from vla_kd.nn.jacobi import jacobi_decode
 
     built = build_teacher(size, 1, device, dtype)
     rows, facts = [], []
@@ -171,7 +170,6 @@ def time_teacher(size: str, horizons: list[int], batches: list[int], device: str
 def time_student(student=None, calls: int = 200, warmup: int = 20) -> ScaleRow:
     """An RPD student's mean action on one CPU thread (``student``: a GaussianStudent; default:
     a fresh one of the pipeline's PushCube shape: state 25 + privileged 10, three 256-wide layers)."""
-    from vla_kd.policies.gaussian_mlp import GaussianStudent, GaussianStudentConfig
 
     if student is None:
         student = GaussianStudent(GaussianStudentConfig(

@@ -2,16 +2,42 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from vla_kd.cli_support import hydra_command
+from vla_kd.config_checks import at_least
+from vla_kd.data.demos import generate_maniskill_demos
+from vla_kd.data.libero_demos import generate_libero_demos
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
 
 CONFIG_NAME = "demos"
+
+
+@dataclass
+class DemosCommandConfig:
+    """``configs/demos.yaml``: motion-planning (ManiSkill) or scripted-expert (LIBERO)
+    demonstrations recorded through the contract into a LeRobot v3 dataset."""
+
+    env: str = "maniskill/PushCube-v1"
+    n: int = 50  # attempts, episode seeds 0..n-1 (keep evaluation seeds elsewhere)
+    image_size: int = 128
+    wrist_camera: bool = False  # LIBERO: also record the eye-in-hand camera (observation.images.wrist_rgb)
+    output: str = "${hydra:runtime.output_dir}/dataset"
+    overwrite: bool = False
+    workers: int = 2  # processes for planning, conversion and recording (one per core)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "n", "workers")
+        at_least(self, 8, "image_size")
+
+
+ConfigStore.instance().store(name=f"{CONFIG_NAME}_schema", node=DemosCommandConfig)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -19,15 +45,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     options = dict(image_size=int(cfg.image_size), overwrite=bool(cfg.overwrite),
                    progress=bool(cfg.progress), workers=int(cfg.workers))
     if task.backend == "libero":
-        from vla_kd.data.libero_demos import generate_libero_demos
-
         report = generate_libero_demos(str(task), int(cfg.n), cfg.output,
                                        wrist_camera=bool(cfg.wrist_camera), **options)
     else:
         if cfg.wrist_camera:
             raise UserError("wrist_camera=true is for LIBERO tasks; ManiSkill's tasks here have one camera")
-        from vla_kd.data.demos import generate_maniskill_demos
-
         report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, **options)
     doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}
     print(json.dumps(doc, indent=2))

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vla_kd.cli_support import hydra_command
+from vla_kd.config_checks import at_least, one_of
 from vla_kd.envs import check_task, make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
 from vla_kd.evaluator import aggregate, evaluate_task
-from vla_kd.policies.registry import (
+from vla_kd.policies.loading import (
     build_policy,
     check_policy_spec,
     policy_cameras,
@@ -24,6 +28,49 @@ from vla_kd.tracking import make_tracker
 
 CONFIG_NAME = "eval"
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoSettings:
+    enabled: bool = False
+    episodes_per_task: int = 1
+    fps: int = 20
+
+    def __post_init__(self) -> None:
+        at_least(self, 0, "episodes_per_task")
+        at_least(self, 1, "fps")
+
+
+@dataclass
+class EvalCommandConfig:
+    """``configs/eval.yaml``: roll a policy out on a suite (or one task) and report success with
+    95% Wilson intervals."""
+
+    suite: Any = MISSING
+    tracker: Any = MISSING
+    maniskill: Any = MISSING
+    libero: Any = MISSING
+    env: str | None = None  # one task instead of a suite: maniskill/PickCube-v1 or libero/libero_spatial/0
+    policy: str = "scripted"  # random | scripted | path to a saved policy folder
+    episodes_per_task: int = 10
+    seed: int = 0  # episode i uses seed + i (ManiSkill) / fixed init state i (LIBERO)
+    max_episode_steps: int | None = None  # overrides the suite's protocol value when set
+    obs_mode: str = "state"  # state | rgb (what the policy sees; scripted experts also get privileged state)
+    output_json: str = "${hydra:runtime.output_dir}/results.json"
+    progress: bool = True
+    #: chunked policies: actions executed per predicted chunk (null: all of it)
+    action_steps: int | None = None
+    sample_actions: bool = False  # RL students: act with seeded samples of their Gaussian, not its mean
+    workers: int = 1  # processes sharing the episodes (ManiSkill/LIBERO sim is single-threaded)
+    video: VideoSettings = field(default_factory=VideoSettings)
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "episodes_per_task", "max_episode_steps", "action_steps", "workers")
+        at_least(self, 0, "seed")
+        one_of(self, "obs_mode", ("state", "rgb"))
+
+
+ConfigStore.instance().store(name=f"{CONFIG_NAME}_schema", node=EvalCommandConfig)
 
 
 def resolve_tasks(cfg: DictConfig) -> Suite:

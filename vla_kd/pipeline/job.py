@@ -1,0 +1,52 @@
+"""The main job from start to end (see the package doc), resumable stage by stage."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vla_kd.data.demos import DemoReport
+from vla_kd.envs import check_task
+from vla_kd.errors import UserError
+from vla_kd.methods import registry
+from vla_kd.pipeline.report import write_results
+from vla_kd.pipeline.stages import evaluated_row, record_demos, student_rows, train_base_model
+from vla_kd.pipeline.state import PipelineState
+
+log = logging.getLogger(__name__)
+
+
+def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
+    """Demos -> teacher + action expert -> ``cfg.students`` -> the results table; the results
+    document (also ``<run_dir>/results.json``). Every W&B run of it joins one W&B group named
+    after the run's folder."""
+    task = check_task(cfg.task)
+    if task.backend != "maniskill":
+        raise UserError("the pipeline generates ManiSkill demonstrations so far; pick a maniskill/ task")
+    for method in cfg.students:  # checked before the first stage (the command checks them too)
+        registry.get(str(method))
+    group = f"pipeline-{Path(run_dir).name}"
+    state = PipelineState(run_dir, cfg, resume=bool(cfg.resume))
+    report = DemoReport(**state.run_stage("demos", record_demos, cfg, task.name, run_dir))
+    log.info(
+        "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success
+    )
+    rows = []
+    for name, model_cfg, trainer_cfg in (
+        ("teacher", cfg.teacher, cfg.teacher_trainer),
+        ("action_expert", cfg.action_expert, cfg.action_expert_trainer),
+    ):
+        if state.resuming:  # a training cut short continues from its last checkpoint
+            trainer_cfg = OmegaConf.merge(trainer_cfg, {"resume": True})
+        summary = state.run_stage(
+            f"train_{name}", train_base_model, cfg, name, model_cfg, trainer_cfg, run_dir, group
+        )
+        rows.append(evaluated_row(
+            cfg, run_dir, str(task), run_dir / name, key=name, name=name,
+            summary=summary, samples=summary["samples"], state=state,
+        ))
+    for method in cfg.students:
+        rows.extend(student_rows(cfg, str(method), str(task), run_dir, state, group))
+    return write_results(cfg, run_dir, str(task), report, rows, state.stage_seconds, state.wall_seconds(),
+                         state.resuming, group)
