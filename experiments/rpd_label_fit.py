@@ -1,6 +1,6 @@
 """Can a Markovian state student fit a chunked teacher's actions? A check for RPD.
 
-    python scripts/rpd_label_fit.py --teacher <TokenVLA folder> --task maniskill/PushCube-v1
+    python experiments/rpd_label_fit.py --teacher <TokenVLA folder> --task maniskill/PushCube-v1
 
 A chunked teacher executes its predicted chunk open-loop, so its action at a state also depends
 on how far into the chunk it is (the phase, episode step mod chunk length). RPD's state student
@@ -42,7 +42,7 @@ from tqdm import tqdm
 from vla_kd.envs import make_env
 from vla_kd.evaluator import run_episode
 from vla_kd.policies.base import Policy
-from vla_kd.policies.registry import build_policy, policy_image_size
+from vla_kd.policies.loading import build_policy, policy_image_size
 
 
 def student_inputs(obs: dict) -> np.ndarray:

@@ -6,7 +6,7 @@ each policy out on held-out seeds. If even this policy fails, better vision cann
 task; if it succeeds where the camera policy fails, perception is the bottleneck. The
 per-episode task flags (``is_grasped``, ``is_obj_placed``, ...) say where each one fails.
 
-    python scripts/privileged_bc_probe.py --dataset runs/data/pickcube_300 \
+    python experiments/privileged_bc_probe.py --dataset runs/data/pickcube_300 \
         --task maniskill/PickCube-v1 --horizons 1 4 8 16 32 --episodes 50 \
         --out runs/probe/pickcube_privileged.json
 

@@ -1,7 +1,7 @@
 """Where does an aligned VLA lose what its action expert's features know? Linear probes on
 demonstration frames.
 
-    python scripts/align_probe.py --dataset runs/data/pickcube_300 --expert <expert folder> \
+    python experiments/align_probe.py --dataset runs/data/pickcube_300 --expert <expert folder> \
         --aligned <aligned VLA folder> [<another> ...] --out runs/align_probe/pickcube
 
 For sampled frames it computes the expert's features e (its encoder's output: what its decoder
