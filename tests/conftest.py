@@ -1,55 +1,57 @@
-"""Shared fixtures; simulator tests skip cleanly when their optional extra is not installed."""
+"""Fixtures shared across the tests, built once per session: the config schemas, tiny datasets,
+and one PushCube demonstration set recorded with `vla-kd demos`."""
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+import functools
+import importlib
+import re
 
 import pytest
+from filelock import FileLock
+from helpers import HAS_MANISKILL, random_dataset, run_cli
 
-HAS_MANISKILL = importlib.util.find_spec("mani_skill") is not None
-HAS_LIBERO = importlib.util.find_spec("libero") is not None
+from vla_kd.cli import COMMANDS
+from vla_kd.cli_support import register_schemas
 
-requires_maniskill = pytest.mark.skipif(not HAS_MANISKILL, reason="extra 'maniskill' not installed")
-requires_libero = pytest.mark.skipif(not HAS_LIBERO, reason="extra 'libero' not installed")
-
-
-def load_script(name: str):
-    """``scripts/<name>.py`` imported as a module, so tests can call its functions."""
-    path = Path(__file__).parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+PUSHCUBE_DEMOS = 30  # attempts; 64-pixel frames, the pipeline's size
 
 
-# The package the tests import; the CLI subprocesses must run the same code.
-PACKAGE_ROOT = str(Path(importlib.util.find_spec("vla_kd").origin).parent.parent)
-_CLI_WORKDIR = tempfile.TemporaryDirectory(prefix="vla_kd_cli_")
+@pytest.fixture(scope="session", autouse=True)
+def config_schemas() -> None:
+    """Every schema in Hydra's ConfigStore, as the command line stores them, for tests that
+    compose configs themselves."""
+    for module, _ in COMMANDS.values():
+        importlib.import_module(module)
+    register_schemas("train")
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``vla-kd`` in a subprocess with no stdin (an input() prompt would fail, not hang).
+@pytest.fixture(scope="session")
+def tiny_datasets(tmp_path_factory):
+    """``tiny_datasets(**shape)``: a random LeRobot dataset of that shape (see
+    ``helpers.random_dataset``), written once per session and shared by every test asking for it."""
 
-    It runs in a scratch folder, so a command without ``hydra.run.dir`` (the error tests) writes
-    its default ``runs/...`` folder there, not into the checkout."""
-    pythonpath = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONPATH=pythonpath)
-    return subprocess.run(
-        [sys.executable, "-m", "vla_kd.cli", *args],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-        env=env,
-        cwd=_CLI_WORKDIR.name,
-    )
+    @functools.cache
+    def build(**shape):
+        name = "_".join(f"{k}{v}" for k, v in sorted(shape.items()))
+        name = re.sub(r"[^A-Za-z0-9_.-]", "", name) or "default"  # a folder name Hydra can parse
+        return random_dataset(tmp_path_factory.mktemp("datasets") / name, **shape)
+
+    return build
 
 
-def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    """The stderr lines that are not simulator noise."""
-    lines = proc.stderr.splitlines()
-    return [line for line in lines if line.strip() and not line.startswith("WARNING: Location")]
+@pytest.fixture(scope="session")
+def pushcube_demos(tmp_path_factory, worker_id):
+    """30 motion-planning demonstrations of PushCube-v1 at 64 px, recorded by `vla-kd demos`
+    once for the whole run: under pytest-xdist the first worker to ask records them into the
+    run's shared folder while the other waits on the lock."""
+    if not HAS_MANISKILL:
+        pytest.skip("extra 'maniskill' not installed")
+    shared = tmp_path_factory.getbasetemp()
+    root = (shared.parent if worker_id != "master" else shared) / "pushcube_demos"
+    with FileLock(f"{root}.lock"):
+        if not (root / "dataset" / "meta" / "info.json").is_file():
+            proc = run_cli("demos", "env=maniskill/PushCube-v1", f"n={PUSHCUBE_DEMOS}", "image_size=64",
+                           f"output={root / 'dataset'}", "progress=false", f"hydra.run.dir={root / 'run'}",
+                           timeout=900)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "dataset"

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import requires_maniskill, run_cli
+from helpers import requires_maniskill, run_cli
 
 from vla_kd.evaluator import EpisodeResult, TaskProtocol, aggregate, record_milestones, summarize
 
@@ -53,7 +53,7 @@ def test_milestones_are_boolean_flags_ever_true_and_rated_per_episode():
 def test_random_policy_scores_zero_and_scripted_scores_above_zero_on_pickcube(tmp_path):
     from vla_kd.envs import make_env
     from vla_kd.evaluator import evaluate_task
-    from vla_kd.policies.registry import build_policy
+    from vla_kd.policies.loading import build_policy
 
     def run(policy: str):
         results, protocol = evaluate_task(
@@ -88,7 +88,7 @@ def test_parallel_workers_give_the_same_episodes():
 
     from vla_kd.envs import make_env
     from vla_kd.evaluator import evaluate_task
-    from vla_kd.policies.registry import build_policy
+    from vla_kd.policies.loading import build_policy
 
     def run(workers: int):
         results, protocol = evaluate_task(

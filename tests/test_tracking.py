@@ -26,3 +26,14 @@ def test_tracker_none_writes_nothing(tmp_path):
     tracker.summary({"x": 1})
     tracker.finish()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_runs_of_one_experiment_share_its_wandb_group(tmp_path):
+    groups = []
+    for stage in ("train_teacher", "train_ceed"):
+        tracker = make_tracker(OmegaConf.create({"backend": "wandb"}), tmp_path / stage, job_type=stage,
+                               group="pipeline-2026-12-06_10-00-00")
+        groups.append((tracker._wandb_run.group, tracker._wandb_run.job_type))
+        tracker.finish()
+    assert groups == [("pipeline-2026-12-06_10-00-00", "train_teacher"),
+                      ("pipeline-2026-12-06_10-00-00", "train_ceed")]

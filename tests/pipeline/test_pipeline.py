@@ -1,0 +1,87 @@
+"""`vla-kd pipeline` runs every stage for real at toy sizes and writes its results table."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import requires_maniskill, run_cli
+
+from vla_kd.policies.pretrained import read_config
+
+pytestmark = [requires_maniskill, pytest.mark.maniskill, pytest.mark.slow]
+
+
+def test_pipeline_debug_end_to_end(tmp_path):
+    # evaluations in the pipeline's own process: the toy policies need no second core
+    proc = run_cli("pipeline", "experiment=pipeline_debug", "eval.workers=1", f"hydra.run.dir={tmp_path}",
+                   timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["demos"]["attempts"] == 2 and doc["demos"]["recorded_success"] >= 1
+    names = [row["name"] for row in doc["policies"]]
+    rpd = ["rpd student", "rpd student (sampled actions)"]
+    students = [*rpd, "ceed student", "dysl student", "align student"]
+    assert names == ["teacher", "action_expert", *students]
+    for row in doc["policies"]:
+        assert row["episodes"] == 2 and 0.0 <= row["success_rate"] <= 1.0
+    # the RPD rows count env steps: the warm start's teacher episode (16) and RL's 64
+    assert [row["samples"] for row in doc["policies"]] == [32, 32, 80, 80, 16, 32, 32]
+    assert read_config(tmp_path / "teacher")["policy_type"] == "token_vla"
+    assert read_config(tmp_path / "students" / "rpd")["policy_type"] == "gaussian_student"
+    ceed = read_config(tmp_path / "students" / "ceed")
+    assert ceed["policy_type"] == "token_vla" and ceed["config"]["decoding"] == "jacobi"
+    dysl = read_config(tmp_path / "students" / "dysl")
+    assert dysl["policy_type"] == "skip_vla"
+    assert dysl["config"]["layer_roles"] == ["informative", "incremental"]
+    assert read_config(tmp_path / "students" / "align")["policy_type"] == "aligned_vla"
+    assert read_config(tmp_path / "action_expert")["policy_type"] == "diffusion_action_expert"
+    assert "| teacher |" in (tmp_path / "results.md").read_text()
+    assert "| eval_align |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "success_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["protocol"]["eval_seeds_from"] >= 100000 and doc["protocol"]["demo_seeds"] == "0..1"
+    # every stage timed once, in the order it ran, together within the whole run's time
+    stages = doc["stage_seconds"]
+    assert list(stages) == [
+        "demos", "train_teacher", "eval_teacher", "train_action_expert", "eval_action_expert",
+        "train_rpd", "eval_rpd", "eval_rpd_sampled", "train_ceed", "eval_ceed",
+        "train_dysl", "eval_dysl", "train_align", "eval_align",
+    ]
+    assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= doc["wall_seconds"]
+
+    check_resume(tmp_path, doc)
+
+
+def check_resume(run_dir, first: dict) -> None:
+    """`resume=true` on the finished run above: replays the recorded stages, refuses changed
+    settings, and continues a training that was cut short from its checkpoint."""
+    base = ("pipeline", "experiment=pipeline_debug", "eval.workers=1", f"hydra.run.dir={run_dir}")
+    dataset_info = run_dir / "dataset" / "meta" / "info.json"
+    dataset_mtime = dataset_info.stat().st_mtime_ns
+    teacher_weights = (run_dir / "teacher" / "model.safetensors").read_bytes()
+    # as if the run had died in the teacher's training, after its checkpoint at the last step
+    state_path = run_dir / "pipeline_state.json"
+    state = json.loads(state_path.read_text())
+    for stage in ("train_teacher", "eval_teacher"):
+        del state["stages"][stage]
+    state_path.write_text(json.dumps(state))
+
+    changed = run_cli(*base, "resume=true", "teacher_trainer.steps=5", timeout=300)
+    assert changed.returncode != 0 and "other settings (teacher_trainer.steps)" in changed.stderr
+
+    proc = run_cli(*base, "resume=true", "students=[ceed]", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((run_dir / "results.json").read_text())
+    assert doc["resumed"] and doc["demos"] == first["demos"]
+    assert dataset_info.stat().st_mtime_ns == dataset_mtime  # the demos were not recorded again
+    # the teacher resumed from its checkpoint at its last step: no step more, the same weights
+    assert (run_dir / "teacher" / "model.safetensors").read_bytes() == teacher_weights
+    teacher, expert, ceed = doc["policies"]
+    first_rows = {row["name"]: row for row in first["policies"]}
+    assert expert == first_rows["action_expert"] and ceed == first_rows["ceed student"]  # replayed
+    assert (teacher["samples"], teacher["success_rate"]) == (first_rows["teacher"]["samples"],
+                                                             first_rows["teacher"]["success_rate"])
+    stages = doc["stage_seconds"]
+    assert list(stages) == ["demos", "train_teacher", "eval_teacher", "train_action_expert",
+                            "eval_action_expert", "train_ceed", "eval_ceed"]
+    for stage in ("demos", "train_action_expert", "eval_action_expert", "train_ceed", "eval_ceed"):
+        assert stages[stage] == first["stage_seconds"][stage]
