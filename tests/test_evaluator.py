@@ -112,6 +112,7 @@ def test_parallel_workers_give_the_same_episodes():
 
 @requires_maniskill
 @pytest.mark.maniskill
+@pytest.mark.slow
 def test_eval_cli_writes_results_table_plot_and_tracking(tmp_path):
     out = tmp_path / "res" / "results.json"
     proc = run_cli(

@@ -175,48 +175,13 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
 
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        loader = GlobalHydra.instance().config_loader()
-        base = compose(config_name=config_name)
-        groups = {g for g in config_groups(loader)}
-        # A config group, unless this config uses the name for a plain value (eval's
-        # `policy=<path>` is a string, not a choice of config file).
-        is_group = lambda key: key in groups and not isinstance(  # noqa: E731
-            OmegaConf.select(base, key, default=None), str | int | float)
-        single: list[str] = []
-        for override in parsed:
-            key = override.key_or_group
-            if key.startswith("hydra") or not is_group(key) or override.is_delete():
-                continue  # Hydra validates its own node (launchers, run dirs)
-            options = [o for o in loader.get_group_options(key) if not o.endswith(SCHEMA_SUFFIX)]
-            values = _override_values(override)
-            for value in values:
-                if value not in options and value != "null":
-                    raise unknown_name(key, value, options)
-            single.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
-        # Keys are checked against the config with the chosen groups: `model=token_vla
-        # model.label_sigma=1` names a key the default model lacks.
-        try:
-            keys = _all_keys(compose(config_name=config_name, overrides=single))
-        except (HydraException, OmegaConfBaseException) as err:
-            raise composition_error(err) from None
-        for override in parsed:
-            key = override.key_or_group
-            if key.startswith("hydra") or is_group(key):
-                continue
-            if not override.is_add() and not override.is_delete() and key not in keys:
-                hint = nearest(key, keys)
-                suggestion = f"; did you mean '{hint}'?" if hint else ""
-                raise UserError(
-                    f"unknown config key '{key}'{suggestion} (use +{key}=... to add a new key)"
-                )
-            if not override.is_delete():
-                values = _override_values(override)
-                prefix = "+" if override.is_add() else ""
-                single.append(f"{prefix}{key}={values[0]}" if values else override.input_line)
-        try:
-            composed = compose(config_name=config_name, overrides=single, return_hydra_config=True)
-        except (HydraException, OmegaConfBaseException) as err:
-            raise composition_error(err) from None
+        sweep = any(o.is_sweep_override() for o in parsed)
+        try:  # the usual case first: everything composes, nothing to explain
+            composed = None if sweep else compose(config_name, overrides=overrides, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException):
+            composed = None
+        if composed is None:
+            composed = _compose_explaining(config_name, parsed)
         without_hydra(composed)
         missing = _missing_keys(composed)
         if missing:
@@ -224,9 +189,55 @@ def check_overrides(config_name: str, overrides: list[str]) -> None:
                 f"missing required value{'s' if len(missing) > 1 else ''}: {', '.join(missing)} "
                 f"(e.g. vla-kd {config_name} {missing[0]}=...)"
             )
-        if not any(o.is_sweep_override() for o in parsed):  # a sweep's jobs are checked as they run
+        if not sweep:  # a sweep's jobs are checked as they run
             validate_config(composed)
     GlobalHydra.instance().clear()
+
+
+def _compose_explaining(config_name: str, parsed: list) -> DictConfig:
+    """Compose the config with the first value of each override, one check at a time, so that
+    what fails is named in one line with the nearest valid name (Hydra's own messages are
+    multi-line and stop short of a suggestion)."""
+    loader = GlobalHydra.instance().config_loader()
+    base = compose(config_name=config_name)
+    groups = {g for g in config_groups(loader)}
+    # A config group, unless this config uses the name for a plain value (eval's
+    # `policy=<path>` is a string, not a choice of config file).
+    is_group = lambda key: key in groups and not isinstance(  # noqa: E731
+        OmegaConf.select(base, key, default=None), str | int | float)
+    single: list[str] = []
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or not is_group(key) or override.is_delete():
+            continue  # Hydra validates its own node (launchers, run dirs)
+        options = [o for o in loader.get_group_options(key) if not o.endswith(SCHEMA_SUFFIX)]
+        values = _override_values(override)
+        for value in values:
+            if value not in options and value != "null":
+                raise unknown_name(key, value, options)
+        single.append(f"{'+' if override.is_add() else ''}{key}={values[0]}")
+    # Keys are checked against the config with the chosen groups: `model=token_vla
+    # model.label_sigma=1` names a key the default model lacks.
+    try:
+        keys = _all_keys(compose(config_name=config_name, overrides=single))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise composition_error(err) from None
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or is_group(key):
+            continue
+        if not override.is_add() and not override.is_delete() and key not in keys:
+            hint = nearest(key, keys)
+            suggestion = f"; did you mean '{hint}'?" if hint else ""
+            raise UserError(f"unknown config key '{key}'{suggestion} (use +{key}=... to add a new key)")
+        if not override.is_delete():
+            values = _override_values(override)
+            prefix = "+" if override.is_add() else ""
+            single.append(f"{prefix}{key}={values[0]}" if values else override.input_line)
+    try:
+        return compose(config_name=config_name, overrides=single, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise composition_error(err) from None
 
 
 def without_hydra(composed: DictConfig) -> None:

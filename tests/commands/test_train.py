@@ -38,6 +38,7 @@ def test_train_debug_saves_a_policy(tiny_dataset, tmp_path):
 
 @requires_maniskill
 @pytest.mark.maniskill
+@pytest.mark.slow
 def test_trained_policy_folder_is_evaluable(tiny_dataset, tmp_path):
     out = tmp_path / "policy"
     proc = run_cli("train", f"dataset={tiny_dataset}", "trainer=debug", "tracker=none",
@@ -55,6 +56,7 @@ def test_trained_policy_folder_is_evaluable(tiny_dataset, tmp_path):
     assert json.loads(results.read_text())["episodes"] == 1
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_command_train_the_same_weights(tiny_dataset, tmp_path):
     """The initial weights are seeded from trainer.seed, not only the training steps."""
     from safetensors.torch import load_file

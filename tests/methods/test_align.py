@@ -210,6 +210,7 @@ def test_scratch_baseline_accepts_a_teacher_with_the_auxiliary_head(dataset, tmp
     assert not torch.equal(student.vlm.aux_norm.std, vlm.aux_norm.std)  # not the teacher's: unfitted
 
 
+@pytest.mark.slow
 def test_train_method_align_end_to_end(dataset, tmp_path):
     vlm, expert = tiny_parts(dataset)
     vlm.save_pretrained(tmp_path / "vlm")

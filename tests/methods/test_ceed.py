@@ -141,6 +141,7 @@ def test_jacobi_student_decodes_like_the_teacher_until_trained_and_round_trips(t
     np.testing.assert_array_equal(loaded.predict_action_chunk(obs), student.predict_action_chunk(obs))
 
 
+@pytest.mark.slow
 def test_train_method_ceed_end_to_end(dataset, tmp_path):
     teacher = tiny_teacher()
     teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)

@@ -272,6 +272,7 @@ def test_act_keeps_a_history_and_restarted_episodes_run_at_full_depth(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_train_method_dysl_end_to_end(dataset, tmp_path):
     from vla_kd.policies.skip_calibration import demo_episodes
 
@@ -307,6 +308,7 @@ def test_train_method_dysl_end_to_end(dataset, tmp_path):
     assert proc.returncode != 0 and "post_calibration" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_post_threshold_calibrated_on_the_trained_students_cheap_path(dataset, tmp_path):
     from vla_kd.policies.skip_calibration import cheap_path_jumps, demo_episodes
     from vla_kd.policies.skip_vla import SkipVLA

@@ -73,6 +73,7 @@ def test_teacher_labels_come_from_each_rows_own_two_frames(dataset):
     assert torch.isfinite(loss) and "losses/kl_skip" in logs and "losses/kl_full" in logs
 
 
+@pytest.mark.slow
 def test_two_camera_students_train_and_bench_end_to_end(dataset, tiny_datasets, tmp_path):
     teacher = two_camera_teacher()
     teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)

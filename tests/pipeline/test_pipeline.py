@@ -9,12 +9,12 @@ from helpers import requires_maniskill, run_cli
 from vla_kd.policies.pretrained import read_config
 
 pytestmark = [requires_maniskill, pytest.mark.maniskill, pytest.mark.slow]
+SETTINGS = ("pipeline", "experiment=pipeline_debug", "demos.workers=1", "eval.workers=1")
 
 
 def test_pipeline_debug_end_to_end(tmp_path):
-    # evaluations in the pipeline's own process: the toy policies need no second core
-    proc = run_cli("pipeline", "experiment=pipeline_debug", "eval.workers=1", f"hydra.run.dir={tmp_path}",
-                   timeout=900)
+    # demos and evaluations in the pipeline's own process: two toy episodes need no second core
+    proc = run_cli(*SETTINGS, f"hydra.run.dir={tmp_path}", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["demos"]["attempts"] == 2 and doc["demos"]["recorded_success"] >= 1
@@ -54,7 +54,7 @@ def test_pipeline_debug_end_to_end(tmp_path):
 def check_resume(run_dir, first: dict) -> None:
     """`resume=true` on the finished run above: replays the recorded stages, refuses changed
     settings, and continues a training that was cut short from its checkpoint."""
-    base = ("pipeline", "experiment=pipeline_debug", "eval.workers=1", f"hydra.run.dir={run_dir}")
+    base = (*SETTINGS, f"hydra.run.dir={run_dir}")
     dataset_info = run_dir / "dataset" / "meta" / "info.json"
     dataset_mtime = dataset_info.stat().st_mtime_ns
     teacher_weights = (run_dir / "teacher" / "model.safetensors").read_bytes()

@@ -77,6 +77,7 @@ def pretrained():
 
 
 @requires_smollm2
+@pytest.mark.slow
 def test_the_trunk_computes_what_the_pretrained_model_computes(pretrained):
     from vla_kd.policies.smollm2 import init_trunk_from_smollm2
     from vla_kd.policies.token_vla import TokenVLA
@@ -97,6 +98,7 @@ def test_the_trunk_computes_what_the_pretrained_model_computes(pretrained):
 
 
 @requires_smollm2
+@pytest.mark.slow
 def test_train_save_and_load_with_the_smollm2_trunk(tmp_path, pretrained):
     from vla_kd.data.lerobot_writer import LeRobotWriter
     from vla_kd.policies.pretrained import PretrainedPolicy

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from vla_kd.errors import UserError
 from vla_kd.evaluator import EvalConfig, evaluate_policy, milestone_metrics
@@ -32,11 +33,19 @@ def make_context(
     config = OmegaConf.to_object(method_cfg) if OmegaConf.is_config(method_cfg) else method_cfg
     trainer = _as(TrainerConfig, trainer_cfg) if trainer_cfg is not None else TrainerConfig()
     evaluation = _as(EvalConfig, eval_cfg if eval_cfg is not None else settings.get("eval"))
-    tracker = make_tracker(settings.tracker, run_dir, OmegaConf.to_container(settings, resolve=True),
-                           job_type=job, group=group)
+    tracker = make_tracker(settings.tracker, run_dir, tracked(settings), job_type=job, group=group)
     return RunContext(method=config.name, config=config, trainer=trainer, settings=settings,
                       eval=evaluation, run_dir=Path(run_dir), output=Path(output), tracker=tracker,
                       job=job, **inputs)
+
+
+def tracked(settings: DictConfig) -> dict:
+    """The composed config as the tracker records it: resolved, except for ``${hydra:...}``
+    values when the run was composed outside a Hydra job (a library caller's)."""
+    try:
+        return OmegaConf.to_container(settings, resolve=True)
+    except InterpolationResolutionError:
+        return OmegaConf.to_container(settings, resolve=False)
 
 
 def _as(cls: type, node):

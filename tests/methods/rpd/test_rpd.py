@@ -252,11 +252,14 @@ def test_warm_start_with_a_stateful_teacher_resets_it_where_episodes_end():
 def test_warm_start_without_a_teacher_is_a_clear_error(tmp_path):
     from hydra import compose, initialize_config_module
 
+    from vla_kd.cli_support import without_hydra
     from vla_kd.methods import runner
 
     with initialize_config_module(config_module="vla_kd.configs", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["method=ppo", "method.warm_start.episodes=2",
-                                                      "tracker=none", "env=maniskill/PushCube-v1"])
+                                                      "tracker=none", "env=maniskill/PushCube-v1"],
+                      return_hydra_config=True)
+    without_hydra(cfg)  # as in a run: Hydra's node apart, ${hydra:...} resolvable
     ctx = runner.make_context(cfg, cfg.method, None, tmp_path, tmp_path / "out", env=cfg.env)
     with pytest.raises(UserError, match=r"warm_start\.episodes > 0 clones a teacher"):
         runner.train(ctx)
