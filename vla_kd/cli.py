@@ -15,6 +15,7 @@ COMMANDS = {
     "pipeline": ("vla_kd.commands.pipeline", "the main job: demos, teacher, expert, students, evaluation"),
     "bench": ("vla_kd.commands.bench", "decoder latency and tokens/s, side by side"),
     "deploy": ("vla_kd.commands.deploy", "drive a robot with a saved policy through rosbridge"),
+    "make-vlm": ("vla_kd.commands.make_vlm", "a small Hugging Face VLM (Idefics3/PaliGemma) to fine-tune"),
 }
 #: commands that take plain arguments rather than Hydra overrides
 PLAIN_COMMANDS = {

@@ -236,7 +236,7 @@ class BCConfig:
 
 def bc_objective(policy, model) -> Method:
     """The behaviour-cloning loss for ``policy``, with the training settings of its ``model`` node."""
-    if model.type == "token_vla":
+    if model.type in ("token_vla", "hf_vla"):
         return TokenBC(policy, shift_pad=model.shift_pad, label_sigma=model.label_sigma,
                        state_noise=model.state_noise, token_corruption=model.token_corruption,
                        aux_weight=model.aux_privileged_weight)
@@ -262,6 +262,8 @@ class BehaviourCloning(Distiller):
         evaluate = periodic_evaluation(ctx, policy)
         trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker, evaluate)
         metrics = trainer.fit()
+        if hasattr(policy, "merge_lora"):  # LoRA adapters fold into the saved weights
+            policy.merge_lora()
         samples = trainer.step * ctx.trainer.batch_size
         summary = {"model": model.type, "steps": trainer.step, "samples": samples,
                    "dataset_frames": len(dataset), **metrics}

@@ -1,4 +1,4 @@
-"""Jacobi (parallel fixed-point) decoding of a TokenVLA's action tokens, with early exit.
+"""Jacobi (parallel fixed-point) decoding of a token policy's action tokens, with early exit.
 
 Greedy autoregressive decoding runs one trunk forward per action token. Jacobi decoding
 guesses the whole window of ``n`` action tokens, runs *one* forward over it against the
@@ -10,8 +10,9 @@ decoding produces (CEED-VLA; Santilli et al. 2023). A consistency-distilled mode
 in far fewer passes.
 
 The cache holds only the prompt between passes: each pass's window entries are cropped off
-right after the forward, so no pass ever attends to a stale guess. Written by hand because no
-library ships Jacobi decoding over a custom-embedding Llama.
+right after the forward, so no pass ever attends to a stale guess. The model is any
+:class:`~vla_kd.policies.token_policy.TokenPolicy` (its decoding session holds the cache).
+Written by hand because no library ships Jacobi decoding of action tokens.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
 from vla_kd.errors import unknown_name
 
@@ -91,16 +91,13 @@ def jacobi_decode(
     initial: torch.Tensor | None = None,
     passes: int | None = None,
 ) -> JacobiResult:
-    """Decode ``model.n_action_tokens`` tokens of a TokenVLA by Jacobi iteration (``initial``:
+    """Decode ``model.n_action_tokens`` tokens of a token policy by Jacobi iteration (``initial``:
     a given starting window ``(B, n)`` instead of the ``init`` strategy; ``passes``: run exactly
     that many passes whatever the window does, for timing a pass count, not for acting)."""
 
-    cache = DynamicCache()
-    out = model.trunk(
-        inputs_embeds=model.prefix(rgb, state, instructions), past_key_values=cache, use_cache=True
-    )
-    prefix_length = cache.get_seq_length()
-    first = model.head(out.last_hidden_state[:, -1]).argmax(-1)
+    session, first_logits = model.start_decoding(rgb, state, instructions)
+    prefix_length = session.length
+    first = first_logits.argmax(-1)
     n = model.n_action_tokens
     if initial is not None:
         window = initial.clone()
@@ -111,15 +108,13 @@ def jacobi_decode(
     if record:
         result.trajectory.append(window.clone())
     while (not result.converged) if passes is None else result.iterations < passes:
-        out = model.trunk(
-            inputs_embeds=model.action_embed(window[:, :-1]), past_key_values=cache, use_cache=True
-        )
-        cache.crop(-(n - 1))  # back to the prompt: the next pass must not see this guess
-        new = torch.cat([first[:, None], model.head(out.last_hidden_state).argmax(-1)], dim=1)
+        logits = session.step(window[:, :-1])
+        session.rewind(n - 1)  # back to the prompt: the next pass must not see this guess
+        new = torch.cat([first[:, None], logits.argmax(-1)], dim=1)
         result.iterations += 1
         if record:
             result.trajectory.append(new.clone())
-            result.cache_lengths.append(cache.get_seq_length())
+            result.cache_lengths.append(session.length)
         result.converged = bool(torch.equal(new, window)) or result.iterations == n - 1
         old, window = window, new
         if passes is None and early_exit is not None and early_exit.satisfied(old, new, result.iterations):

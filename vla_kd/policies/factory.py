@@ -8,6 +8,7 @@ from vla_kd.data.lerobot_dataset import LeRobotDataset
 from vla_kd.errors import UserError, unknown_name
 from vla_kd.nn.normalization import feature_mask
 from vla_kd.policies.action_expert import ActionExpertConfig, DiffusionActionExpert
+from vla_kd.policies.hf_vla import HFVLA, HFVLAConfig
 from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 from vla_kd.policies.model_configs import MODEL_SCHEMAS
 from vla_kd.policies.pretrained import PretrainedPolicy
@@ -77,6 +78,8 @@ def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
             log.info("trunk initialised from SmolLM2-135M: %s", init_trunk_from_smollm2(policy))
         policy.set_normalization(state_stats, dataset.actions, aux_stats)
         return policy
+    if model.type == "hf_vla":
+        return build_hf_vla(model, dataset, state_dim, features)
     if model.type == "diffusion_action_expert":
         expert_cameras, expert_image_size = dataset.cameras(model.cameras)
         policy = DiffusionActionExpert(ActionExpertConfig(
@@ -89,3 +92,19 @@ def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
         policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
         return policy
     raise unknown_name("model", model.type, MODEL_SCHEMAS)
+
+
+def build_hf_vla(model, dataset: LeRobotDataset, state_dim: int, features) -> HFVLA:
+    """A user's pretrained VLM (``model.checkpoint``) as an ``hf_vla`` policy for the dataset."""
+    if not model.checkpoint:
+        raise UserError("model=hf_vla needs model.checkpoint=<a local Hugging Face VLM folder> "
+                        "(`vla-kd make-vlm` builds a small one)")
+    cameras, image_size = dataset.cameras(model.cameras)
+    policy = HFVLA.from_checkpoint(model.checkpoint, HFVLAConfig(
+        state_dim=state_dim, horizon=model.horizon, cameras=cameras, image_size=image_size,
+        state_features=features, prompt=model.prompt, trust_remote_code=model.trust_remote_code,
+        dtype=model.dtype, lora_rank=model.lora_rank, lora_alpha=model.lora_alpha,
+        lora_dropout=model.lora_dropout, lora_targets=tuple(model.lora_targets),
+    ))
+    policy.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, dataset.states)
+    return policy

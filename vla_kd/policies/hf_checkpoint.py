@@ -18,6 +18,9 @@ from safetensors import safe_open
 
 from vla_kd.errors import UserError
 
+#: the suite's own files: a folder holding them is a saved suite policy, not a VLM checkpoint
+SUITE_POLICY_HINT = "normalization.safetensors"
+
 #: transformers Auto classes tried, in order, for a checkpoint's architecture.
 AUTO_CLASSES = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoModelForCausalLM", "AutoModel")
 
@@ -84,6 +87,74 @@ def load_hf_vla(folder: str | Path, trust_remote_code: bool = False, dtype: str 
         except (ValueError, KeyError, OSError) as err:  # architecture not handled by this Auto class
             errors.append(f"{name}: {str(err).splitlines()[0]}")
     raise UserError(f"transformers cannot load '{folder}': " + "; ".join(errors))
+
+
+def load_vlm(folder: str | Path, trust_remote_code: bool = False, dtype: str = "float32"):
+    """A local image-text-to-text model and its processor, offline: ``(model, processor)``.
+
+    Natively supported architectures (Idefics3/SmolVLM, PaliGemma, ...) load through
+    ``AutoModelForImageTextToText``; OpenVLA-format folders ship their own modelling code and
+    load only with ``trust_remote_code=True`` (also tried as ``AutoModelForVision2Seq``).
+    """
+    folder = Path(folder)
+    config = check_checkpoint(folder)
+    if (folder / SUITE_POLICY_HINT).is_file():
+        raise UserError(f"'{folder}' is a saved vla_kd policy; pass its vlm/ folder, or use it as policy=")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"hf_vla: dtype={dtype} is not one of float32, bfloat16, float16")
+    if config.get("auto_map") and not trust_remote_code:
+        raise UserError(f"'{folder}' ships its own modelling code ({config.get('architectures')}): "
+                        "load it only if you trust it, with model.trust_remote_code=true")
+    names = ["AutoModelForImageTextToText"] + (["AutoModelForVision2Seq"] if trust_remote_code else [])
+    errors = []
+    for name in names:
+        auto = getattr(transformers, name, None)
+        if auto is None:
+            continue
+        try:
+            model = auto.from_pretrained(str(folder), local_files_only=True,
+                                         trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype))
+            break
+        except (ValueError, KeyError, OSError) as err:  # not an architecture this Auto class maps
+            errors.append(str(err).splitlines()[0])
+    else:
+        kind = config.get("model_type", "?")
+        raise UserError(f"transformers cannot load '{folder}' (model_type {kind}) as an "
+                        f"image-text-to-text model: {'; '.join(errors)}")
+    # Without torchvision (which the CPU torch cannot sit beside) transformers falls back to the
+    # PIL image processors and warns about it on every load; the fallback is the intended one.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError, TypeError) as err:
+        first_line = str(err).splitlines()[0]
+        raise UserError(f"'{folder}' has no processor transformers can load: {first_line}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+        raise UserError(f"'{folder}': its processor ({type(processor).__name__}) does not take images "
+                        "and text")
+    return model.eval(), processor
+
+
+def action_vocab_end(processor, model, folder, n_bins: int = 256) -> int:
+    """One past the id of action bin 0: the tokenizer's base vocabulary size (OpenVLA's rule; the
+    processor's added image tokens come after it). One line when the vocabulary cannot hold
+    ``n_bins`` action ids clear of the special tokens, or the model has no logits for them."""
+    tokenizer = processor.tokenizer
+    end = int(tokenizer.vocab_size)
+    logits = model.get_output_embeddings().weight.shape[0]
+    if end > logits:
+        raise UserError(f"'{folder}': the tokenizer's {end} ids exceed the model's {logits} logits")
+    special = set(tokenizer.all_special_ids) | {getattr(processor, "image_token_id", None)}
+    clashing = sorted(i for i in special if i is not None and end - n_bins <= i < end)
+    if end < 2 * n_bins or clashing:
+        why = f"special tokens {clashing[:5]} sit among them" if clashing else f"only {end} ids"
+        raise UserError(f"'{folder}': the vocabulary is too small for {n_bins} action ids "
+                        f"at its end ({why})")
+    return end
 
 
 def openvla_tokens_to_actions(

@@ -109,9 +109,54 @@ class DiffusionExpertModel:
                                    f"must not exceed train_timesteps ({self.train_timesteps})")
 
 
+#: OpenVLA's prompt; the hf_vla policy writes the discretised proprio tokens after it
+OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
+
+
+@dataclass
+class HFVLAModel:
+    """Bring your own VLA (vla_kd.policies.hf_vla): a local Hugging Face image-text-to-text model
+    fine-tuned the OpenVLA way (256 action bins on the last vocabulary ids, greedy decoding with
+    its KV cache). ``vla-kd make-vlm`` builds a small one."""
+
+    type: str = "hf_vla"
+    checkpoint: str | None = None  # the pretrained model's local folder (nothing is downloaded)
+    horizon: int = 4  # action chunk (4 x 7 tokens), executed open-loop
+    #: observation cameras, each an image through the model's own processor; LIBERO: [rgb, wrist_rgb]
+    cameras: list[str] = field(default_factory=lambda: ["rgb"])
+    #: proprio indices written into the prompt as bin tokens (null: all)
+    state_features: list[int] | None = None
+    prompt: str = OPENVLA_PROMPT  # {instruction} is the task's text
+    trust_remote_code: bool = False  # run modelling code the folder ships (OpenVLA): only if you trust it
+    dtype: str = "float32"  # float32 (CPU) | bfloat16 (a GPU's)
+    lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA adapters of this rank (peft), merged when done
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    #: [all-linear] (every linear layer but the output, as OpenVLA) or module names: [q_proj, v_proj]
+    lora_targets: list[str] = field(default_factory=lambda: ["all-linear"])
+    # training (methods.bc's TokenBC, as for token_vla); 0 = off
+    shift_pad: int = 4  # random-shift image augmentation, pixels
+    label_sigma: float = 2.0  # Gaussian-smoothed token targets, in bins (0 = OpenVLA's plain cross-entropy)
+    state_noise: float = 0.1  # proprio noise before it is binned, in feature std units
+    token_corruption: float = 0.5  # teacher-forced input action tokens replaced by random bins
+    aux_privileged_weight: float = 0.0  # not available for hf_vla (no auxiliary head)
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "horizon")
+        at_least(self, 0, "lora_rank", "shift_pad", "label_sigma", "state_noise", "state_features")
+        at_least(self, 0.0, "lora_alpha")
+        fraction(self, "lora_dropout", "token_corruption")
+        one_of(self, "dtype", ("float32", "bfloat16", "float16"))
+        if self.aux_privileged_weight:
+            raise ConfigValueError("aux_privileged_weight", "hf_vla has no auxiliary pose head: keep it 0")
+        if "{instruction}" not in self.prompt:
+            raise ConfigValueError("prompt", "must contain {instruction}")
+
+
 #: model=<option> -> its schema (configs/model/<option>.yaml names ``<type>_schema``)
 MODEL_SCHEMAS: dict[str, type] = {
     "chunked_bc": ChunkedBCModel,
     "token_vla": TokenVLAModel,
     "diffusion_action_expert": DiffusionExpertModel,
+    "hf_vla": HFVLAModel,
 }

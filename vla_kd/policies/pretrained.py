@@ -72,9 +72,11 @@ class PretrainedPolicy(nn.Module, Policy):
         """Build the policy a folder describes and load its weights (strictly)."""
         folder = Path(folder)
         config = read_config(folder)
-        if cls.policy_type and config["policy_type"] != cls.policy_type:
+        if not cls.policy_type:  # the base class: the folder's own type loads it, its own way
+            return policy_class(config["policy_type"], str(folder / CONFIG_NAME)).from_pretrained(folder)
+        if config["policy_type"] != cls.policy_type:
             raise UserError(f"'{folder}' holds a '{config['policy_type']}' policy, not '{cls.policy_type}'")
-        target = cls if cls.policy_type else policy_class(config["policy_type"], str(folder / CONFIG_NAME))
+        target = cls
         try:
             model = target(target.config_class(**config["config"]))
         except TypeError as err:

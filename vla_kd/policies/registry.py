@@ -14,6 +14,7 @@ POLICY_TYPES: dict[str, str] = {
     "gaussian_student": "vla_kd.policies.gaussian_mlp:GaussianStudent",
     "skip_vla": "vla_kd.policies.skip_vla:SkipVLA",
     "aligned_vla": "vla_kd.policies.aligned_vla:AlignedVLA",
+    "hf_vla": "vla_kd.policies.hf_vla:HFVLA",
 }
 
 

@@ -20,13 +20,9 @@ from vla_kd.envs.base import ACTION_DIM
 from vla_kd.errors import UserError, unknown_name
 from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
-from vla_kd.nn.jacobi import EarlyExit, jacobi_decode
 from vla_kd.nn.normalization import Standardizer
 from vla_kd.policies.base import views_by_camera
-from vla_kd.policies.pretrained import ChunkedPolicy
-
-#: one camera's uint8 ``(B, H, W, 3)`` frames, or several cameras' by name
-CameraImages = torch.Tensor | dict[str, torch.Tensor]
+from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy
 
 
 @dataclass
@@ -120,7 +116,7 @@ class EfficientNetPatches(nn.Module):
         return tokens, tokens.flatten(1)
 
 
-class TokenVLA(ChunkedPolicy):
+class TokenVLA(TokenPolicy):
     """Images + instruction + proprio -> autoregressive action tokens."""
     policy_type = "token_vla"
     config_class = TokenVLAConfig
@@ -180,14 +176,6 @@ class TokenVLA(ChunkedPolicy):
             self.aux_head = nn.Linear(c.hidden, c.aux_state_dim)
             self.aux_norm = Standardizer(c.aux_state_dim)
 
-    def camera_input(self, source: dict) -> CameraImages:
-        """What ``encode`` reads, from an observation (key ``<camera>``) or a dataset batch
-        (``observation.images.<camera>``): the one camera's tensor, or a dict for several."""
-        keys = {name: name if name in source else f"observation.images.{name}" for name in self.cameras}
-        views = views_by_camera({n: torch.as_tensor(source[k]) for n, k in keys.items() if k in source},
-                                self.cameras, "TokenVLA")
-        return views if len(views) > 1 else views[self.cameras[0]]
-
     def encode_images(
         self, rgb: CameraImages
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,31 +186,6 @@ class TokenVLA(ChunkedPolicy):
         if len(parts) == 1:
             return parts[0]
         return torch.cat([p for p, _ in parts], dim=1), torch.cat([f for _, f in parts], dim=1)
-
-    @property
-    def n_action_tokens(self) -> int:
-        return self.config.horizon // self.config.action_stride * self.config.action_dim
-
-    def _token_steps(self, actions: torch.Tensor) -> torch.Tensor:
-        """``(B, horizon, 7)`` actions -> ``(B, horizon // stride, 7)``, each the mean of its
-        ``action_stride`` actions (padding repeats an episode's last action, so a block that
-        runs past the end averages real actions with copies of the last)."""
-        stride = self.config.action_stride
-        return actions.unflatten(1, (-1, stride)).mean(2) if stride > 1 else actions
-
-    def action_tokens(self, actions: torch.Tensor) -> torch.Tensor:
-        """A chunk of ``(B, horizon, 7)`` actions as its ``(B, n_action_tokens)`` target tokens."""
-        return self.tokenizer.encode(self._token_steps(actions)).flatten(1)
-
-    def action_soft_targets(self, actions: torch.Tensor, sigma: float) -> torch.Tensor:
-        """Gaussian-smoothed targets ``(B, n_action_tokens, n_bins)`` of ``action_tokens``."""
-        return self.tokenizer.soft_targets(self._token_steps(actions), sigma).flatten(1, 2)
-
-    def token_keep(self, action_is_pad: torch.Tensor) -> torch.Tensor:
-        """``(B, n_action_tokens)`` float mask: 1 where a token step holds at least one real
-        (unpadded) action of the chunk."""
-        first_of_block = action_is_pad[:, :: self.config.action_stride]
-        return (~first_of_block).repeat_interleave(self.config.action_dim, dim=1).float()
 
     def set_normalization(
         self, state_stats: dict, actions: np.ndarray, aux_stats: dict | None = None
@@ -273,55 +236,33 @@ class TokenVLA(ChunkedPolicy):
         return (logits, out.hidden_states) if output_hidden_states else logits
 
     # ------------------------------------------------------------- decoding
-    @torch.no_grad()
-    def generate_tokens(
-        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], n_tokens: int | None = None
-    ) -> torch.Tensor:
-        """Greedy autoregressive decoding with a KV cache: ``(B, n_tokens)`` tokens (all
-        ``n_action_tokens`` by default; decoding is causal, so a prefix is the full decode's)."""
-
+    def start_decoding(
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
+    ) -> tuple[DecodingSession, torch.Tensor]:
         cache = DynamicCache()
-        step = lambda embeds: self.trunk(inputs_embeds=embeds, past_key_values=cache, use_cache=True)  # noqa: E731
-        out = step(self.prefix(rgb, state, instructions))
-        tokens: list[torch.Tensor] = []
-        for k in range(n_tokens or self.n_action_tokens):
-            if k:  # feed the previous token back (never after the last one: nothing reads it)
-                out = step(self.action_embed(tokens[-1])[:, None])
-            tokens.append(self.head(out.last_hidden_state[:, -1]).argmax(-1))
-        return torch.stack(tokens, dim=1)
+        out = self.trunk(inputs_embeds=self.prefix(rgb, state, instructions), past_key_values=cache,
+                         use_cache=True)
+        return TrunkSession(self, cache), self.head(out.last_hidden_state[:, -1])
 
-    def tokens_to_actions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(B, k * 7)`` tokens -> ``(B, k * action_stride, 7)`` actions, each token step's
-        action repeated ``action_stride`` times."""
-        shaped = tokens.view(len(tokens), -1, self.config.action_dim)
-        return self.tokenizer.decode(shaped).repeat_interleave(self.config.action_stride, dim=1)
+    @property
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.trunk.layers
 
-    def decode_tokens(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """All action tokens by the configured decoder; Jacobi's pass count goes to
-        ``self.last_iterations``."""
-        c = self.config
-        if c.decoding == "greedy":
-            self.last_iterations = self.n_action_tokens
-            return self.generate_tokens(rgb, state, instructions)
-        if c.decoding != "jacobi":
 
-            raise unknown_name("decoding", c.decoding, ("greedy", "jacobi"))
+class TrunkSession(DecodingSession):
+    """A TokenVLA's prompt in its Llama trunk's cache; action tokens enter as bin embeddings."""
 
-        rule = EarlyExit(c.exit_max_changed, c.exit_max_bin_change, c.exit_max_iterations)
-        result = jacobi_decode(self, rgb, state, instructions, init=c.jacobi_init, early_exit=rule)
-        self.last_iterations = result.iterations
-        return result.tokens
+    def __init__(self, model: TokenVLA, cache: DynamicCache) -> None:
+        self.model, self.cache = model, cache
 
-    def predict_action_chunk(self, obs: dict) -> np.ndarray:
-        state = torch.as_tensor(obs["state"])
-        instructions = list(obs["instruction"])
-        tokens = self.decode_tokens(self.camera_input(obs), state, instructions)
-        return self.tokens_to_actions(tokens).clamp(-1, 1).numpy()
+    @property
+    def length(self) -> int:
+        return self.cache.get_seq_length()
 
-    def predict_first_action(self, obs: dict) -> np.ndarray:
-        """``(B, 7)``: the first action of the chunk ``predict_action_chunk`` would return,
-        decoding only its 7 tokens (what a distillation label needs)."""
-        state = torch.as_tensor(obs["state"])
-        tokens = self.generate_tokens(self.camera_input(obs), state, list(obs["instruction"]),
-                                      n_tokens=self.config.action_dim)
-        return self.tokens_to_actions(tokens)[:, 0].clamp(-1, 1).numpy()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.model.trunk(inputs_embeds=self.model.action_embed(tokens), past_key_values=self.cache,
+                               use_cache=True)
+        return self.model.head(out.last_hidden_state)
+
+    def rewind(self, k: int) -> None:
+        self.cache.crop(-k)
