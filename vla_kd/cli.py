@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 from vla_kd.cli_support import check_overrides
 from vla_kd.errors import UserError, unknown_name
 
+CONFIG_DIR = Path(__file__).parent / "configs"
 #: command -> module with CONFIG_NAME and a Hydra ``main``.
 COMMANDS = {
     "eval": ("vla_kd.commands.eval", "evaluate a policy on a suite or task"),
@@ -56,13 +58,27 @@ def main(argv: list[str] | None = None) -> int:
         hydra_flags = [a for a in overrides if a.startswith("-")]
         plain = [a for a in overrides if not a.startswith("-") and not _is_flag_value(a, overrides)]
         if "--help" not in hydra_flags and "-h" not in hydra_flags:
-            check_overrides(module.CONFIG_NAME, plain)
+            nodes = getattr(module, "MODEL_NODES", ())
+            check_overrides(module.CONFIG_NAME, expand_model_options(plain, nodes))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    overrides = expand_model_options(overrides, getattr(module, "MODEL_NODES", ()))
     sys.argv = [f"vla-kd {command}", *overrides]
     module.main()
     return 0
+
+
+def expand_model_options(overrides: list[str], nodes: tuple[str, ...]) -> list[str]:
+    """``teacher=hf_vla`` for ``model@teacher=hf_vla``: a node of ``nodes`` given the name of a
+    ``model`` option picks that option (its whole config), as ``model=...`` does for train."""
+    out = []
+    for arg in overrides:
+        key, _, value = arg.partition("=")
+        if key in nodes and (CONFIG_DIR / "model" / f"{value}.yaml").is_file():
+            arg = f"model@{key}={value}"
+        out.append(arg)
+    return out
 
 
 def _is_flag_value(arg: str, args: list[str]) -> bool:

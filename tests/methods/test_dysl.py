@@ -328,3 +328,13 @@ def test_post_threshold_calibrated_on_the_trained_students_cheap_path(dataset, t
     expected = np.quantile(cheap_path_jumps(student, dataset, frames=512, seed=0), 0.8)
     assert student.config.prior_threshold == pytest.approx(demos.prior)  # the prior still reads the demos
     assert student.config.post_threshold == pytest.approx(expected) and expected != pytest.approx(demos.post)
+
+
+def test_student_configs_reach_evaluation_workers():
+    """Evaluation workers receive the policy by pickle: its config class must be importable."""
+    import pickle
+
+    from vla_kd.policies.skip_vla import SkipHFVLAConfig, SkipVLAConfig
+
+    for config in (SkipVLAConfig(state_dim=5, layer_roles=ROLES), SkipHFVLAConfig(state_dim=5)):
+        assert pickle.loads(pickle.dumps(config)) == config

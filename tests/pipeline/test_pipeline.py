@@ -51,6 +51,24 @@ def test_pipeline_debug_end_to_end(tmp_path):
     check_resume(tmp_path, doc)
 
 
+def test_pipeline_with_a_hugging_face_vlm_teacher(tmp_path):
+    """`teacher=hf_vla`: a small SmolVLM-architecture model is built, fine-tuned and distilled
+    by every method of the default pipeline."""
+    proc = run_cli(*SETTINGS, "teacher=hf_vla", f"hydra.run.dir={tmp_path}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [row["name"] for row in doc["policies"]][-3:] == ["ceed student", "dysl student", "align student"]
+    assert list(doc["stage_seconds"])[:3] == ["demos", "make_vlm", "train_teacher"]
+    assert (tmp_path / "vlm" / "config.json").is_file()
+    teacher = read_config(tmp_path / "teacher")
+    assert teacher["policy_type"] == "hf_vla"
+    assert teacher["config"]["architecture"] == "Idefics3ForConditionalGeneration"
+    ceed = read_config(tmp_path / "students" / "ceed")
+    assert ceed["policy_type"] == "hf_vla" and ceed["config"]["decoding"] == "jacobi"
+    assert read_config(tmp_path / "students" / "dysl")["policy_type"] == "skip_hf_vla"
+    assert read_config(tmp_path / "students" / "align")["config"]["vlm_type"] == "hf_vla"
+
+
 def check_resume(run_dir, first: dict) -> None:
     """`resume=true` on the finished run above: replays the recorded stages, refuses changed
     settings, and continues a training that was cut short from its checkpoint."""

@@ -16,8 +16,11 @@ from vla_kd.errors import unknown_name
 from vla_kd.evaluator import EvalConfig
 from vla_kd.methods import registry
 from vla_kd.pipeline.job import run_pipeline
+from vla_kd.policies.vlm_maker import VLMSpec
 
 CONFIG_NAME = "pipeline"
+#: nodes that take a model option by name: `teacher=hf_vla` (vla_kd.cli.expand_model_options)
+MODEL_NODES = ("teacher", "action_expert")
 
 
 @dataclass
@@ -42,6 +45,8 @@ class PipelineCommandConfig:
     resume: bool = False
     demos: DemoSettings = field(default_factory=DemoSettings)
     teacher: Any = MISSING  # the teacher's model node (trained with method=bc)
+    #: teacher=hf_vla without teacher.checkpoint: the small VLM the pipeline builds to fine-tune
+    vlm: VLMSpec = field(default_factory=VLMSpec)
     action_expert: Any = MISSING  # the action expert's model node
     teacher_trainer: Any = MISSING
     action_expert_trainer: Any = MISSING

@@ -31,6 +31,7 @@ from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.registry import register
 from vla_kd.policies.aligned_vla import AlignedVLA
 from vla_kd.policies.loading import load_policy
+from vla_kd.policies.registry import TOKEN_POLICY_TYPES
 from vla_kd.trainer import run_stages, seed_initial_weights
 
 ARM, GRIPPER = slice(0, 6), 6
@@ -90,17 +91,17 @@ def set_trainable(student, parts: tuple[str, ...], top_layers: int = 0) -> None:
         "decoder": [student.decoder],
         "action_token": [],
         # the VLM's image encoder and the projections that carry its features into the prompt
-        "vision": [student.vlm.vision, student.vlm.image_summary, student.vlm.observation_proj],
+        "vision": student.vlm.vision_modules,
     }
     for part in parts:
         for module in modules[part]:
             module.requires_grad_(True)
     student.action_token.requires_grad_("action_token" in parts)
-    layers = student.vlm.trunk.layers
+    layers = student.vlm.decoder_layers
     for layer in list(layers)[len(layers) - top_layers :] if top_layers else []:
         layer.requires_grad_(True)
     if top_layers:
-        student.vlm.trunk.norm.requires_grad_(True)
+        student.vlm.layer_container.norm.requires_grad_(True)
 
 
 class FeatureAlignment(Method):
@@ -199,17 +200,21 @@ def initial_student(
     if a.stage == "2":
         return load_policy(a.init, "aligned_vla", "init", "method=align stage=2"), None
     action_expert = load_policy(expert, "diffusion_action_expert", "expert", "method=align")
-    vlm = load_policy(teacher, "token_vla", "teacher", "method=align")
+    vlm = load_policy(teacher, TOKEN_POLICY_TYPES, "teacher", "method=align")
     try:
         student = AlignedVLA.from_parts(vlm, action_expert, a.state_parts or None, a.mapper_hidden,
                                         a.state_skip, a.action_tokens)
     except ValueError as err:  # e.g. state_parts that do not add up to the teacher's state
         raise UserError(f"method=align: {err}") from None
-    if a.stage == "scratch":  # the architecture and the data's normalisation, no learned weights
+    if a.stage == "scratch" and student.config.vlm_type == "token_vla":
+        # the architecture and the data's normalisation, no learned weights
         student = AlignedVLA(student.config)
         # A teacher trained with the auxiliary pose head passes that head on; align never trains
         # it, so its target normaliser stays at identity.
         student.vlm.set_normalization(dataset.feature_stats("observation.state"), dataset.actions)
+        student.action_norm.fit(dataset.feature_stats("action"))
+    elif a.stage == "scratch":  # a Hugging Face VLM re-initialised (it keeps its bins)
+        student = AlignedVLA(student.config, vlm.fresh_copy())
         student.action_norm.fit(dataset.feature_stats("action"))
     return student, action_expert
 

@@ -20,7 +20,6 @@ term's teacher-forced inputs, see ``TokenBC``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -33,13 +32,14 @@ from vla_kd.methods.distiller import Distiller, RunContext, TrainResult, setting
 from vla_kd.methods.registry import register
 from vla_kd.nn.jacobi import INITS, initial_window, jacobi_decode
 from vla_kd.nn.layer_skip import token_kl
-from vla_kd.policies.token_vla import TokenVLA
+from vla_kd.policies.registry import TOKEN_POLICY_TYPES
+from vla_kd.policies.token_policy import TokenPolicy
 from vla_kd.trainer import Trainer, seed_initial_weights
 
 
 @dataclass
 class CEEDConfig:
-    """``method=ceed teacher=<token_vla folder> dataset=<its demonstrations>``: consistency
+    """``method=ceed teacher=<token_vla or hf_vla folder> dataset=<its demonstrations>``: consistency
     distillation, then Jacobi decoding with early exit. Why the AR term is off by default:
     docs/experiments/config_history.md."""
 
@@ -85,7 +85,7 @@ def mixed_labels(teacher_tokens: torch.Tensor, data_tokens: torch.Tensor, thresh
 
 
 class ConsistencyDistillation(Method):
-    """The CEED objective for a TokenVLA ``student`` (a trainable copy of ``teacher``)."""
+    """The CEED objective for a token-policy ``student`` (a trainable copy of ``teacher``)."""
 
     def __init__(
         self,
@@ -181,19 +181,15 @@ class ConsistencyDistillation(Method):
         }
 
 
-def jacobi_student(teacher: TokenVLA, c: CEEDConfig) -> TokenVLA:
+def jacobi_student(teacher: TokenPolicy, c: CEEDConfig) -> TokenPolicy:
     """A trainable copy of ``teacher`` set to decode by Jacobi iteration with ``c``'s early exit."""
-    config = dataclasses.replace(
-        teacher.config,
+    return teacher.copy_with(
         decoding="jacobi",
         jacobi_init=c.jacobi_init,
         exit_max_changed=c.exit_max_changed,
         exit_max_bin_change=c.exit_max_bin_change,
         exit_max_iterations=c.exit_max_iterations,
     )
-    student = TokenVLA(config)
-    student.load_state_dict(teacher.state_dict())
-    return student.train()
 
 
 @register
@@ -206,7 +202,7 @@ class CEED(Distiller):
     inputs = ("teacher", "dataset")
 
     def fit(self, ctx: RunContext) -> TrainResult:
-        teacher = ctx.load_teacher("token_vla")
+        teacher = ctx.load_teacher(TOKEN_POLICY_TYPES)
         dataset = ctx.load_dataset(teacher.config.horizon, "the teacher's demonstrations")
         dataset.cameras(teacher.cameras, "the teacher's cameras")  # the demos must have them
         seed_initial_weights(ctx.trainer.seed)
@@ -216,7 +212,7 @@ class CEED(Distiller):
         trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker)
         metrics = trainer.fit()
         samples = trainer.step * ctx.trainer.batch_size
-        summary = {"model": "token_vla", "steps": trainer.step, "samples": samples,
+        summary = {"model": teacher.policy_type, "steps": trainer.step, "samples": samples,
                    "jacobi_trajectories": len(method.trajectories), **metrics}
         saved_with = {"teacher": str(ctx.teacher), "dataset": str(ctx.dataset), "steps": trainer.step}
         return TrainResult(student, summary, samples, saved_with)

@@ -47,8 +47,10 @@ class RunContext:
     model: Any = None  # bc: the model node (policies.factory)
     job: str = "train"
 
-    def load_teacher(self, expected_type: str | None = None, role: str = "teacher") -> PretrainedPolicy:
-        """The saved policy of ``role`` (``teacher`` or ``expert``), of ``expected_type``."""
+    def load_teacher(
+        self, expected_type: str | tuple[str, ...] | None = None, role: str = "teacher"
+    ) -> PretrainedPolicy:
+        """The saved policy of ``role`` (``teacher`` or ``expert``), of ``expected_type`` (or one of them)."""
         return load_policy(getattr(self, role), expected_type, role, f"method={self.method}")
 
     def load_dataset(self, action_horizon: int = 1, what: str = "demonstrations") -> LeRobotDataset:

@@ -1,4 +1,5 @@
-"""Skip-aware two-stage distillation (DySL-VLA) of a SkipVLA student from its full TokenVLA.
+"""Skip-aware two-stage distillation (DySL-VLA) of a layer-skipping student from its full teacher
+(a TokenVLA or a Hugging Face VLM, :mod:`vla_kd.policies.skip_vla`).
 
 For each dataset state the frozen teacher's greedy action tokens and their token distributions
 are computed once and cached by frame (the frames are not augmented, so the cache stays
@@ -28,16 +29,17 @@ from vla_kd.methods.bc import image_rows
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.registry import register
 from vla_kd.nn.layer_skip import classify_layers, token_kl
+from vla_kd.policies.registry import TOKEN_POLICY_TYPES
 from vla_kd.policies.skip_calibration import cheap_path_jumps, demo_episodes, importance_of_layers
 from vla_kd.policies.skip_guidance import calibrate
-from vla_kd.policies.skip_vla import SKIPPING, SkipVLA
+from vla_kd.policies.skip_vla import SKIPPING, skip_student
 from vla_kd.trainer import run_stages, seed_initial_weights
 
 
 @dataclass
 class DySLConfig:
-    """``method=dysl teacher=<token_vla folder> dataset=<its demonstrations>``: a SkipVLA
-    student that bypasses its teacher's incremental layers on unimportant steps."""
+    """``method=dysl teacher=<token_vla or hf_vla folder> dataset=<its demonstrations>``: a
+    layer-skipping student that bypasses its teacher's incremental layers on unimportant steps."""
 
     name: str = "dysl"
     informative_layers: int = 2  # trunk layers always run (layer 0 and the most important others)
@@ -72,7 +74,8 @@ class DySLConfig:
 
 
 class SkipAwareDistillation(Method):
-    """Stage ``1`` or ``2`` of the DySL objective for ``student`` (a SkipVLA) and ``teacher``."""
+    """Stage ``1`` or ``2`` of the DySL objective for ``student`` (a layer-skipping policy) and
+    ``teacher``."""
 
     def __init__(self, student, teacher, stage: int, skip_probability: float = 0.5) -> None:
         if stage not in (1, 2):
@@ -81,7 +84,7 @@ class SkipAwareDistillation(Method):
         self.stage, self.skip_probability = stage, skip_probability
         student.requires_grad_(stage == 2)
         student.adapters.requires_grad_(True)
-        backbone = getattr(student.vision, "backbone", None)
+        backbone = getattr(getattr(student, "vision", None), "backbone", None)
         if backbone is not None:  # a pretrained image backbone stays frozen, as in the teacher
             backbone.requires_grad_(False)
         #: (episode, frame) -> (teacher's greedy tokens (n,), its logits on them (n, bins))
@@ -149,10 +152,11 @@ class DySL(Distiller):
 
     def fit(self, ctx: RunContext) -> TrainResult:
         d: DySLConfig = ctx.config
-        teacher = ctx.load_teacher("token_vla")
-        if not d.informative_layers < teacher.config.layers:  # at least one layer to skip
+        teacher = ctx.load_teacher(TOKEN_POLICY_TYPES)
+        layers = teacher.trunk_shape.layers
+        if not d.informative_layers < layers:  # at least one layer to skip
             raise UserError(
-                f"dysl informative_layers must be below the teacher's {teacher.config.layers} layers "
+                f"dysl informative_layers must be below the teacher's {layers} layers "
                 f"(the rest are the ones skipped), got {d.informative_layers}"
             )
         dataset = ctx.load_dataset(teacher.config.horizon, "the teacher's demonstrations")
@@ -167,7 +171,7 @@ class DySL(Distiller):
         except ValueError as err:
             raise UserError(str(err)) from None
         seed_initial_weights(seed)  # the adapters are new weights
-        student = SkipVLA.from_teacher(
+        student = skip_student(
             teacher, layer_roles=roles, adapter_rank=d.adapter_rank, skipping=d.skipping,
             history=d.history, prior_threshold=thresholds.prior, post_threshold=thresholds.post,
         ).train()
@@ -191,6 +195,6 @@ class DySL(Distiller):
             "layer_importance": importance.tolist(),
             "thresholds": {**dataclasses.asdict(thresholds), "post_calibration": d.post_calibration},
         }
-        summary = {"model": "skip_vla", "steps": done.steps, "samples": done.samples, "layer_roles": roles,
-                   **saved_with, **done.metrics}
+        summary = {"model": student.policy_type, "steps": done.steps, "samples": done.samples,
+                   "layer_roles": roles, **saved_with, **done.metrics}
         return TrainResult(student, summary, done.samples, saved_with)

@@ -1,9 +1,10 @@
-"""Layer skipping in a transformers Llama trunk (DySL-VLA, after DeeR-VLA): run only a chosen
+"""Layer skipping in a transformers decoder (DySL-VLA, after DeeR-VLA): run only a chosen
 set of decoder layers, with light adapters standing in for the bypassed ones; measure how much
 each layer matters; count the trunk FLOPs a decode costs.
 
-``LlamaModel.forward`` loops over ``self.layers``; swapping that list for a plan (layers kept,
-adapters for the rest) reuses the library's own forward, masks, rotary embeddings and KV cache.
+A transformers decoder (``LlamaModel``, ``GemmaModel``, ...) loops over ``self.layers``; swapping
+that list for a plan (layers kept, adapters for the rest) reuses the library's own forward, masks,
+rotary embeddings and KV cache.
 A bypassed layer writes no cache entry; layer 0 must always run because the cache reads the
 sequence length from it. Written by hand: no library ships per-step layer skipping.
 """
@@ -46,7 +47,7 @@ class SkipAdapter(nn.Module):
 
 @contextmanager
 def run_layers(trunk: nn.Module, plan: Sequence[nn.Module]) -> Iterator[None]:
-    """Within the block, ``trunk`` (a ``LlamaModel``) runs ``plan`` instead of its layers."""
+    """Within the block, ``trunk`` (a transformers decoder) runs ``plan`` instead of its layers."""
     original = trunk.layers
     if len(plan) != len(original):
         raise ValueError(f"a layer plan needs {len(original)} entries, got {len(plan)}")
@@ -83,14 +84,14 @@ def token_kl(
 def layer_importance(
     model, rgb: torch.Tensor, state: torch.Tensor, instructions: list[str], tokens: torch.Tensor
 ) -> np.ndarray:
-    """Per trunk layer: the mean KL between the model's action-token distributions with all
-    layers and with that one layer bypassed (teacher-forced on ``tokens``)."""
+    """Per decoder layer of a token policy: the mean KL between the model's action-token
+    distributions with all layers and with that one layer bypassed (teacher-forced on ``tokens``)."""
     full = model.token_logits(rgb, state, instructions, tokens)
-    layers = list(model.trunk.layers)
+    layers = list(model.decoder_layers)
     scores = []
     for i in range(len(layers)):
         plan = [Bypass() if j == i else layer for j, layer in enumerate(layers)]
-        with run_layers(model.trunk, plan):
+        with run_layers(model.layer_container, plan):
             scores.append(float(token_kl(full, model.token_logits(rgb, state, instructions, tokens))))
     return np.array(scores)
 

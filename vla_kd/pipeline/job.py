@@ -11,7 +11,13 @@ from vla_kd.envs import check_task
 from vla_kd.errors import UserError
 from vla_kd.methods import registry
 from vla_kd.pipeline.report import write_results
-from vla_kd.pipeline.stages import evaluated_row, record_demos, student_rows, train_base_model
+from vla_kd.pipeline.stages import (
+    evaluated_row,
+    make_teacher_vlm,
+    record_demos,
+    student_rows,
+    train_base_model,
+)
 from vla_kd.pipeline.state import PipelineState
 
 log = logging.getLogger(__name__)
@@ -32,9 +38,13 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     log.info(
         "demos: %d/%d planned, %d recorded", report.planned_success, report.attempts, report.recorded_success
     )
+    teacher_cfg = cfg.teacher
+    if teacher_cfg.type == "hf_vla" and not teacher_cfg.get("checkpoint"):
+        folder = state.run_stage("make_vlm", make_teacher_vlm, cfg, run_dir)
+        teacher_cfg = OmegaConf.merge(teacher_cfg, {"checkpoint": folder})
     rows = []
     for name, model_cfg, trainer_cfg in (
-        ("teacher", cfg.teacher, cfg.teacher_trainer),
+        ("teacher", teacher_cfg, cfg.teacher_trainer),
         ("action_expert", cfg.action_expert, cfg.action_expert_trainer),
     ):
         if state.resuming:  # a training cut short continues from its last checkpoint

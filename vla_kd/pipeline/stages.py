@@ -17,6 +17,7 @@ from vla_kd.methods import registry, runner
 from vla_kd.methods.bc import BCConfig
 from vla_kd.pipeline.state import PipelineState
 from vla_kd.policies.loading import build_policy
+from vla_kd.policies.vlm_maker import make_vlm
 from vla_kd.reporting import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,12 @@ def record_demos(cfg: DictConfig, task_name: str, run_dir: Path) -> dict:
         task_name, int(cfg.demos.n), run_dir / "dataset", image_size=int(cfg.demos.image_size),
         overwrite=True, progress=bool(cfg.eval.progress), workers=int(cfg.demos.workers),
     ))
+
+
+def make_teacher_vlm(cfg: DictConfig, run_dir: Path) -> str:
+    """``teacher=hf_vla`` without a checkpoint: the small VLM ``cfg.vlm`` describes, built into
+    ``<run_dir>/vlm`` for the teacher to be fine-tuned from; its folder."""
+    return str(make_vlm(run_dir / "vlm", OmegaConf.to_object(cfg.vlm)))
 
 
 def train_base_model(cfg: DictConfig, name: str, model_cfg: DictConfig, trainer_cfg: DictConfig,

@@ -1,8 +1,8 @@
 """AlignedVLA: a vision-language model that acts through a small action expert's decoder
 (VITA-VLA).
 
-The VLM (a TokenVLA's vision encoder, instruction projection and Llama trunk) reads its usual
-prefix plus two new tokens: a *state token* (one linear map per part of the proprioception,
+The VLM (the suite's TokenVLA, or a Hugging Face VLM as ``hf_vla``) reads its usual prompt plus
+two new tokens: a *state token* (one linear map per part of the proprioception,
 e.g. arm joints and gripper, fused to the hidden width) and a learnable *action token*. An MLP
 *mapper* takes the action token's last hidden state into the action expert's feature space,
 and the expert's own diffusion decoder (copied with its weights and action normalisation)
@@ -21,8 +21,10 @@ doubled PickCube success at the default recipe and did not help on PushCube
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,8 +32,12 @@ from torch import nn
 
 from vla_kd.nn.normalization import MinMaxNormalizer
 from vla_kd.policies.action_expert import ActionExpertConfig, DiffusionActionDecoder
-from vla_kd.policies.pretrained import ChunkedPolicy
+from vla_kd.policies.pretrained import ChunkedPolicy, PretrainedPolicy
+from vla_kd.policies.token_policy import TokenPolicy
 from vla_kd.policies.token_vla import TokenVLA, TokenVLAConfig
+
+#: the VLM saved in its own subfolder (a Hugging Face VLM keeps its save_pretrained format)
+VLM_FOLDER = "vlm"
 
 
 @dataclass
@@ -46,6 +52,8 @@ class AlignedVLAConfig:
     state_skip: bool = False
     #: learnable action tokens whose last hidden states the mapper reads, concatenated
     action_tokens: int = 1
+    #: the VLM's policy type: token_vla (weights among this policy's) | hf_vla (saved in vlm/)
+    vlm_type: str = "token_vla"
 
     @property
     def horizon(self) -> int:  # the chunk the reused decoder denoises
@@ -66,11 +74,13 @@ class AlignedVLA(ChunkedPolicy):
     policy_type = "aligned_vla"
     config_class = AlignedVLAConfig
 
-    def __init__(self, config: AlignedVLAConfig) -> None:
+    def __init__(self, config: AlignedVLAConfig, vlm: TokenPolicy | None = None) -> None:
         super().__init__(config)
-        self.vlm = TokenVLA(TokenVLAConfig(**config.vlm))
+        if vlm is None and config.vlm_type != "token_vla":
+            raise ValueError(f"an aligned {config.vlm_type} is built around its VLM: pass vlm=")
+        self.vlm = vlm if vlm is not None else TokenVLA(TokenVLAConfig(**config.vlm))
         expert = ActionExpertConfig(**config.expert)
-        hidden, state_dim = self.vlm.config.hidden, self.vlm.config.state_dim
+        hidden, state_dim = self.vlm.trunk_shape.hidden, self.vlm.config.state_dim
         self.parts = list(config.state_parts or [state_dim])
         if sum(self.parts) != state_dim:
             raise ValueError(f"state_parts {self.parts} must add up to the state size {state_dim}")
@@ -95,20 +105,32 @@ class AlignedVLA(ChunkedPolicy):
         state_skip: bool = False, action_tokens: int = 1,
     ) -> AlignedVLA:
         """An aligned VLA holding ``vlm``'s weights and ``expert``'s decoder and normalisation."""
-        model = cls(
-            AlignedVLAConfig(
-                vlm=dataclasses.asdict(vlm.config),
-                expert=dataclasses.asdict(expert.config),
-                state_parts=state_parts,
-                mapper_hidden=mapper_hidden,
-                state_skip=state_skip,
-                action_tokens=action_tokens,
-            )
+        config = AlignedVLAConfig(
+            vlm=dataclasses.asdict(vlm.config),
+            expert=dataclasses.asdict(expert.config),
+            state_parts=state_parts,
+            mapper_hidden=mapper_hidden,
+            state_skip=state_skip,
+            action_tokens=action_tokens,
+            vlm_type=vlm.policy_type,
         )
-        model.vlm.load_state_dict(vlm.state_dict())
+        if config.vlm_type == "token_vla":
+            model = cls(config)
+            model.vlm.load_state_dict(vlm.state_dict())
+        else:
+            model = cls(config, copy.deepcopy(vlm))
         model.decoder.load_state_dict(expert.decoder.state_dict())
         model.action_norm.load_state_dict(expert.action_norm.state_dict())
         return model
+
+    def parts_saved_apart(self) -> dict[str, PretrainedPolicy]:
+        return {} if self.config.vlm_type == "token_vla" else {VLM_FOLDER: self.vlm}
+
+    @classmethod
+    def from_config(cls, config: AlignedVLAConfig, folder: Path) -> AlignedVLA:
+        if config.vlm_type == "token_vla":
+            return cls(config)
+        return cls(config, PretrainedPolicy.from_pretrained(folder / VLM_FOLDER))
 
     @property
     def n_action_tokens(self) -> int:
@@ -133,10 +155,9 @@ class AlignedVLA(ChunkedPolicy):
         """``(B, action_tokens * hidden)``: the trunk's last hidden states of the action tokens,
         concatenated (``rgb``: what the VLM's ``camera_input`` gives; ``state_token``:
         ``state``'s, if already encoded)."""
-        prefix = self.vlm.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
         state_token = self.state_token(state) if state_token is None else state_token
-        tokens = torch.cat([prefix, state_token, self.action_token.expand(len(state), -1, -1)], dim=1)
-        last = self.vlm.trunk(inputs_embeds=tokens).last_hidden_state
+        extra = torch.cat([state_token, self.action_token.expand(len(state), -1, -1)], dim=1)
+        last = self.vlm.hidden_after_prompt(rgb, state, instructions, extra)
         return last[:, -self.config.action_tokens :].flatten(1)
 
     def with_state_skip(self, hidden: torch.Tensor, state_token: torch.Tensor) -> torch.Tensor:

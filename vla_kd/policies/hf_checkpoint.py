@@ -18,9 +18,6 @@ from safetensors import safe_open
 
 from vla_kd.errors import UserError
 
-#: the suite's own files: a folder holding them is a saved suite policy, not a VLM checkpoint
-SUITE_POLICY_HINT = "normalization.safetensors"
-
 #: transformers Auto classes tried, in order, for a checkpoint's architecture.
 AUTO_CLASSES = ("AutoModelForVision2Seq", "AutoModelForImageTextToText", "AutoModelForCausalLM", "AutoModel")
 
@@ -98,7 +95,7 @@ def load_vlm(folder: str | Path, trust_remote_code: bool = False, dtype: str = "
     """
     folder = Path(folder)
     config = check_checkpoint(folder)
-    if (folder / SUITE_POLICY_HINT).is_file():
+    if "policy_type" in config:  # the suite's own config.json, not a transformers one
         raise UserError(f"'{folder}' is a saved vla_kd policy; pass its vlm/ folder, or use it as policy=")
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"hf_vla: dtype={dtype} is not one of float32, bfloat16, float16")

@@ -11,7 +11,7 @@ OpenVLA way.
   discretised state into the prompt). No weights are added to the model, so the folder it is
   saved to stays an ordinary Hugging Face folder.
 
-A saved policy is the suite's ``config.json`` and ``normalization.safetensors`` beside the
+A saved policy is the suite's ``config.json`` and ``policy.safetensors`` (bins, added layers) beside the
 model's own ``save_pretrained`` folder ``vlm/`` (and, while LoRA adapters are not yet merged,
 peft's ``vlm_adapter/``).
 """
@@ -38,9 +38,10 @@ from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.hf_checkpoint import action_vocab_end, load_vlm
 from vla_kd.policies.model_configs import OPENVLA_PROMPT
 from vla_kd.policies.pretrained import CONFIG_NAME, read_config, replace_dir_atomically
-from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy
+from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy, TrunkShape
 
-NORMALIZATION_NAME = "normalization.safetensors"
+#: the policy's own tensors beside the VLM: action/proprio bins, and a student's added layers
+OWN_WEIGHTS = "policy.safetensors"
 VLM_FOLDER, ADAPTER_FOLDER = "vlm", "vlm_adapter"
 
 
@@ -101,6 +102,7 @@ class HFVLA(TokenPolicy):
         self.register_buffer("bin_ids", config.action_vocab_end - 1 - torch.arange(config.n_bins),
                              persistent=False)
         self._accepted = set(inspect.signature(self.hf_model.forward).parameters)
+        self.prefix_length = 0
 
     # ------------------------------------------------------------- construction
     @classmethod
@@ -215,17 +217,66 @@ class HFVLA(TokenPolicy):
         return (logits, out.hidden_states) if output_hidden_states else logits
 
     def start_decoding(
-        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], prefix: dict | None = None
     ) -> tuple[DecodingSession, torch.Tensor]:
-        inputs = self.encode(rgb, state, instructions)[0]
+        inputs = self.encode(rgb, state, instructions)[0] if prefix is None else prefix
         cache = DynamicCache()
         out = self.forward_model(inputs, past_key_values=cache, use_cache=True)
+        self.prefix_length = inputs["input_ids"].shape[1]  # the last prompt's, for FLOP counts
         session = VLMSession(self, cache, inputs["attention_mask"])
         return session, self.bin_logits(out.logits[:, -1])
 
+    def prefix_rows(self, prefix: dict, rows: torch.Tensor) -> dict:
+        batch = len(prefix["input_ids"])
+        out = {}
+        for key, value in prefix.items():
+            if value.shape[0] != batch:  # images of all rows in one stack (PaliGemma's pixel_values)
+                value = value.unflatten(0, (batch, -1))[rows].flatten(0, 1)
+            else:
+                value = value[rows]
+            out[key] = value
+        return out
+
     @property
-    def decoder_layers(self) -> nn.ModuleList:
-        return self.hf_model.get_decoder().layers
+    def layer_container(self) -> nn.Module:
+        return self.hf_model.get_decoder()
+
+    def hidden_after_prompt(
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], extra: torch.Tensor
+    ) -> torch.Tensor:
+        # The prompt (images merged by the model itself) into the cache, then the extra
+        # embeddings after it: one generic path for every architecture.
+        inputs = self.encode(rgb, state, instructions)[0]
+        backbone = self.hf_model.model
+        cache = DynamicCache()
+        backbone(**inputs, position_ids=positions(inputs["attention_mask"]), past_key_values=cache,
+                 use_cache=True)
+        mask = torch.cat([inputs["attention_mask"], torch.ones(extra.shape[:2], dtype=torch.long,
+                                                               device=extra.device)], dim=1)
+        position_ids = positions(mask)[:, -extra.shape[1]:]
+        out = backbone(inputs_embeds=extra.to(self.hf_model.dtype), attention_mask=mask,
+                       position_ids=position_ids, past_key_values=cache, use_cache=True)
+        return out.last_hidden_state.float()
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        backbone = self.hf_model.model
+        names = ("vision_model", "vision_tower", "connector", "multi_modal_projector")
+        return [getattr(backbone, name) for name in names if hasattr(backbone, name)]
+
+    def fresh_copy(self) -> HFVLA:
+        fresh = type(self.hf_model)(self.hf_model.config)
+        policy = type(self)(self.config, fresh, self.processor)
+        policy.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("vlm.")},
+                               strict=False)
+        return policy
+
+    @property
+    def trunk_shape(self) -> TrunkShape:
+        text = self.hf_model.config.get_text_config()
+        heads = text.num_attention_heads
+        return TrunkShape(text.hidden_size, text.intermediate_size, heads,
+                          getattr(text, "num_key_value_heads", None) or heads, text.num_hidden_layers)
 
     # ------------------------------------------------------------- save / load
     def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
@@ -237,9 +288,8 @@ class HFVLA(TokenPolicy):
         if extra:
             config["extra"] = extra
         (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        own = {f"{name}.{key}": value.contiguous() for name in ("tokenizer", "state_bins", "state_norm")
-               for key, value in getattr(self, name).state_dict().items()}
-        save_file(own, str(staged / NORMALIZATION_NAME))
+        own = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("vlm.")}
+        save_file(own, str(staged / OWN_WEIGHTS))
         model = self.hf_model
         if model is not self.vlm:  # LoRA: the frozen base weights under their own names, and the adapter
             base = {k.replace(".base_layer.", "."): v
@@ -260,7 +310,7 @@ class HFVLA(TokenPolicy):
             raise UserError(f"'{folder}' holds a '{saved['policy_type']}' policy, not '{cls.policy_type}'")
         try:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()}
-            config = HFVLAConfig(**fields)
+            config = cls.config_class(**fields)
         except TypeError as err:
             raise UserError(f"'{folder / CONFIG_NAME}' does not fit HFVLA: {err}") from None
         vlm, processor = load_vlm(folder / VLM_FOLDER, config.trust_remote_code, config.dtype)
@@ -271,14 +321,16 @@ class HFVLA(TokenPolicy):
             from peft import PeftModel
 
             policy.vlm = PeftModel.from_pretrained(vlm, str(adapter), is_trainable=True)
-        normalization = folder / NORMALIZATION_NAME
+        path = folder / OWN_WEIGHTS
         try:
-            own = load_file(str(normalization))
+            own = load_file(str(path))
         except Exception as err:  # safetensors raises several error types for a bad file
-            raise UserError(f"'{normalization}' is missing or corrupt: {err}") from None
-        for name in ("tokenizer", "state_bins", "state_norm"):
-            getattr(policy, name).load_state_dict(
-                {k.split(".", 1)[1]: v for k, v in own.items() if k.startswith(name + ".")})
+            raise UserError(f"'{path}' is missing or corrupt: {err}") from None
+        expected = {k for k in policy.state_dict() if not k.startswith("vlm.")}
+        if set(own) != expected:
+            differing = sorted(set(own) ^ expected)[:3]
+            raise UserError(f"'{path}' does not match the policy (differs in {differing})")
+        policy.load_state_dict(own, strict=False)
         return policy.eval()
 
 
@@ -307,3 +359,7 @@ class VLMSession(DecodingSession):
         self.cache.crop(-k)
         self.mask = self.mask[:, :-k]
         self.next_position = self.next_position - k
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.mask, self.next_position = self.mask[rows], self.next_position[rows]

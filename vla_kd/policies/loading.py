@@ -30,18 +30,22 @@ def check_policy_spec(spec: str) -> None:
 
 
 def load_policy(
-    folder: str | Path | None, expected_type: str | None = None, role: str = "policy", user: str = ""
+    folder: str | Path | None, expected_type: str | tuple[str, ...] | None = None, role: str = "policy",
+    user: str = "",
 ) -> PretrainedPolicy:
     """The saved policy at ``folder``, with one-line errors for a missing folder, a corrupt one,
-    or (``expected_type``) a policy of another type; ``role`` and ``user`` name the setting and
-    the command or method asking, for those errors (``method=ceed needs teacher=...``)."""
+    or (``expected_type``: one type or several) a policy of another type; ``role`` and ``user``
+    name the setting and the command or method asking, for those errors (``method=ceed needs
+    teacher=...``)."""
     asking = f"{user} " if user else ""
+    accepted = (expected_type,) if isinstance(expected_type, str) else tuple(expected_type or ())
+    kinds = " or ".join(accepted)
     if not folder or str(folder) == "none":
-        kind = f"a saved {expected_type} policy" if expected_type else "a saved policy"
+        kind = f"a saved {kinds} policy" if accepted else "a saved policy"
         raise UserError(f"{asking}needs {role}=<folder of {kind}>")
     actual = read_config(Path(folder))["policy_type"]
-    if expected_type and actual != expected_type:
-        raise UserError(f"{asking}reads a {expected_type} as {role}; '{folder}' holds a {actual}")
+    if accepted and actual not in accepted:
+        raise UserError(f"{asking}reads a {kinds} as {role}; '{folder}' holds a {actual}")
     return PretrainedPolicy.from_pretrained(folder)
 
 

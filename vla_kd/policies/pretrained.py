@@ -61,11 +61,25 @@ class PretrainedPolicy(nn.Module, Policy):
         if extra:
             config["extra"] = extra
         (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        apart = self.parts_saved_apart()
         # contiguous copies: safetensors refuses views and tied storage
-        tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
+        tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()
+                   if not _in_parts(k, apart)}
         save_file(tensors, str(staged / WEIGHTS_NAME))
+        for name, part in apart.items():
+            part.save_pretrained(staged / name)
         replace_dir_atomically(staged, folder)
         return folder
+
+    def parts_saved_apart(self) -> dict[str, PretrainedPolicy]:
+        """Sub-policies saved in their own subfolder of that name, in their own format (e.g. a
+        Hugging Face VLM inside a student), not among this policy's weights. None by default."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: Any, folder: Path) -> PretrainedPolicy:
+        """The (unloaded) policy ``config`` describes; ``folder`` holds any parts saved apart."""
+        return cls(config)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> PretrainedPolicy:
@@ -78,7 +92,7 @@ class PretrainedPolicy(nn.Module, Policy):
             raise UserError(f"'{folder}' holds a '{config['policy_type']}' policy, not '{cls.policy_type}'")
         target = cls
         try:
-            model = target(target.config_class(**config["config"]))
+            model = target.from_config(target.config_class(**config["config"]), folder)
         except TypeError as err:
             raise UserError(f"'{folder / CONFIG_NAME}' does not fit {target.__name__}: {err}") from None
         weights = folder / WEIGHTS_NAME
@@ -89,6 +103,7 @@ class PretrainedPolicy(nn.Module, Policy):
         except (SafetensorError, OSError) as err:
             raise UserError(f"'{weights}' is corrupt: {err}") from None
         missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not _in_parts(k, model.parts_saved_apart())]
         if missing or unexpected:
             raise UserError(
                 f"'{weights}' does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
@@ -138,6 +153,10 @@ class ChunkedPolicy(PretrainedPolicy):
         action = self._queue[np.arange(batch), self._cursor]
         self._cursor += 1
         return action.astype("float32")
+
+
+def _in_parts(key: str, parts: dict) -> bool:
+    return any(key.startswith(name + ".") for name in parts)
 
 
 def select_rows(obs: dict, rows: np.ndarray) -> dict:

@@ -13,9 +13,14 @@ POLICY_TYPES: dict[str, str] = {
     "diffusion_action_expert": "vla_kd.policies.action_expert:DiffusionActionExpert",
     "gaussian_student": "vla_kd.policies.gaussian_mlp:GaussianStudent",
     "skip_vla": "vla_kd.policies.skip_vla:SkipVLA",
+    "skip_hf_vla": "vla_kd.policies.skip_vla:SkipHFVLA",
     "aligned_vla": "vla_kd.policies.aligned_vla:AlignedVLA",
     "hf_vla": "vla_kd.policies.hf_vla:HFVLA",
 }
+
+#: the policies that implement the token-teacher protocol (vla_kd.policies.token_policy): every
+#: token-level distillation method takes any of them as its teacher
+TOKEN_POLICY_TYPES = ("token_vla", "hf_vla")
 
 
 def check_policy_type(policy_type: str, where: str) -> None:

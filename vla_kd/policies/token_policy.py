@@ -11,6 +11,9 @@ Jacobi decoding (:mod:`vla_kd.nn.jacobi`), tokens <-> actions, and acting.
 from __future__ import annotations
 
 import abc
+import copy
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,17 @@ from vla_kd.policies.pretrained import ChunkedPolicy
 #: one camera's uint8 ``(B, H, W, 3)`` frames, or several cameras' by name
 CameraImages = torch.Tensor | dict[str, torch.Tensor]
 DECODINGS = ("greedy", "jacobi")
+
+
+@dataclass(frozen=True)
+class TrunkShape:
+    """The decoder's sizes, what FLOP counts and layer adapters read."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    key_value_heads: int
+    layers: int
 
 
 class DecodingSession(abc.ABC):
@@ -41,6 +55,10 @@ class DecodingSession(abc.ABC):
     @abc.abstractmethod
     def rewind(self, k: int) -> None:
         """Drop the last ``k`` stepped tokens from the cache."""
+
+    @abc.abstractmethod
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows ``rows`` (indices) from here on."""
 
 
 class TokenPolicy(ChunkedPolicy):
@@ -66,14 +84,53 @@ class TokenPolicy(ChunkedPolicy):
 
     @abc.abstractmethod
     def start_decoding(
-        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], prefix: Any = None
     ) -> tuple[DecodingSession, torch.Tensor]:
-        """(a session holding the prompt in the KV cache, the first token's bin logits ``(B, n_bins)``)."""
+        """(a session holding the prompt in the KV cache, the first token's bin logits ``(B, n_bins)``);
+        ``prefix``: the prompt as :meth:`encode` gave it, when the caller has it already."""
 
     @property
     @abc.abstractmethod
+    def layer_container(self) -> torch.nn.Module:
+        """The decoder module whose forward loops over its ``layers`` (layer skipping swaps them)."""
+
+    @property
+    @abc.abstractmethod
+    def trunk_shape(self) -> TrunkShape:
+        """The decoder's sizes."""
+
+    @property
     def decoder_layers(self) -> torch.nn.ModuleList:
-        """The decoder layers the action tokens run through (layer skipping works on these)."""
+        """The decoder layers the action tokens run through."""
+        return self.layer_container.layers
+
+    @abc.abstractmethod
+    def hidden_after_prompt(
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], extra: torch.Tensor
+    ) -> torch.Tensor:
+        """The decoder's last hidden states ``(B, k, hidden)`` of ``extra`` embeddings
+        ``(B, k, hidden)`` placed right after the observation's prompt (where the action tokens
+        would start): how an aligned student reads the VLM (VITA-VLA)."""
+
+    @property
+    @abc.abstractmethod
+    def vision_modules(self) -> list[torch.nn.Module]:
+        """The image encoder and what carries its features into the prompt."""
+
+    @abc.abstractmethod
+    def fresh_copy(self) -> TokenPolicy:
+        """The same architecture and bins with newly initialised weights (a from-scratch baseline)."""
+
+    def prefix_rows(self, prefix: Any, rows: torch.Tensor) -> Any:
+        """The batch rows ``rows`` of an encoded prompt."""
+        return prefix[rows]
+
+    def copy_with(self, **settings: Any) -> TokenPolicy:
+        """A trainable copy of this policy (same architecture and weights) with other config
+        ``settings`` (e.g. how it decodes): the student of a method that starts from its teacher."""
+        student = copy.deepcopy(self)
+        student.config = dataclasses.replace(self.config, **settings)
+        return student.train().requires_grad_(True)
 
     # ------------------------------------------------------------- observations
     def camera_input(self, source: dict) -> CameraImages:

@@ -9,6 +9,7 @@ distillation methods.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,7 @@ from vla_kd.nn.action_tokenizer import ActionTokenizer
 from vla_kd.nn.instruction import EMBEDDING_DIM, embed_instructions
 from vla_kd.nn.normalization import Standardizer
 from vla_kd.policies.base import views_by_camera
-from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy
+from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy, TrunkShape
 
 
 @dataclass
@@ -235,18 +236,44 @@ class TokenVLA(TokenPolicy):
         logits = self.head(action_hidden)
         return (logits, out.hidden_states) if output_hidden_states else logits
 
+    def copy_with(self, **settings) -> TokenVLA:
+        student = type(self)(dataclasses.replace(self.config, **settings))
+        student.load_state_dict(self.state_dict())
+        return student.train()
+
     # ------------------------------------------------------------- decoding
     def start_decoding(
-        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str],
+        prefix: torch.Tensor | None = None,
     ) -> tuple[DecodingSession, torch.Tensor]:
+        if prefix is None:
+            prefix = self.prefix(rgb, state, instructions)
         cache = DynamicCache()
-        out = self.trunk(inputs_embeds=self.prefix(rgb, state, instructions), past_key_values=cache,
-                         use_cache=True)
+        out = self.trunk(inputs_embeds=prefix, past_key_values=cache, use_cache=True)
         return TrunkSession(self, cache), self.head(out.last_hidden_state[:, -1])
 
     @property
-    def decoder_layers(self) -> nn.ModuleList:
-        return self.trunk.layers
+    def layer_container(self) -> nn.Module:
+        return self.trunk
+
+    def hidden_after_prompt(
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], extra: torch.Tensor
+    ) -> torch.Tensor:
+        prefix = self.prefix(rgb, state, instructions)[:, :-1]  # without begin-of-action
+        tokens = torch.cat([prefix, extra], dim=1)
+        return self.trunk(inputs_embeds=tokens).last_hidden_state[:, -extra.shape[1]:]
+
+    @property
+    def vision_modules(self) -> list[nn.Module]:
+        return [self.vision, self.image_summary, self.observation_proj]
+
+    def fresh_copy(self) -> TokenVLA:
+        return type(self)(self.config)
+
+    @property
+    def trunk_shape(self) -> TrunkShape:
+        c = self.config
+        return TrunkShape(c.hidden, c.intermediate, c.heads, c.key_value_heads, c.layers)
 
 
 class TrunkSession(DecodingSession):
@@ -266,3 +293,6 @@ class TrunkSession(DecodingSession):
 
     def rewind(self, k: int) -> None:
         self.cache.crop(-k)
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
