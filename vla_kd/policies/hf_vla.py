@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +35,9 @@ from vla_kd.nn.normalization import Standardizer
 from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.hf_checkpoint import action_vocab_end, load_vlm
 from vla_kd.policies.model_configs import OPENVLA_PROMPT
-from vla_kd.policies.pretrained import CONFIG_NAME, read_config, replace_dir_atomically
+from vla_kd.policies.pretrained import CONFIG_NAME, read_config
 from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy, TrunkShape
+from vla_kd.policies.vlm_session import VLMSession, positions
 
 #: the policy's own tensors beside the VLM: action/proprio bins, and a student's added layers
 OWN_WEIGHTS = "policy.safetensors"
@@ -81,11 +80,6 @@ class HFVLAConfig:
         return len(self.state_features) if self.state_features is not None else self.state_dim
 
 
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding (what ``generate`` derives from the mask)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
 class HFVLA(TokenPolicy):
     """A transformers VLM (``self.vlm``, wrapped by peft while LoRA trains) as a token policy."""
 
@@ -101,7 +95,8 @@ class HFVLA(TokenPolicy):
         self.state_norm = Standardizer(config.state_dim, config.state_features)  # noise scale only
         self.register_buffer("bin_ids", config.action_vocab_end - 1 - torch.arange(config.n_bins),
                              persistent=False)
-        self._accepted = set(inspect.signature(self.hf_model.forward).parameters)
+        #: the arguments its forward takes by name (architectures differ: token_type_ids, ...)
+        self.accepted_inputs = set(inspect.signature(self.hf_model.forward).parameters)
         self.prefix_length = 0
 
     # ------------------------------------------------------------- construction
@@ -164,7 +159,7 @@ class HFVLA(TokenPolicy):
         except (ValueError, TypeError) as err:
             raise UserError(f"hf_vla: the model's processor cannot take the cameras "
                             f"{list(self.cameras)}: {str(err).splitlines()[0]}") from None
-        inputs = {k: v for k, v in encoded.items() if k in self._accepted and k != "labels"}
+        inputs = {k: v for k, v in encoded.items() if k in self.accepted_inputs and k != "labels"}
         device = self.bin_ids.device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         if "pixel_values" in inputs:
@@ -196,7 +191,7 @@ class HFVLA(TokenPolicy):
 
     def forward_model(self, inputs: dict, **kwargs):
         """The VLM's forward with positions from the attention mask (left padding skipped)."""
-        if "position_ids" in self._accepted:
+        if "position_ids" in self.accepted_inputs:
             kwargs.setdefault("position_ids", positions(inputs["attention_mask"]))
         return self.vlm(**inputs, **kwargs)
 
@@ -211,7 +206,7 @@ class HFVLA(TokenPolicy):
         if prefix is None:
             prefix = self.encode(rgb, state, instructions)[0]
         inputs = self.extend(prefix, self.bin_token_ids(tokens[:, :-1]), prefix=False)
-        extra = {"logits_to_keep": tokens.shape[1]} if "logits_to_keep" in self._accepted else {}
+        extra = {"logits_to_keep": tokens.shape[1]} if "logits_to_keep" in self.accepted_inputs else {}
         out = self.forward_model(inputs, output_hidden_states=output_hidden_states, **extra)
         logits = self.bin_logits(out.logits[:, -tokens.shape[1]:])
         return (logits, out.hidden_states) if output_hidden_states else logits
@@ -279,28 +274,18 @@ class HFVLA(TokenPolicy):
                           getattr(text, "num_key_value_heads", None) or heads, text.num_hidden_layers)
 
     # ------------------------------------------------------------- save / load
-    def save_pretrained(self, folder: str | Path, extra: dict | None = None) -> Path:
-        folder = Path(folder)
-        staged = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(staged, ignore_errors=True)
-        staged.mkdir(parents=True)
-        config = {"policy_type": self.policy_type, "config": dataclasses.asdict(self.config)}
-        if extra:
-            config["extra"] = extra
-        (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    def write_weights(self, folder: Path) -> None:
         own = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("vlm.")}
-        save_file(own, str(staged / OWN_WEIGHTS))
+        save_file(own, str(folder / OWN_WEIGHTS))
         model = self.hf_model
         if model is not self.vlm:  # LoRA: the frozen base weights under their own names, and the adapter
             base = {k.replace(".base_layer.", "."): v
                     for k, v in model.state_dict().items() if "lora_" not in k}
-            model.save_pretrained(staged / VLM_FOLDER, state_dict=base)
-            self.vlm.save_pretrained(staged / ADAPTER_FOLDER)
+            model.save_pretrained(folder / VLM_FOLDER, state_dict=base)
+            self.vlm.save_pretrained(folder / ADAPTER_FOLDER)
         else:
-            model.save_pretrained(staged / VLM_FOLDER)
-        self.processor.save_pretrained(staged / VLM_FOLDER)
-        replace_dir_atomically(staged, folder)
-        return folder
+            model.save_pretrained(folder / VLM_FOLDER)
+        self.processor.save_pretrained(folder / VLM_FOLDER)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> HFVLA:
@@ -332,34 +317,3 @@ class HFVLA(TokenPolicy):
             raise UserError(f"'{path}' does not match the policy (differs in {differing})")
         policy.load_state_dict(own, strict=False)
         return policy.eval()
-
-
-class VLMSession(DecodingSession):
-    """A VLM's prompt in its own KV cache; the attention mask and positions follow the cache."""
-
-    def __init__(self, policy: HFVLA, cache: DynamicCache, attention_mask: torch.Tensor) -> None:
-        self.policy, self.cache, self.mask = policy, cache, attention_mask
-        self.next_position = positions(attention_mask)[:, -1] + 1
-
-    @property
-    def length(self) -> int:
-        return self.cache.get_seq_length()
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        k = tokens.shape[1]
-        self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
-        position_ids = self.next_position[:, None] + torch.arange(k, device=tokens.device)
-        kwargs = {"position_ids": position_ids} if "position_ids" in self.policy._accepted else {}
-        out = self.policy.vlm(input_ids=self.policy.bin_token_ids(tokens), attention_mask=self.mask,
-                              past_key_values=self.cache, use_cache=True, **kwargs)
-        self.next_position = self.next_position + k
-        return self.policy.bin_logits(out.logits)
-
-    def rewind(self, k: int) -> None:
-        self.cache.crop(-k)
-        self.mask = self.mask[:, :-k]
-        self.next_position = self.next_position - k
-
-    def keep_rows(self, rows: torch.Tensor) -> None:
-        self.cache.batch_select_indices(rows)
-        self.mask, self.next_position = self.mask[rows], self.next_position[rows]

@@ -61,15 +61,20 @@ class PretrainedPolicy(nn.Module, Policy):
         if extra:
             config["extra"] = extra
         (staged / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        self.write_weights(staged)
+        replace_dir_atomically(staged, folder)
+        return folder
+
+    def write_weights(self, folder: Path) -> None:
+        """The weights into the (staged) ``folder``: ``model.safetensors``, and each part saved apart
+        in its own subfolder."""
         apart = self.parts_saved_apart()
         # contiguous copies: safetensors refuses views and tied storage
         tensors = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()
                    if not _in_parts(k, apart)}
-        save_file(tensors, str(staged / WEIGHTS_NAME))
+        save_file(tensors, str(folder / WEIGHTS_NAME))
         for name, part in apart.items():
-            part.save_pretrained(staged / name)
-        replace_dir_atomically(staged, folder)
-        return folder
+            part.save_pretrained(folder / name)
 
     def parts_saved_apart(self) -> dict[str, PretrainedPolicy]:
         """Sub-policies saved in their own subfolder of that name, in their own format (e.g. a

@@ -15,6 +15,7 @@ model's own tokenizer: the most real VLM that can be built offline (a GPU-sized 
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def smollm2_tokenizer() -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(smollm2_folder(), gguf_file=GGUF_FILE)
 
 
-def _idefics3(spec: VLMSpec, tokenizer) -> tuple[torch.nn.Module, Idefics3Processor]:
+def _idefics3(spec: VLMSpec, tokenizer, pretrained=None) -> tuple[torch.nn.Module, Idefics3Processor]:
     tokenizer.add_special_tokens({"additional_special_tokens": IDEFICS3_TOKENS})
     scale = 2 if (spec.image_size // spec.patch_size) % 2 == 0 else 1
     image_tokens = spec.patches // scale**2
@@ -112,8 +113,8 @@ def _idefics3(spec: VLMSpec, tokenizer) -> tuple[torch.nn.Module, Idefics3Proces
         max_image_size={"longest_edge": spec.image_size}, do_image_splitting=False,
     )
     processor = Idefics3Processor(image_processor=images, tokenizer=tokenizer, image_seq_len=image_tokens)
-    if spec.text_weights == "smollm2":
-        text = load_pretrained_llama().config
+    if pretrained is not None:  # SmolLM2's own architecture
+        text = copy.deepcopy(pretrained.config)
         text.vocab_size = len(tokenizer)
     else:
         text = LlamaConfig(
@@ -133,7 +134,7 @@ def _idefics3(spec: VLMSpec, tokenizer) -> tuple[torch.nn.Module, Idefics3Proces
     return Idefics3ForConditionalGeneration(config), processor
 
 
-def _paligemma(spec: VLMSpec, tokenizer) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
+def _paligemma(spec: VLMSpec, tokenizer, pretrained=None) -> tuple[torch.nn.Module, PaliGemmaProcessor]:
     images = SiglipImageProcessorPil(size={"height": spec.image_size, "width": spec.image_size})
     images.image_seq_length = spec.patches  # PaliGemma's processor reads it from here
     processor = PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer)
@@ -155,11 +156,11 @@ def _paligemma(spec: VLMSpec, tokenizer) -> tuple[torch.nn.Module, PaliGemmaProc
     return PaliGemmaForConditionalGeneration(config), processor
 
 
-def copy_smollm2_weights(model: Idefics3ForConditionalGeneration) -> int:
-    """SmolLM2-135M's embeddings, decoder layers and final norm into the Idefics3 text model;
-    the embedding rows of the image tokens the processor added stay random. Returns the
-    number of tensors copied."""
-    pretrained = load_pretrained_llama().model.state_dict()
+def copy_smollm2_weights(model: Idefics3ForConditionalGeneration, pretrained) -> int:
+    """SmolLM2-135M's (``pretrained``) embeddings, decoder layers and final norm into the Idefics3
+    text model; the embedding rows of the image tokens the processor added stay random. Returns
+    the number of tensors copied."""
+    pretrained = pretrained.model.state_dict()
     text = model.model.text_model
     embed = pretrained.pop("embed_tokens.weight")
     with torch.no_grad():
@@ -175,11 +176,14 @@ def make_vlm(folder: str | Path, spec: VLMSpec | None = None) -> Path:
     """Build the model ``spec`` describes and save it, with its processor, as a Hugging Face folder."""
     spec = spec or VLMSpec()
     torch.manual_seed(spec.seed)
-    tokenizer = smollm2_tokenizer() if spec.text_weights == "smollm2" else byte_tokenizer()
+    smollm2 = spec.text_weights == "smollm2"
+    tokenizer = smollm2_tokenizer() if smollm2 else byte_tokenizer()
+    pretrained = load_pretrained_llama() if smollm2 else None
     build = _idefics3 if spec.architecture == "idefics3" else _paligemma
-    model, processor = build(spec, tokenizer)
-    if spec.text_weights == "smollm2":
-        log.info("text model initialised from SmolLM2-135M: %d tensors", copy_smollm2_weights(model))
+    model, processor = build(spec, tokenizer, pretrained)
+    if smollm2:
+        copied = copy_smollm2_weights(model, pretrained)
+        log.info("text model initialised from SmolLM2-135M: %d tensors", copied)
     folder = Path(folder)
     staged = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(staged)
