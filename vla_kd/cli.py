@@ -55,15 +55,14 @@ def main(argv: list[str] | None = None) -> int:
             raise unknown_name("command", command, {**COMMANDS, **PLAIN_COMMANDS})
         module = importlib.import_module(COMMANDS[command][0])
 
+        overrides = expand_model_options(overrides, getattr(module, "MODEL_NODES", ()))
         hydra_flags = [a for a in overrides if a.startswith("-")]
         plain = [a for a in overrides if not a.startswith("-") and not _is_flag_value(a, overrides)]
         if "--help" not in hydra_flags and "-h" not in hydra_flags:
-            nodes = getattr(module, "MODEL_NODES", ())
-            check_overrides(module.CONFIG_NAME, expand_model_options(plain, nodes))
+            check_overrides(module.CONFIG_NAME, plain)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    overrides = expand_model_options(overrides, getattr(module, "MODEL_NODES", ()))
     sys.argv = [f"vla-kd {command}", *overrides]
     module.main()
     return 0

@@ -70,20 +70,25 @@ def load_hf_vla(folder: str | Path, trust_remote_code: bool = False, dtype: str 
     """
 
     check_checkpoint(folder)
+    return from_auto_classes(folder, AUTO_CLASSES, trust_remote_code, dtype, "")
+
+
+def from_auto_classes(folder: str | Path, names, trust_remote_code: bool, dtype: str, kind: str):
+    """The model of the first transformers Auto class of ``names`` that loads ``folder`` (offline,
+    in eval mode); one line naming every class's reason when none does (``kind``: what was
+    wanted, e.g. " as an image-text-to-text model")."""
     errors = []
-    for name in AUTO_CLASSES:
+    for name in names:
         auto = getattr(transformers, name, None)
         if auto is None:
             continue
         try:
-            model = auto.from_pretrained(
-                str(folder), local_files_only=True, trust_remote_code=trust_remote_code,
-                dtype=getattr(torch, dtype),
-            )
+            model = auto.from_pretrained(str(folder), local_files_only=True,
+                                         trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype))
             return model.eval()
         except (ValueError, KeyError, OSError) as err:  # architecture not handled by this Auto class
             errors.append(f"{name}: {str(err).splitlines()[0]}")
-    raise UserError(f"transformers cannot load '{folder}': " + "; ".join(errors))
+    raise UserError(f"transformers cannot load '{folder}'{kind}: " + "; ".join(errors))
 
 
 def load_vlm(folder: str | Path, trust_remote_code: bool = False, dtype: str = "float32"):
@@ -103,21 +108,8 @@ def load_vlm(folder: str | Path, trust_remote_code: bool = False, dtype: str = "
         raise UserError(f"'{folder}' ships its own modelling code ({config.get('architectures')}): "
                         "load it only if you trust it, with model.trust_remote_code=true")
     names = ["AutoModelForImageTextToText"] + (["AutoModelForVision2Seq"] if trust_remote_code else [])
-    errors = []
-    for name in names:
-        auto = getattr(transformers, name, None)
-        if auto is None:
-            continue
-        try:
-            model = auto.from_pretrained(str(folder), local_files_only=True,
-                                         trust_remote_code=trust_remote_code, dtype=getattr(torch, dtype))
-            break
-        except (ValueError, KeyError, OSError) as err:  # not an architecture this Auto class maps
-            errors.append(str(err).splitlines()[0])
-    else:
-        kind = config.get("model_type", "?")
-        raise UserError(f"transformers cannot load '{folder}' (model_type {kind}) as an "
-                        f"image-text-to-text model: {'; '.join(errors)}")
+    kind = f" (model_type {config.get('model_type', '?')}) as an image-text-to-text model"
+    model = from_auto_classes(folder, names, trust_remote_code, dtype, kind)
     # Without torchvision (which the CPU torch cannot sit beside) transformers falls back to the
     # PIL image processors and warns about it on every load; the fallback is the intended one.
     verbosity = transformers.logging.get_verbosity()
@@ -133,7 +125,7 @@ def load_vlm(folder: str | Path, trust_remote_code: bool = False, dtype: str = "
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
         raise UserError(f"'{folder}': its processor ({type(processor).__name__}) does not take images "
                         "and text")
-    return model.eval(), processor
+    return model, processor
 
 
 def action_vocab_end(processor, model, folder, n_bins: int = 256) -> int:

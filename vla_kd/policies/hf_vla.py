@@ -171,7 +171,7 @@ class HFVLA(TokenPolicy):
 
     def bin_token_ids(self, bins: torch.Tensor) -> torch.Tensor:
         """Bins ``[0, n_bins)`` -> vocabulary ids (bin ``k`` is ``action_vocab_end - 1 - k``)."""
-        return self.config.action_vocab_end - 1 - bins.long()
+        return self.bin_ids[bins.long()]
 
     @staticmethod
     def extend(inputs: dict, ids: torch.Tensor, prefix: bool) -> dict:
@@ -189,11 +189,18 @@ class HFVLA(TokenPolicy):
         """The vocabulary logits of the action ids, as ``(..., n_bins)`` in bin order."""
         return logits.index_select(-1, self.bin_ids).float()
 
-    def forward_model(self, inputs: dict, **kwargs):
-        """The VLM's forward with positions from the attention mask (left padding skipped)."""
+    def forward_model(self, inputs: dict, position_ids: torch.Tensor | None = None, **kwargs):
+        """The VLM's forward; positions from the attention mask (left padding skipped) unless
+        given, and only to a model that takes them."""
         if "position_ids" in self.accepted_inputs:
-            kwargs.setdefault("position_ids", positions(inputs["attention_mask"]))
+            if position_ids is None:
+                position_ids = positions(inputs["attention_mask"])
+            kwargs["position_ids"] = position_ids
         return self.vlm(**inputs, **kwargs)
+
+    def own_state(self) -> dict[str, torch.Tensor]:
+        """The tensors that are the policy's own, not the VLM's: the bins, a student's added layers."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("vlm.")}
 
     # ------------------------------------------------------------- the protocol
     def encode(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> tuple[dict, None]:
@@ -262,8 +269,7 @@ class HFVLA(TokenPolicy):
     def fresh_copy(self) -> HFVLA:
         fresh = type(self.hf_model)(self.hf_model.config)
         policy = type(self)(self.config, fresh, self.processor)
-        policy.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("vlm.")},
-                               strict=False)
+        policy.load_state_dict(self.own_state(), strict=False)
         return policy
 
     @property
@@ -275,8 +281,7 @@ class HFVLA(TokenPolicy):
 
     # ------------------------------------------------------------- save / load
     def write_weights(self, folder: Path) -> None:
-        own = {k: v.contiguous() for k, v in self.state_dict().items() if not k.startswith("vlm.")}
-        save_file(own, str(folder / OWN_WEIGHTS))
+        save_file({k: v.contiguous() for k, v in self.own_state().items()}, str(folder / OWN_WEIGHTS))
         model = self.hf_model
         if model is not self.vlm:  # LoRA: the frozen base weights under their own names, and the adapter
             base = {k.replace(".base_layer.", "."): v
@@ -311,7 +316,7 @@ class HFVLA(TokenPolicy):
             own = load_file(str(path))
         except Exception as err:  # safetensors raises several error types for a bad file
             raise UserError(f"'{path}' is missing or corrupt: {err}") from None
-        expected = {k for k in policy.state_dict() if not k.startswith("vlm.")}
+        expected = set(policy.own_state())
         if set(own) != expected:
             differing = sorted(set(own) ^ expected)[:3]
             raise UserError(f"'{path}' does not match the policy (differs in {differing})")

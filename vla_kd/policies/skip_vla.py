@@ -247,8 +247,7 @@ class SkipHFVLA(LayerSkipping, HFVLA):
         """A student with a copy of ``teacher``'s VLM and bins (adapters fresh)."""
         config = SkipHFVLAConfig(**dataclasses.asdict(teacher.config), **fields)
         student = cls(config, copy.deepcopy(teacher.hf_model), teacher.processor)
-        own = {k: v for k, v in teacher.state_dict().items() if not k.startswith("vlm.")}
-        student.load_state_dict(own, strict=False)
+        student.load_state_dict(teacher.own_state(), strict=False)
         return student
 
 

@@ -34,9 +34,8 @@ class VLMSession(DecodingSession):
         k = tokens.shape[1]
         self.mask = torch.cat([self.mask, torch.ones_like(tokens)], dim=1)
         position_ids = self.next_position[:, None] + torch.arange(k, device=tokens.device)
-        kwargs = {"position_ids": position_ids} if "position_ids" in self.policy.accepted_inputs else {}
-        out = self.policy.vlm(input_ids=self.policy.bin_token_ids(tokens), attention_mask=self.mask,
-                              past_key_values=self.cache, use_cache=True, **kwargs)
+        inputs = {"input_ids": self.policy.bin_token_ids(tokens), "attention_mask": self.mask}
+        out = self.policy.forward_model(inputs, position_ids, past_key_values=self.cache, use_cache=True)
         self.next_position = self.next_position + k
         return self.policy.bin_logits(out.logits)
 
