@@ -143,6 +143,35 @@ def fixed_batch(policy: HFVLA, seed: int = 0) -> dict:
             "action_is_pad": torch.zeros(3, 2, dtype=torch.bool)}
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_auxiliary_pose_head_learns_from_the_image_and_saves(vlm_folders, arch, tmp_path):
+    policy = make_policy(vlm_folders[arch], sharpen=False, aux_state_dim=4)
+    policy.aux_norm.fit({"mean": np.full(4, 0.5), "std": np.full(4, 2.0)})
+    batch = fixed_batch(policy)
+    batch["observation.environment_state"] = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    method = TokenBC(policy, shift_pad=0, aux_weight=1.0)
+    optimizer = torch.optim.AdamW(list(method.parameters()), lr=3e-3)
+    policy.train()
+    first = None
+    for step in range(30):
+        loss, logs = method.loss(batch, step)
+        first = first if first is not None else logs["losses/aux_privileged"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert logs["losses/aux_privileged"] < 0.5 * first, (first, logs)
+    # The summary is the image's: another image, another summary; nothing of it at inference.
+    inputs, summary = policy.encode(*observations())
+    other, other_summary = policy.encode(*observations(seed=1))
+    assert summary.shape == (3, policy.hf_model.config.get_text_config().hidden_size)
+    assert not torch.allclose(summary, other_summary)
+    assert policy.eval().encode(*observations())[1] is None
+    policy.save_pretrained(tmp_path / "aux")
+    loaded = HFVLA.from_pretrained(tmp_path / "aux")
+    assert torch.equal(loaded.aux_head.weight, policy.aux_head.weight)
+    assert torch.equal(loaded.aux_norm.std, policy.aux_norm.std)
+
+
 def test_lora_fine_tune_lowers_the_loss_and_leaves_the_base_weights(vlm_folders, tmp_path):
     policy = make_policy(vlm_folders["idefics3"], sharpen=False, lora_rank=8, lora_alpha=16.0)
     base_before = {k: v.clone() for k, v in policy.hf_model.state_dict().items() if "lora_" not in k}

@@ -79,7 +79,7 @@ def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
         policy.set_normalization(state_stats, dataset.actions, aux_stats)
         return policy
     if model.type == "hf_vla":
-        return build_hf_vla(model, dataset, state_dim, features)
+        return build_hf_vla(model, dataset, state_dim, features, aux_dim, aux_stats)
     if model.type == "diffusion_action_expert":
         expert_cameras, expert_image_size = dataset.cameras(model.cameras)
         policy = DiffusionActionExpert(ActionExpertConfig(
@@ -94,7 +94,9 @@ def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
     raise unknown_name("model", model.type, MODEL_SCHEMAS)
 
 
-def build_hf_vla(model, dataset: LeRobotDataset, state_dim: int, features) -> HFVLA:
+def build_hf_vla(
+    model, dataset: LeRobotDataset, state_dim: int, features, aux_dim: int, aux_stats: dict | None
+) -> HFVLA:
     """A user's pretrained VLM (``model.checkpoint``) as an ``hf_vla`` policy for the dataset."""
     if not model.checkpoint:
         raise UserError("model=hf_vla needs model.checkpoint=<a local Hugging Face VLM folder> "
@@ -104,7 +106,8 @@ def build_hf_vla(model, dataset: LeRobotDataset, state_dim: int, features) -> HF
         state_dim=state_dim, horizon=model.horizon, cameras=cameras, image_size=image_size,
         state_features=features, prompt=model.prompt, trust_remote_code=model.trust_remote_code,
         dtype=model.dtype, lora_rank=model.lora_rank, lora_alpha=model.lora_alpha,
-        lora_dropout=model.lora_dropout, lora_targets=tuple(model.lora_targets),
+        lora_dropout=model.lora_dropout, lora_targets=tuple(model.lora_targets), aux_state_dim=aux_dim,
     ))
-    policy.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, dataset.states)
+    policy.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, dataset.states,
+                             aux_stats)
     return policy

@@ -10,6 +10,10 @@ OpenVLA way.
   percentiles, written as one of the same 256 bin tokens (as pi0.5 and FAST write their
   discretised state into the prompt). No weights are added to the model, so the folder it is
   saved to stays an ordinary Hugging Face folder.
+* Optionally (``aux_state_dim > 0``, training only) a linear head on the mean of the model's
+  projected image features predicts the frame's object/goal poses, as the TokenVLA's auxiliary
+  head: on a few dozen demonstrations it makes the image tokens carry where the cube and the
+  goal are, which the proprio tokens cannot tell. It is the policy's own tensor, not the VLM's.
 
 A saved policy is the suite's ``config.json`` and ``policy.safetensors`` (bins, added layers) beside the
 model's own ``save_pretrained`` folder ``vlm/`` (and, while LoRA adapters are not yet merged,
@@ -74,6 +78,9 @@ class HFVLAConfig:
     exit_max_changed: int | None = None
     exit_max_bin_change: int | None = None
     exit_max_iterations: int | None = None
+    #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
+    #: the image features while training; 0: no head
+    aux_state_dim: int = 0
 
     @property
     def state_tokens(self) -> int:
@@ -98,6 +105,10 @@ class HFVLA(TokenPolicy):
         #: the arguments its forward takes by name (architectures differ: token_type_ids, ...)
         self.accepted_inputs = set(inspect.signature(self.hf_model.forward).parameters)
         self.prefix_length = 0
+        if config.aux_state_dim:
+            width = self.hf_model.config.get_text_config().hidden_size
+            self.aux_head = nn.Linear(width, config.aux_state_dim)
+            self.aux_norm = Standardizer(config.aux_state_dim)
 
     # ------------------------------------------------------------- construction
     @classmethod
@@ -137,11 +148,16 @@ class HFVLA(TokenPolicy):
         """The transformers model itself (inside peft's wrapper while LoRA trains)."""
         return self.vlm.get_base_model() if hasattr(self.vlm, "get_base_model") else self.vlm
 
-    def set_normalization(self, state_stats: dict, actions: np.ndarray, states: np.ndarray) -> None:
-        """Fit the action and proprio bins (1st/99th percentiles) and the proprio noise scale."""
+    def set_normalization(
+        self, state_stats: dict, actions: np.ndarray, states: np.ndarray, aux_stats: dict | None = None
+    ) -> None:
+        """Fit the action and proprio bins (1st/99th percentiles), the proprio noise scale and,
+        given ``aux_stats``, the auxiliary head's target standardiser."""
         self.tokenizer.fit(torch.as_tensor(actions))
         self.state_bins.fit(torch.as_tensor(states))
         self.state_norm.fit(state_stats)
+        if self.config.aux_state_dim and aux_stats is not None:
+            self.aux_norm.fit(aux_stats)
 
     # ------------------------------------------------------------- prompt
     def prompt(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> dict:
@@ -203,8 +219,24 @@ class HFVLA(TokenPolicy):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("vlm.")}
 
     # ------------------------------------------------------------- the protocol
-    def encode(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> tuple[dict, None]:
-        return self.prompt(rgb, state, instructions), None
+    def encode(
+        self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
+    ) -> tuple[dict, torch.Tensor | None]:
+        inputs = self.prompt(rgb, state, instructions)
+        # the auxiliary head's input only while it trains: it runs the vision tower once more
+        summary = self.image_summary(inputs) if self.config.aux_state_dim and self.training else None
+        return inputs, summary
+
+    def image_summary(self, inputs: dict) -> torch.Tensor:
+        """The mean of each row's projected image features ``(B, text hidden)``, from the model's
+        own ``get_image_features``."""
+        extra = {"pixel_attention_mask": inputs["pixel_attention_mask"]} if "pixel_attention_mask" in inputs else {}
+        features = self.hf_model.get_image_features(inputs["pixel_values"], **extra)
+        features = getattr(features, "pooler_output", features)
+        if isinstance(features, (list, tuple)):  # Idefics3: one (tokens, hidden) per row
+            return torch.stack([f.mean(0) for f in features]).float()
+        rows = len(inputs["input_ids"])  # PaliGemma: (rows x cameras, tokens, hidden)
+        return features.reshape(rows, -1, features.shape[-1]).mean(1).float()
 
     def token_logits(
         self, rgb: CameraImages, state: torch.Tensor, instructions: list[str], tokens: torch.Tensor,

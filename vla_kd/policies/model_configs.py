@@ -139,16 +139,17 @@ class HFVLAModel:
     label_sigma: float = 2.0  # Gaussian-smoothed token targets, in bins (0 = OpenVLA's plain cross-entropy)
     state_noise: float = 0.1  # proprio noise before it is binned, in feature std units
     token_corruption: float = 0.5  # teacher-forced input action tokens replaced by random bins
-    aux_privileged_weight: float = 0.0  # not available for hf_vla (no auxiliary head)
+    #: > 0: also predict the privileged object/goal poses from the image features (training only;
+    #: a linear head beside the VLM, saved in policy.safetensors)
+    aux_privileged_weight: float = 0.0
 
     def __post_init__(self) -> None:
         at_least(self, 1, "horizon")
-        at_least(self, 0, "lora_rank", "shift_pad", "label_sigma", "state_noise", "state_features")
+        at_least(self, 0, "lora_rank", "shift_pad", "label_sigma", "state_noise", "state_features",
+                 "aux_privileged_weight")
         at_least(self, 0.0, "lora_alpha")
         fraction(self, "lora_dropout", "token_corruption")
         one_of(self, "dtype", ("float32", "bfloat16", "float16"))
-        if self.aux_privileged_weight:
-            raise ConfigValueError("aux_privileged_weight", "hf_vla has no auxiliary pose head: keep it 0")
         if "{instruction}" not in self.prompt:
             raise ConfigValueError("prompt", "must contain {instruction}")
 
