@@ -161,8 +161,8 @@ def test_auxiliary_pose_head_learns_from_the_image_and_saves(vlm_folders, arch, 
         optimizer.step()
     assert logs["losses/aux_privileged"] < 0.5 * first, (first, logs)
     # The summary is the image's: another image, another summary; nothing of it at inference.
-    inputs, summary = policy.encode(*observations())
-    other, other_summary = policy.encode(*observations(seed=1))
+    summary = policy.encode(*observations())[1]
+    other_summary = policy.encode(*observations(seed=1))[1]
     assert summary.shape == (3, policy.hf_model.config.get_text_config().hidden_size)
     assert not torch.allclose(summary, other_summary)
     assert policy.eval().encode(*observations())[1] is None

@@ -230,7 +230,7 @@ class HFVLA(TokenPolicy):
     def image_summary(self, inputs: dict) -> torch.Tensor:
         """The mean of each row's projected image features ``(B, text hidden)``, from the model's
         own ``get_image_features``."""
-        extra = {"pixel_attention_mask": inputs["pixel_attention_mask"]} if "pixel_attention_mask" in inputs else {}
+        extra = {k: inputs[k] for k in ("pixel_attention_mask",) if k in inputs}
         features = self.hf_model.get_image_features(inputs["pixel_values"], **extra)
         features = getattr(features, "pooler_output", features)
         if isinstance(features, (list, tuple)):  # Idefics3: one (tokens, hidden) per row
