@@ -1,7 +1,7 @@
-"""``vla-kd bench``: a TokenVLA's decoders side by side (greedy AR, training-free Jacobi, a CEED
-student's Jacobi with and without early exit), a DySL student's paths on replayed
-demonstrations, an aligned VLA beside them; optionally each one's success for the
-success-vs-latency plot."""
+"""``vla-kd bench``: a token teacher's decoders (TokenVLA or ``hf_vla``) side by side (greedy AR,
+training-free Jacobi, a CEED student's Jacobi with and without early exit), a DySL student's
+paths on replayed demonstrations, an aligned VLA beside them; optionally each one's success
+for the success-vs-latency plot."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from vla_kd.envs.from_config import env_kwargs
 from vla_kd.errors import UserError
 from vla_kd.evaluator import EvalConfig, evaluate_policy
 from vla_kd.policies.loading import load_policy
+from vla_kd.policies.registry import SKIP_POLICY_TYPES, TOKEN_POLICY_TYPES
 from vla_kd.policies.skip_vla import with_settings
 from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 
@@ -51,8 +52,8 @@ def observations(cfg: DictConfig, data, cameras: tuple[str, ...], image_size: in
 
 
 def load_pair(teacher: str, student: str | None):
-    """A TokenVLA teacher and its CEED student (or None)."""
-    load = partial(load_policy, expected_type="token_vla", user="vla-kd bench")
+    """A token teacher (TokenVLA or hf_vla) and its CEED student (or None)."""
+    load = partial(load_policy, expected_type=TOKEN_POLICY_TYPES, user="vla-kd bench")
     return load(teacher, role="teachers"), (load(student, role="students") if student else None)
 
 
@@ -121,7 +122,7 @@ def run_bench(cfg: DictConfig) -> dict:
                     for k in ("success_rate", "ci95", "episodes", "policy_stats") if k in summary
                 }
         if thresholds and success:
-            full_flops = load_policy(str(dysl_students[i]), "skip_vla").trunk_flops("full")
+            full_flops = load_policy(str(dysl_students[i]), SKIP_POLICY_TYPES).trunk_flops("full")
             sweep.extend(sweep_rows(skip_timing, success, thresholds, full_flops))
     doc = {
         "decoders": rows,
@@ -155,7 +156,7 @@ def bench_layer_skipping(cfg: DictConfig, dataset, teacher, folder: str) -> tupl
     """The DySL student at ``folder`` against ``teacher`` on replayed demonstrations: every timed
     row (the teacher's ``ar`` among them), the student's settings to evaluate (name -> model view)
     and, for a threshold sweep (``dysl_quantiles``), each setting's thresholds."""
-    student = load_policy(folder, "skip_vla", "dysl_students", "vla-kd bench")
+    student = load_policy(folder, SKIP_POLICY_TYPES, "dysl_students", "vla-kd bench")
     frames = replay_frames(
         dataset, student.config.horizon, student.config.history, int(cfg.replay_calls), student.cameras
     )

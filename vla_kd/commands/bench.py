@@ -39,7 +39,7 @@ class BenchCommandConfig:
 
     maniskill: Any = MISSING
     libero: Any = MISSING
-    teachers: list[str] = MISSING  # token_vla folders, e.g. [runs/a/teacher] (one per chunk size)
+    teachers: list[str] = MISSING  # token_vla or hf_vla folders, e.g. [runs/a/teacher] (one per chunk size)
     #: matching CEED student folders (or null entries)
     students: list[str | None] = field(default_factory=list)
     #: matching DySL (skip_vla) folders; needs dataset=

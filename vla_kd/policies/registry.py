@@ -21,6 +21,8 @@ POLICY_TYPES: dict[str, str] = {
 #: the policies that implement the token-teacher protocol (vla_kd.policies.token_policy): every
 #: token-level distillation method takes any of them as its teacher
 TOKEN_POLICY_TYPES = ("token_vla", "hf_vla")
+#: the DySL students of those teachers
+SKIP_POLICY_TYPES = ("skip_vla", "skip_hf_vla")
 
 
 def check_policy_type(policy_type: str, where: str) -> None:
