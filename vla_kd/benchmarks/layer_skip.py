@@ -87,7 +87,7 @@ def time_layer_skipping(teacher, views: dict, frames: list, warmup: int = 5) -> 
 
     calls = len(frames)
     times = round_robin_seconds({name: (lambda n=name: call(n)) for name in paths}, calls, warmup)
-    n, layers = student.n_action_tokens, student.config.layers
+    n, layers = student.n_action_tokens, student.trunk_shape.layers
     informative = len(student.informative_layers)
     depth = {"full": layers, "skip": informative, "skip+full": (informative * 7 + layers * n) / n}
     results = []
