@@ -1,5 +1,6 @@
 """Every distillation method takes a Hugging Face VLM (``hf_vla``) as its teacher, through the same
 ``vla-kd train method=<name> teacher=<folder>`` as with the TokenVLA: a few steps each."""
+
 from __future__ import annotations
 
 import json
@@ -74,16 +75,26 @@ def test_ceed_student_is_a_jacobi_copy_of_the_hf_teacher(dataset_and_teacher):
 
 def test_method_ceed_with_an_hf_teacher(dataset_and_teacher, tmp_path):
     dataset, teacher = dataset_and_teacher
-    proc = run_cli("train", "method=ceed", f"teacher={teacher}", f"dataset={dataset.root}", *COMMON,
-                   f"output={tmp_path / 'student'}", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "train",
+        "method=ceed",
+        f"teacher={teacher}",
+        f"dataset={dataset.root}",
+        *COMMON,
+        f"output={tmp_path / 'student'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["model"] == "hf_vla" and summary["steps"] == 4 and summary["jacobi_trajectories"] > 0
     saved = json.loads((tmp_path / "student" / "config.json").read_text())
     assert saved["policy_type"] == "hf_vla" and saved["config"]["decoding"] == "jacobi"
     student = HFVLA.from_pretrained(tmp_path / "student")
-    obs = {"rgb": np.zeros((2, 64, 64, 3), np.uint8), "state": np.zeros((2, 5), np.float32),
-           "instruction": ["push the cube"] * 2}
+    obs = {
+        "rgb": np.zeros((2, 64, 64, 3), np.uint8),
+        "state": np.zeros((2, 5), np.float32),
+        "instruction": ["push the cube"] * 2,
+    }
     assert student.act(obs).shape == (2, 7)
 
 
@@ -91,15 +102,62 @@ def test_method_ceed_with_an_hf_teacher(dataset_and_teacher, tmp_path):
 def test_method_rpd_with_an_hf_teacher(pushcube_demos, tmp_path):
     teacher = saved_teacher(tmp_path, LeRobotDataset(pushcube_demos, action_horizon=2))
     proc = run_cli(
-        "train", "method=rpd", f"teacher={teacher}", "env=maniskill/PushCube-v1", "tracker=none",
-        "method.num_envs=1", "method.progress=false", "method.total_timesteps=64", "method.ppo.n_steps=64",
-        "method.ppo.batch_size=32", "method.ppo.n_epochs=1", "method.validation.every=0",
-        "eval.episodes=1", "eval.workers=1", "eval.max_episode_steps=5", f"hydra.run.dir={tmp_path / 'run'}",
+        "train",
+        "method=rpd",
+        f"teacher={teacher}",
+        "env=maniskill/PushCube-v1",
+        "tracker=none",
+        "method.num_envs=1",
+        "method.progress=false",
+        "method.total_timesteps=64",
+        "method.ppo.n_steps=64",
+        "method.ppo.batch_size=32",
+        "method.ppo.n_epochs=1",
+        "method.validation.every=0",
+        "eval.episodes=1",
+        "eval.workers=1",
+        "eval.max_episode_steps=5",
+        f"hydra.run.dir={tmp_path / 'run'}",
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["env_steps"] == 64 and summary["eval/episodes"] == 1
+
+
+@requires_maniskill
+def test_method_opd_with_an_hf_teacher_and_a_token_student(pushcube_demos, tmp_path):
+    # A fresh TokenVLA student takes the hf teacher's bins and learns the reverse KL along its
+    # own sampled tokens on the states it reached.
+    teacher = saved_teacher(tmp_path, LeRobotDataset(pushcube_demos, action_horizon=2))
+    proc = run_cli(
+        "train",
+        "method=opd",
+        f"teacher={teacher}",
+        "env=maniskill/PushCube-v1",
+        f"dataset={pushcube_demos}",
+        "model=token_vla_tiny",
+        "model.horizon=2",
+        "model.aux_privileged_weight=0",
+        "method.rounds=2",
+        "method.episodes_per_round=1",
+        "method.max_episode_steps=6",
+        "method.steps_per_round=2",
+        "method.validation_episodes=1",
+        "method.workers=1",
+        *COMMON,
+        "eval.episodes=1",
+        "eval.workers=1",
+        "eval.max_episode_steps=4",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert [r["decisions"] for r in rounds] == [3, 3]  # 6 steps, 2 actions per decision
+    assert "losses/token_reverse_kl" in rounds[-1] and "train/student_token_entropy" in rounds[-1]
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["student"] == "token_vla" and summary["eval/episodes"] == 1
 
 
 def skip_student_of(folder, **fields):
@@ -117,8 +175,11 @@ def test_dysl_student_of_an_hf_teacher_skips_its_decoder_layers(
     dataset_and_teacher, paligemma_teacher, architecture
 ):
     dataset, idefics3 = dataset_and_teacher
-    teacher, student = skip_student_of(idefics3 if architecture == "idefics3" else paligemma_teacher,
-                                       prior_threshold=10.0, post_threshold=10.0)
+    teacher, student = skip_student_of(
+        idefics3 if architecture == "idefics3" else paligemma_teacher,
+        prior_threshold=10.0,
+        post_threshold=10.0,
+    )
     assert isinstance(student, SkipHFVLA) and len(student.adapters) == 1
     # Rows of different prompt lengths: the left padding must survive row selection.
     rgb, state, texts = batch_of(dataset, [0, 1, 2, 3], ["push the cube", "push", "push the cube", "go"])
@@ -143,23 +204,45 @@ def test_dysl_student_of_an_hf_teacher_skips_its_decoder_layers(
 
 def test_method_dysl_with_an_hf_teacher(dataset_and_teacher, tmp_path):
     dataset, teacher = dataset_and_teacher
-    proc = run_cli("train", "method=dysl", f"teacher={teacher}", f"dataset={dataset.root}", *COMMON,
-                   "method.stage1_steps=2", "method.stage2_steps=2", "method.importance_frames=8",
-                   "method.history=2", f"output={tmp_path / 'student'}", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(
+        "train",
+        "method=dysl",
+        f"teacher={teacher}",
+        f"dataset={dataset.root}",
+        *COMMON,
+        "method.stage1_steps=2",
+        "method.stage2_steps=2",
+        "method.importance_frames=8",
+        "method.history=2",
+        f"output={tmp_path / 'student'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["model"] == "skip_hf_vla" and summary["steps"] == 4
     assert summary["layer_roles"][0] == INFORMATIVE and summary["layer_roles"].count(INFORMATIVE) == 2
     student = PretrainedPolicy.from_pretrained(tmp_path / "student")
     assert isinstance(student, SkipHFVLA) and student.roles == summary["layer_roles"]
-    obs = {"rgb": np.zeros((2, 64, 64, 3), np.uint8), "state": np.zeros((2, 5), np.float32),
-           "instruction": ["push the cube"] * 2}
+    obs = {
+        "rgb": np.zeros((2, 64, 64, 3), np.uint8),
+        "state": np.zeros((2, 5), np.float32),
+        "instruction": ["push the cube"] * 2,
+    }
     assert student.act(obs).shape == (2, 7)
 
 
 def saved_expert(root, dataset):
-    expert = DiffusionActionExpert(ActionExpertConfig(state_dim=5, horizon=2, image_size=64, features=16,
-                                                      hidden=32, train_timesteps=20, inference_steps=4))
+    expert = DiffusionActionExpert(
+        ActionExpertConfig(
+            state_dim=5,
+            horizon=2,
+            image_size=64,
+            features=16,
+            hidden=32,
+            train_timesteps=20,
+            inference_steps=4,
+        )
+    )
     expert.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"))
     return expert.save_pretrained(root / "expert")
 
@@ -190,15 +273,64 @@ def test_aligned_student_reads_the_hf_vlm_after_its_prompt(dataset_and_teacher, 
 
 def test_method_align_with_an_hf_teacher(dataset_and_teacher, tmp_path):
     dataset, teacher = dataset_and_teacher
-    common = ("train", "method=align", f"teacher={teacher}", f"expert={saved_expert(tmp_path, dataset)}",
-              f"dataset={dataset.root}", "tracker=none", "trainer.progress=false", "trainer.batch_size=4",
-              "method.stage1_steps=2", "method.stage2_steps=2", "method.mapper_hidden=16",
-              "method.top_layers=1", "method.stage2_parts=[mapper,vision]")
+    common = (
+        "train",
+        "method=align",
+        f"teacher={teacher}",
+        f"expert={saved_expert(tmp_path, dataset)}",
+        f"dataset={dataset.root}",
+        "tracker=none",
+        "trainer.progress=false",
+        "trainer.batch_size=4",
+        "method.stage1_steps=2",
+        "method.stage2_steps=2",
+        "method.mapper_hidden=16",
+        "method.top_layers=1",
+        "method.stage2_parts=[mapper,vision]",
+    )
     for stage in ("both", "scratch"):
-        proc = run_cli(*common, f"method.stage={stage}", f"output={tmp_path / stage}",
-                       f"hydra.run.dir={tmp_path / 'r' / stage}")
+        proc = run_cli(
+            *common,
+            f"method.stage={stage}",
+            f"output={tmp_path / stage}",
+            f"hydra.run.dir={tmp_path / 'r' / stage}",
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         summary = json.loads((tmp_path / "r" / stage / "train_summary.json").read_text())
         assert summary["steps"] == 4 and summary["model"] == "aligned_vla"
         saved = json.loads((tmp_path / stage / "config.json").read_text())
         assert saved["config"]["vlm_type"] == "hf_vla"
+
+
+def test_bench_times_an_hf_teacher_beside_its_ceed_and_dysl_students(dataset_and_teacher, tmp_path):
+    dataset, folder = dataset_and_teacher
+    _, dysl = skip_student_of(folder)
+    dysl.save_pretrained(tmp_path / "dysl")
+    out = tmp_path / "bench.json"
+    proc = run_cli(
+        "bench",
+        f"teachers=[{folder}]",
+        f"students=[{folder}]",
+        f"dysl_students=[{tmp_path / 'dysl'}]",
+        f"dataset={dataset.root}",
+        "replay_calls=3",
+        "batch_sizes=[1]",
+        "calls=2",
+        "warmup=1",
+        f"output_json={out}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["decoders"]
+    assert {r["decoder"] for r in rows} == {
+        "ar",
+        "jacobi",
+        "jacobi_early_exit",
+        "ceed",
+        "ceed_early_exit",
+        "dysl_full",
+        "dysl_skip",
+        "dysl_guided",
+    }
+    skip = next(r for r in rows if r["decoder"] == "dysl_skip")
+    assert skip["layers_mean"] == 2.0 and skip["flops_reduction_vs_ar"] > 1.0  # 2 of the 3 layers

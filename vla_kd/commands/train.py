@@ -1,5 +1,5 @@
 """``vla-kd train method=<name> ...``: train a student with one of the registered methods
-(``bc``, ``rpd``, ``ppo``, ``ceed``, ``dysl``, ``align``), save it, evaluate it on held-out seeds."""
+(``bc``, ``rpd``, ``ppo``, ``ceed``, ``dysl``, ``align``, ``opd``), save it, evaluate it on held-out seeds."""
 from __future__ import annotations
 
 import json
@@ -32,6 +32,7 @@ class TrainCommandConfig:
     #: rpd: a saved policy folder or `scripted`; ceed, dysl, align: a token_vla folder
     teacher: str | None = None
     expert: str | None = None  # align: the diffusion action expert folder whose decoder is reused
+    student: str | None = None  # opd: a saved student folder to refine (null: a fresh `model`)
     seed: int | None = None  # set: the run's seed everywhere (trainer.seed, and the RL method's seed)
     output: str = "${hydra:runtime.output_dir}/policy"  # where the trained policy is saved
     eval: EvalConfig = field(default_factory=EvalConfig)  # held-out evaluation after training
@@ -48,7 +49,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 cfg.method.seed = cfg.seed
     ctx = runner.make_context(
         cfg, cfg.method, cfg.trainer, run_dir, Path(cfg.output), job="train",
-        teacher=cfg.teacher, expert=cfg.expert, dataset=cfg.dataset, env=cfg.env,
+        teacher=cfg.teacher, expert=cfg.expert, dataset=cfg.dataset, env=cfg.env, student=cfg.student,
         model=OmegaConf.to_object(cfg.model),
     )
     summary, _ = runner.train(ctx)

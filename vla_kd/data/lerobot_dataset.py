@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from vla_kd.data.lerobot_writer import ACTION, ENV_STATE, STATE
+from vla_kd.data.lerobot_writer import ACTION, ACTION_CHUNK, ENV_STATE, STATE
 from vla_kd.errors import UserError
 
 
@@ -48,6 +48,14 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.states = _stack(frames[STATE])
         self.actions = _stack(frames[ACTION])
         self.env_states = _stack(frames[ENV_STATE]) if ENV_STATE in frames.column_names else None
+        #: (N, H, 7) labelled chunks, where each frame carries its own (an on-policy aggregate)
+        self.chunk_labels = None
+        if ACTION_CHUNK in frames.column_names:
+            flat = _stack(frames[ACTION_CHUNK])
+            self.chunk_labels = flat.reshape(len(self.actions), -1, self.actions.shape[1])
+            if self.chunk_labels.shape[1] < action_horizon:
+                raise UserError(f"'{self.root}' labels {self.chunk_labels.shape[1]}-action chunks; "
+                                f"{action_horizon} were asked for")
         self.episode_index = frames["episode_index"].to_numpy()
         self.frame_index = frames["frame_index"].to_numpy()
         self.task_index = frames["task_index"].to_numpy()
@@ -111,7 +119,10 @@ class LeRobotDataset(torch.utils.data.Dataset):
         return len(self.states)
 
     def action_chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Actions ``index .. index+H-1`` of the frame's episode and the padding mask."""
+        """Actions ``index .. index+H-1`` of the frame's episode and the padding mask (or the
+        frame's own labelled chunk, where the dataset has them)."""
+        if self.chunk_labels is not None:
+            return self.chunk_labels[index, : self.action_horizon], np.zeros(self.action_horizon, bool)
         stop = min(index + self.action_horizon, int(self._episode_end[index]))
         chunk = self.actions[index:stop]
         pad = self.action_horizon - len(chunk)

@@ -32,6 +32,9 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 STATE, ACTION, ENV_STATE = "observation.state", "action", "observation.environment_state"
+#: a whole labelled action chunk per frame (H x 7, flat), for data whose label is not the next H
+#: executed actions: a teacher's chunk at a state its student reached (on-policy distillation)
+ACTION_CHUNK = "action.chunk"
 ACTION_NAMES = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 
 
@@ -97,6 +100,7 @@ class LeRobotWriter:
         action_dim: int = 7,
         overwrite: bool = False,
         video_crf: int = 18,
+        chunk_horizon: int | None = None,
     ) -> None:
         self.root = Path(root)
         if self.root.exists() and not overwrite:
@@ -106,8 +110,9 @@ class LeRobotWriter:
         self.fps, self.robot_type, self.cameras = fps, robot_type, dict(cameras)
         self.state_dim, self.env_state_dim, self.action_dim = state_dim, env_state_dim, action_dim
         self.video_crf = video_crf
+        self.chunk_horizon = chunk_horizon  # set: every frame carries an ACTION_CHUNK label
         self._frames: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("state", "action", "env_state", "reward", "success")
+            k: [] for k in ("state", "action", "env_state", "reward", "success", "chunk")
         }
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
@@ -140,8 +145,11 @@ class LeRobotWriter:
         env_states: np.ndarray | None = None,
         rewards: np.ndarray | None = None,
         successes: np.ndarray | None = None,
+        action_chunks: np.ndarray | None = None,
     ) -> int:
-        """Append one episode of ``T`` frames; returns its episode index."""
+        """Append one episode of ``T`` frames; returns its episode index. ``action_chunks``
+        ``(T, chunk_horizon, 7)``: each frame's labelled chunk (exactly when the dataset has
+        ``chunk_horizon``)."""
         length = len(actions)
         if length == 0 or len(states) != length:
             raise ValueError(
@@ -151,6 +159,13 @@ class LeRobotWriter:
             raise ValueError(f"episode cameras {sorted(images)} != dataset cameras {sorted(self.cameras)}")
         if (env_states is None) != (self.env_state_dim is None):
             raise ValueError("env_states must be given exactly when the dataset has env_state_dim")
+        if (action_chunks is None) != (self.chunk_horizon is None):
+            raise ValueError("action_chunks must be given exactly when the dataset has chunk_horizon")
+        if action_chunks is not None:
+            action_chunks = np.asarray(action_chunks, np.float32)
+            if action_chunks.shape != (length, self.chunk_horizon, self.action_dim):
+                raise ValueError(f"action_chunks {action_chunks.shape} != "
+                                 f"({length}, {self.chunk_horizon}, {self.action_dim})")
         index = len(self._episodes)
         start = sum(e["length"] for e in self._episodes)
         task_index = self._tasks.setdefault(task, len(self._tasks))
@@ -191,6 +206,8 @@ class LeRobotWriter:
         self._frames["action"].append(np.asarray(actions, np.float32))
         if env_states is not None:
             self._frames["env_state"].append(np.asarray(env_states, np.float32))
+        if action_chunks is not None:
+            self._frames["chunk"].append(action_chunks.reshape(length, -1))
         self._frames["reward"].append(
             np.zeros(length, np.float32) if rewards is None else np.asarray(rewards, np.float32)
         )
@@ -226,6 +243,9 @@ class LeRobotWriter:
             "shape": [self.action_dim],
             "names": ACTION_NAMES[: self.action_dim],
         }
+        if self.chunk_horizon is not None:
+            features[ACTION_CHUNK] = {"dtype": "float32", "shape": [self.chunk_horizon * self.action_dim],
+                                      "names": None}
         for name, dtype in (
             ("next.reward", "float32"),
             ("next.success", "bool"),
@@ -254,6 +274,8 @@ class LeRobotWriter:
         }
         if self.env_state_dim is not None:
             columns[ENV_STATE] = np.concatenate(self._frames["env_state"])
+        if self.chunk_horizon is not None:
+            columns[ACTION_CHUNK] = np.concatenate(self._frames["chunk"])
         table = pa.table(
             {
                 **{k: pa.array(list(v), type=pa.list_(pa.float32(), v.shape[1])) for k, v in columns.items()},

@@ -44,6 +44,7 @@ class RunContext:
     expert: str | None = None  # align: the action expert whose decoder the student reuses
     dataset: str | None = None  # a LeRobot v3 dataset folder (demonstrations)
     env: str | None = None  # on-policy methods: the task they train on
+    student: str | None = None  # opd: a saved student folder to start from (else ``model`` builds one)
     model: Any = None  # bc: the model node (policies.factory)
     job: str = "train"
 
@@ -89,7 +90,7 @@ class Distiller(abc.ABC):
     name: ClassVar[str]
     #: the schema (and the defaults) of ``configs/method/<name>.yaml``
     config_class: ClassVar[type]
-    #: the inputs it reads from the context: any of teacher, expert, dataset, env, model
+    #: the inputs it reads from the context: any of teacher, expert, dataset, env, model, student
     inputs: ClassVar[tuple[str, ...]]
     #: how the pipeline evaluates its student: one row each
     evaluations: ClassVar[tuple[EvaluationVariant, ...]] = (EvaluationVariant(),)

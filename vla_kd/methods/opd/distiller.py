@@ -1,0 +1,236 @@
+"""``method=opd``: DAgger rounds with a saved or scripted teacher and a student that reads
+camera + proprio + instruction only; the best round on validation seeds is the result."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from functools import partial
+
+from vla_kd.envs import make_env
+from vla_kd.envs.from_config import env_kwargs
+from vla_kd.errors import UserError
+from vla_kd.evaluator import EvalConfig, evaluate_policy
+from vla_kd.methods.bc import bc_objective
+from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
+from vla_kd.methods.opd.aggregate import Aggregate
+from vla_kd.methods.opd.config import OPDConfig
+from vla_kd.methods.opd.progress import save_rounds
+from vla_kd.methods.opd.rollouts import check_pair, label_gap, label_round, labels_offline, roll_out_round
+from vla_kd.methods.opd.token_objective import TokenOnPolicyDistillation
+from vla_kd.methods.opd.training_data import SharedKeys
+from vla_kd.methods.registry import register
+from vla_kd.policies.factory import build_model
+from vla_kd.policies.loading import load_policy
+from vla_kd.policies.model_configs import MODEL_SCHEMAS
+from vla_kd.policies.registry import TOKEN_POLICY_TYPES
+from vla_kd.trainer import Trainer, seed_initial_weights
+
+log = logging.getLogger(__name__)
+
+
+def training_settings(ctx: RunContext, student_type: str):
+    """The loss settings of the student's model node: ``model=`` when it names the student's type,
+    that type's defaults otherwise (a saved student of another type)."""
+    if ctx.model is not None and ctx.model.type == student_type:
+        return ctx.model
+    if student_type not in MODEL_SCHEMAS:
+        raise UserError(
+            f"method=opd trains students of type {sorted(MODEL_SCHEMAS)}; "
+            f"'{ctx.student}' holds a {student_type}"
+        )
+    return MODEL_SCHEMAS[student_type]()
+
+
+def uses_token_objective(student, teacher, o: OPDConfig) -> bool:
+    """True where the student learns VLA-OPD's divergences rather than the teacher's chunks."""
+    if getattr(student, "policy_type", None) not in TOKEN_POLICY_TYPES or o.token_objective == "labels":
+        return False
+    if getattr(teacher, "policy_type", None) not in TOKEN_POLICY_TYPES:
+        raise UserError(f"method.token_objective={o.token_objective} compares bin distributions: it needs "
+                        "a token teacher (token_vla, hf_vla); use method.token_objective=labels")
+    return True
+
+
+def new_student(model, data, teacher, o: OPDConfig):
+    """A fresh ``model`` student normalised on ``data``; a token student learning the token
+    objectives takes its teacher's bins, so that each bin means the same action to both."""
+    student = build_model(model, data)
+    if uses_token_objective(student, teacher, o):
+        student.tokenizer.load_state_dict(teacher.tokenizer.state_dict())
+    return student
+
+
+def objective(student, teacher, model, o: OPDConfig):
+    """The loss the student trains with on the aggregate."""
+    if uses_token_objective(student, teacher, o):
+        return TokenOnPolicyDistillation(student, teacher, o.token_objective, o.sample_temperature,
+                                         shift_pad=model.shift_pad)
+    return bc_objective(student, model)
+
+
+def check_seeds(o: OPDConfig, held_out: EvalConfig) -> None:
+    """Validation seeds must not be the held-out evaluation's."""
+    end = held_out.seed + held_out.episodes
+    if held_out.env and o.validation_seed < end and held_out.seed < o.validation_seed + o.validation_episodes:
+        raise UserError(
+            f"method.validation_seed={o.validation_seed} overlaps the held-out seeds "
+            f"{held_out.seed}..{end - 1}"
+        )
+
+
+@dataclasses.dataclass
+class Progress:
+    """What the rounds have spent so far and the best round on validation."""
+
+    teacher_queries: int = 0
+    env_steps: int = 0
+    trainer_steps: int = 0
+    rows: list = dataclasses.field(default_factory=list)
+    best_row: dict | None = None
+    best_weights: dict | None = None
+
+    def keep_if_best(self, row: dict, student) -> None:
+        if self.best_row is None or row["val_success"] >= self.best_row["val_success"]:  # ties: more data
+            self.best_row, self.best_weights = row, copy.deepcopy(student.state_dict())
+
+
+@register
+class OnPolicyDistillation(Distiller):
+    """Roll out, label, aggregate, train; validate each round, keep the best."""
+
+    name = "opd"
+    config_class = OPDConfig
+    inputs = ("teacher", "env", "model", "dataset", "student")
+
+    def fit(self, ctx: RunContext) -> TrainResult:
+        o: OPDConfig = ctx.config
+        if not ctx.env:
+            raise UserError("method=opd needs env=<task>, e.g. env=maniskill/PushCube-v1")
+        check_seeds(o, ctx.eval)
+        task = str(ctx.env)
+        teacher = "scripted" if ctx.teacher == "scripted" else ctx.load_teacher()
+        student = load_policy(ctx.student, role="student", user="method=opd") if ctx.student else None
+        if student is not None and student.uses_privileged:
+            raise UserError(
+                f"method=opd: student '{ctx.student}' reads privileged state; OPD students "
+                "read camera + proprio only"
+            )
+        model = training_settings(ctx, student.policy_type) if student else ctx.model
+        horizon = int(student.config.horizon if student else model.horizon)
+        demos = ctx.load_dataset(horizon) if ctx.dataset and o.start_from_demos else None
+        seed_initial_weights(ctx.trainer.seed)
+        if student is None and demos is not None:
+            student = new_student(model, demos, teacher, o)
+        if student is not None:
+            check_pair(student, teacher, horizon)
+        image_size = next(
+            (
+                p.config.image_size
+                for p in (student, teacher)
+                if hasattr(getattr(p, "config", None), "image_size")
+            ),
+            None,
+        )
+        rollout_env = partial(
+            make_env,
+            task,
+            **env_kwargs(
+                ctx.settings,
+                task,
+                "rgb",
+                o.max_episode_steps,
+                needs_privileged=not labels_offline(teacher),
+                image_size=image_size,
+            ),
+        )
+        validation = EvalConfig(
+            env=task,
+            episodes=o.validation_episodes,
+            seed=o.validation_seed,
+            max_episode_steps=o.max_episode_steps,
+            obs_mode="rgb",
+            workers=o.workers,
+        )
+        aggregate, progress = Aggregate(ctx.run_dir / "aggregate"), Progress()
+        started = time.perf_counter()
+        for r in range(o.rounds):
+            beta = o.beta(r) if student is not None else 1.0  # nothing to act yet: the teacher's round
+            seeds = list(range(o.seed + r * o.episodes_per_round, o.seed + (r + 1) * o.episodes_per_round))
+            episodes = roll_out_round(
+                rollout_env, student, teacher, seeds, beta, horizon, o.max_episode_steps, o.workers
+            )
+            gap = label_gap(episodes)
+            if labels_offline(teacher):
+                progress.teacher_queries += label_round(teacher, episodes, horizon, o.label_batch)
+                progress.teacher_queries += sum(e.teacher_decisions for e in episodes)
+            else:  # online: the teacher answered at every decision
+                progress.teacher_queries += sum(len(e) for e in episodes)
+            progress.env_steps += sum(e.env_steps for e in episodes)
+            aggregate.add(episodes, r)
+            aggregate.write(horizon)
+            data = aggregate.dataset(horizon)
+            if student is None:
+                student = new_student(model, data, teacher, o)
+                check_pair(student, teacher, horizon)
+            training = SharedKeys([demos, data]) if demos is not None else data
+            settings = dataclasses.replace(
+                ctx.trainer, steps=o.steps_per_round, seed=ctx.trainer.seed + r, resume=False
+            )
+            trainer = Trainer(
+                objective(student.train(), teacher, model, o),
+                training,
+                settings,
+                ctx.run_dir / f"round_{r}",
+                ctx.tracker,
+            )
+            losses = trainer.fit()
+            progress.trainer_steps += trainer.step
+            val = evaluate_policy(ctx.settings, validation, student.eval(), task)
+            row = {
+                "round": r,
+                "beta": beta,
+                "rollout_success": sum(e.success for e in episodes) / len(episodes),
+                "label_gap": gap,
+                "decisions": sum(len(e) for e in episodes),
+                "aggregate_states": aggregate.states,
+                "training_frames": len(training),
+                "teacher_queries_total": progress.teacher_queries,
+                "env_steps_total": progress.env_steps,
+                "val_success": val["success_rate"],
+                "val_ci95": val["ci95"],
+                **losses,
+            }
+            progress.rows.append(row)
+            progress.keep_if_best(row, student)
+            ctx.tracker.log({f"opd/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=r)
+            log.info(
+                "opd round %d: beta %.2f, rollouts %.0f%%, validation %.0f%%, aggregate %d states",
+                r,
+                beta,
+                100 * row["rollout_success"],
+                100 * row["val_success"],
+                aggregate.states,
+            )
+        plot = save_rounds(progress.rows, ctx.run_dir)
+        student.load_state_dict(progress.best_weights)
+        best = progress.best_row
+        samples = progress.trainer_steps * ctx.trainer.batch_size
+        summary = {
+            "student": student.policy_type,
+            "rounds": o.rounds,
+            "best_round": best["round"],
+            "val/success_rate": best["val_success"],
+            "teacher_queries": progress.teacher_queries,
+            "env_steps": progress.env_steps,
+            "steps": progress.trainer_steps,
+            "samples": samples,
+            "aggregate_states": aggregate.states,
+            "rounds_plot": str(plot),
+            "wall_seconds_rounds": time.perf_counter() - started,
+        }
+        return TrainResult(
+            student, summary, samples, {"teacher": str(ctx.teacher), "best_round": best["round"]}
+        )
