@@ -162,12 +162,12 @@ class OnPolicyDistillation(Distiller):
             episodes = roll_out_round(
                 rollout_env, student, teacher, seeds, beta, horizon, o.max_episode_steps, o.workers
             )
-            gap = label_gap(episodes)
             if labels_offline(teacher):
                 progress.teacher_queries += label_round(teacher, episodes, horizon, o.label_batch)
                 progress.teacher_queries += sum(e.teacher_decisions for e in episodes)
             else:  # online: the teacher answered at every decision
                 progress.teacher_queries += sum(len(e) for e in episodes)
+            gap = label_gap(episodes)  # every decision labelled now
             progress.env_steps += sum(e.env_steps for e in episodes)
             aggregate.add(episodes, r)
             aggregate.write(horizon)
