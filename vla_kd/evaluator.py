@@ -25,6 +25,7 @@ from vla_kd.config_checks import at_least, one_of
 from vla_kd.envs import make_env
 from vla_kd.envs.base import TaskId
 from vla_kd.envs.from_config import env_kwargs
+from vla_kd.errors import UserError
 from vla_kd.policies.base import Policy, add_batch_dim
 from vla_kd.stats import wilson_interval
 
@@ -174,7 +175,7 @@ def evaluate_task(
         return _evaluate_block(task, make_env, make_policy, range(episodes), seed, video, progress)
     # forkserver: a fork of a process holding a renderer or torch threads is not safe.
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=_single_thread) as pool:
+    with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=single_torch_thread) as pool:
         futures = [
             pool.submit(_evaluate_block, task, make_env, make_policy,
                         range(int(b[0]), int(b[-1]) + 1), seed, video, progress and i == 0)
@@ -187,8 +188,21 @@ def evaluate_task(
     return results, protocol
 
 
-def _single_thread() -> None:
-    torch.set_num_threads(1)  # the workers share the cores
+def single_torch_thread() -> None:
+    """Initializer of rollout worker processes: one torch thread each, as they share the cores."""
+    torch.set_num_threads(1)
+
+
+def check_apart_from_held_out(first: int, count: int, held_out: EvalConfig, name: str, setting: str) -> None:
+    """Refuse ``count`` seeds from ``first`` (``name``'s, chosen by ``setting``) that overlap the
+    held-out evaluation's: selecting weights on the test episodes would report a success rate
+    the student was chosen for."""
+    test_first, test_count = int(held_out.seed), int(held_out.episodes)
+    if first < test_first + test_count and test_first < first + count:
+        raise UserError(
+            f"{name} seeds {first}..{first + count - 1} overlap the held-out evaluation's "
+            f"{test_first}..{test_first + test_count - 1}: choose another {setting}"
+        )
 
 
 def _evaluate_block(

@@ -106,3 +106,12 @@ def test_validation_seeds_overlapping_the_held_out_ones_are_refused_before_train
     assert proc.returncode == 2
     assert "overlap the held-out" in one_line_error(proc)
     assert not (tmp_path / "checkpoints").exists()  # refused before any env or model was built
+
+
+def test_opd_validation_seeds_overlapping_the_held_out_ones_are_refused(tmp_path):
+    # eval.env unset: the held-out evaluation runs on env, so its seeds count all the same
+    proc = run_cli("train", "method=opd", "env=maniskill/PushCube-v1", "teacher=scripted", "tracker=none",
+                   "method.validation_seed=100010", "eval.seed=100000", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "method=opd validation seeds 100010..100029 overlap the held-out" in one_line_error(proc)
+    assert not (tmp_path / "aggregate").exists()

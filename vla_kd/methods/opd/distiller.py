@@ -12,7 +12,7 @@ from functools import partial
 from vla_kd.envs import make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.errors import UserError
-from vla_kd.evaluator import EvalConfig, evaluate_policy
+from vla_kd.evaluator import EvalConfig, check_apart_from_held_out, evaluate_policy
 from vla_kd.methods.bc import bc_objective
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.opd.aggregate import Aggregate
@@ -49,8 +49,10 @@ def uses_token_objective(student, teacher, o: OPDConfig) -> bool:
     if getattr(student, "policy_type", None) not in TOKEN_POLICY_TYPES or o.token_objective == "labels":
         return False
     if getattr(teacher, "policy_type", None) not in TOKEN_POLICY_TYPES:
-        raise UserError(f"method.token_objective={o.token_objective} compares bin distributions: it needs "
-                        "a token teacher (token_vla, hf_vla); use method.token_objective=labels")
+        raise UserError(
+            f"method.token_objective={o.token_objective} compares bin distributions: it needs "
+            "a token teacher (token_vla, hf_vla); use method.token_objective=labels"
+        )
     return True
 
 
@@ -66,19 +68,10 @@ def new_student(model, data, teacher, o: OPDConfig):
 def objective(student, teacher, model, o: OPDConfig):
     """The loss the student trains with on the aggregate."""
     if uses_token_objective(student, teacher, o):
-        return TokenOnPolicyDistillation(student, teacher, o.token_objective, o.sample_temperature,
-                                         shift_pad=model.shift_pad)
-    return bc_objective(student, model)
-
-
-def check_seeds(o: OPDConfig, held_out: EvalConfig) -> None:
-    """Validation seeds must not be the held-out evaluation's."""
-    end = held_out.seed + held_out.episodes
-    if held_out.env and o.validation_seed < end and held_out.seed < o.validation_seed + o.validation_episodes:
-        raise UserError(
-            f"method.validation_seed={o.validation_seed} overlaps the held-out seeds "
-            f"{held_out.seed}..{end - 1}"
+        return TokenOnPolicyDistillation(
+            student, teacher, o.token_objective, o.sample_temperature, shift_pad=model.shift_pad
         )
+    return bc_objective(student, model)
 
 
 @dataclasses.dataclass
@@ -109,7 +102,14 @@ class OnPolicyDistillation(Distiller):
         o: OPDConfig = ctx.config
         if not ctx.env:
             raise UserError("method=opd needs env=<task>, e.g. env=maniskill/PushCube-v1")
-        check_seeds(o, ctx.eval)
+        # held out: ctx.eval's seeds on eval.env, or on env when eval.env is unset (the runner's rule)
+        check_apart_from_held_out(
+            o.validation_seed,
+            o.validation_episodes,
+            ctx.eval,
+            "method=opd validation",
+            "method.validation_seed",
+        )
         task = str(ctx.env)
         teacher = "scripted" if ctx.teacher == "scripted" else ctx.load_teacher()
         student = load_policy(ctx.student, role="student", user="method=opd") if ctx.student else None

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vla_kd.errors import UserError
+from vla_kd.evaluator import single_torch_thread
 from vla_kd.policies.base import Policy, add_batch_dim
 from vla_kd.policies.loading import scripted_policy_for
 from vla_kd.policies.pretrained import PretrainedPolicy
@@ -138,10 +139,6 @@ def roll_out_episode(
     return record
 
 
-def _single_thread() -> None:
-    torch.set_num_threads(1)  # the workers share the cores
-
-
 def _roll_out_block(
     make_env: Callable[[], gym.Env],
     student,
@@ -181,7 +178,7 @@ def roll_out_round(
         if len(blocks) == 1:
             return _roll_out_block(make_env, *args, [int(s) for s in blocks[0]], beta, horizon, max_steps)
         context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=_single_thread) as pool:
+        with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=single_torch_thread) as pool:
             futures = [
                 pool.submit(_roll_out_block, make_env, *args, [int(s) for s in b], beta, horizon, max_steps)
                 for b in blocks

@@ -23,7 +23,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from vla_kd.errors import UserError
-from vla_kd.evaluator import EvalConfig, evaluate_policy
+from vla_kd.evaluator import EvalConfig, check_apart_from_held_out, evaluate_policy
 from vla_kd.policies.gaussian_mlp import GaussianStudent
 from vla_kd.reporting import write_json_atomic
 from vla_kd.tracking import Tracker
@@ -50,15 +50,11 @@ def untouched_global_rngs():
 def check_validation_seeds(validation, eval_cfg) -> None:
     """Refuse validation seeds that overlap the held-out evaluation's: selecting weights on the
     test episodes would report a success rate the student was chosen for."""
-    first, count = int(validation.seed), int(validation.episodes)
-    test_first, test_count = int(eval_cfg.seed), int(eval_cfg.episodes)
+    count = int(validation.episodes)
     if count <= 0:
         raise UserError(f"method.validation.episodes must be positive, got {count}")
-    if first < test_first + test_count and test_first < first + count:
-        raise UserError(
-            f"method.validation seeds {first}..{first + count - 1} overlap the held-out evaluation's "
-            f"{test_first}..{test_first + test_count - 1}: choose another method.validation.seed"
-        )
+    check_apart_from_held_out(int(validation.seed), count, eval_cfg, "method.validation",
+                              "method.validation.seed")
 
 
 def make_validation_scorer(sim, held_out: EvalConfig, validation, task: str,
