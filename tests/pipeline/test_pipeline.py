@@ -20,12 +20,13 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert doc["demos"]["attempts"] == 2 and doc["demos"]["recorded_success"] >= 1
     names = [row["name"] for row in doc["policies"]]
     rpd = ["rpd student", "rpd student (sampled actions)"]
-    students = [*rpd, "ceed student", "dysl student", "align student"]
+    students = [*rpd, "ceed student", "dysl student", "align student", "opd student"]
     assert names == ["teacher", "action_expert", *students]
     for row in doc["policies"]:
         assert row["episodes"] == 2 and 0.0 <= row["success_rate"] <= 1.0
-    # the RPD rows count env steps: the warm start's teacher episode (16) and RL's 64
-    assert [row["samples"] for row in doc["policies"]] == [32, 32, 80, 80, 16, 32, 32]
+    # the RPD rows count env steps: the warm start's teacher episode (16) and RL's 64; OPD's its
+    # trainer's samples: 2 steps on the demos, then 2 rounds of 2, batch 8
+    assert [row["samples"] for row in doc["policies"]] == [32, 32, 80, 80, 16, 32, 32, 48]
     assert read_config(tmp_path / "teacher")["policy_type"] == "token_vla"
     assert read_config(tmp_path / "students" / "rpd")["policy_type"] == "gaussian_student"
     ceed = read_config(tmp_path / "students" / "ceed")
@@ -35,6 +36,10 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert dysl["config"]["layer_roles"] == ["informative", "incremental"]
     assert read_config(tmp_path / "students" / "align")["policy_type"] == "aligned_vla"
     assert read_config(tmp_path / "action_expert")["policy_type"] == "diffusion_action_expert"
+    opd = read_config(tmp_path / "students" / "opd")
+    assert opd["policy_type"] == "chunked_bc" and opd["config"]["horizon"] == 8  # the teacher's chunks
+    rounds = json.loads((tmp_path / "students_training" / "opd" / "rounds.json").read_text())
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["aggregate_states"] > rounds[0]["aggregate_states"]
     assert "| teacher |" in (tmp_path / "results.md").read_text()
     assert "| eval_align |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "success_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -44,7 +49,7 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert list(stages) == [
         "demos", "train_teacher", "eval_teacher", "train_action_expert", "eval_action_expert",
         "train_rpd", "eval_rpd", "eval_rpd_sampled", "train_ceed", "eval_ceed",
-        "train_dysl", "eval_dysl", "train_align", "eval_align",
+        "train_dysl", "eval_dysl", "train_align", "eval_align", "train_opd", "eval_opd",
     ]
     assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= doc["wall_seconds"]
 
@@ -57,7 +62,8 @@ def test_pipeline_with_a_hugging_face_vlm_teacher(tmp_path):
     proc = run_cli(*SETTINGS, "teacher=hf_vla", f"hydra.run.dir={tmp_path}", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert [row["name"] for row in doc["policies"]][-3:] == ["ceed student", "dysl student", "align student"]
+    students = [row["name"] for row in doc["policies"]][-4:]
+    assert students == ["ceed student", "dysl student", "align student", "opd student"]
     assert list(doc["stage_seconds"])[:3] == ["demos", "make_vlm", "train_teacher"]
     assert (tmp_path / "vlm" / "config.json").is_file()
     teacher = read_config(tmp_path / "teacher")

@@ -51,7 +51,7 @@ class PipelineCommandConfig:
     teacher_trainer: Any = MISSING
     action_expert_trainer: Any = MISSING
     #: distilled from the teacher, in this order: any registered method
-    students: list[str] = field(default_factory=lambda: ["rpd", "ceed", "dysl", "align"])
+    students: list[str] = field(default_factory=lambda: ["rpd", "ceed", "dysl", "align", "opd"])
     rpd: Any = None  # the students' method nodes and trainers, as pipeline.yaml tunes them
     ceed: Any = None
     ceed_trainer: Any = None
@@ -59,6 +59,9 @@ class PipelineCommandConfig:
     dysl_trainer: Any = None
     align: Any = None
     align_trainer: Any = None
+    opd: Any = None
+    opd_trainer: Any = None
+    opd_model: Any = None  # the OPD student's model node (a fresh student, trained on the demos first)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(episodes=50, progress=True))
     tracker: Any = MISSING
     maniskill: Any = MISSING

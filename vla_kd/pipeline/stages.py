@@ -114,10 +114,11 @@ def distil(cfg: DictConfig, method: str, task: str, run_dir: Path, group: str) -
 
 def student_settings(cfg: DictConfig, method: str) -> tuple:
     """(method node, trainer node, model node or None) of a student: the pipeline's own nodes
-    ``<method>`` and ``<method>_trainer`` where pipeline.yaml tunes the method, else the
-    method's YAML and the default trainer, as ``vla-kd train method=<method>`` composes them."""
+    ``<method>``, ``<method>_trainer`` and ``<method>_model`` where pipeline.yaml tunes the
+    method, else the method's YAML, the default trainer and model, as ``vla-kd train
+    method=<method>`` composes them."""
     if cfg.get(method) is not None:
-        return cfg[method], cfg.get(f"{method}_trainer"), None
+        return cfg[method], cfg.get(f"{method}_trainer"), cfg.get(f"{method}_model")
     composed = compose_train_config([f"method={method}"])
     return composed.method, composed.trainer, composed.model
 

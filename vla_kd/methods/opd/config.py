@@ -33,6 +33,9 @@ class OPDConfig:
     seed: int = 0  # training episodes use seeds seed, seed + 1, ... (one block per round)
     #: train on dataset=<demos> too (the teacher's demonstrations, in every round's aggregate)
     start_from_demos: bool = True
+    #: a fresh student first learns the demonstrations for this many steps (behaviour cloning), so
+    #: that round 0 rolls out a policy rather than random weights; 0: round 0 as it is
+    demo_steps: int = 1000
     steps_per_round: int = 500  # shared-trainer steps on the aggregate after each round
     label_batch: int = 32  # teacher queries per batch when labelling a round
     workers: int = 2  # rollout processes (one per core)
@@ -53,7 +56,7 @@ class OPDConfig:
             "workers",
             "validation_episodes",
         )
-        at_least(self, 0, "seed", "steps_per_round", "validation_seed")
+        at_least(self, 0, "seed", "steps_per_round", "demo_steps", "validation_seed")
         fraction(self, "beta_start", "beta_decay")
         at_least(self, 0.0, "sample_temperature")
         one_of(self, "token_objective", TOKEN_OBJECTIVES)

@@ -74,6 +74,20 @@ def objective(student, teacher, model, o: OPDConfig):
     return bc_objective(student, model)
 
 
+def learn_demos(ctx: RunContext, student, teacher, model, demos) -> int:
+    """A fresh student's behaviour cloning on the demonstrations before round 0 (``demo_steps``);
+    the trainer steps it took."""
+    o: OPDConfig = ctx.config
+    if o.demo_steps == 0:
+        return 0
+    settings = dataclasses.replace(ctx.trainer, steps=o.demo_steps, resume=False)
+    trainer = Trainer(
+        objective(student.train(), teacher, model, o), demos, settings, ctx.run_dir / "demos_warmup", ctx.tracker
+    )
+    trainer.fit()
+    return trainer.step
+
+
 @dataclasses.dataclass
 class Progress:
     """What the rounds have spent so far and the best round on validation."""
@@ -122,8 +136,10 @@ class OnPolicyDistillation(Distiller):
         horizon = int(student.config.horizon if student else model.horizon)
         demos = ctx.load_dataset(horizon) if ctx.dataset and o.start_from_demos else None
         seed_initial_weights(ctx.trainer.seed)
+        progress = Progress()
         if student is None and demos is not None:
             student = new_student(model, demos, teacher, o)
+            progress.trainer_steps += learn_demos(ctx, student, teacher, model, demos)
         if student is not None:
             check_pair(student, teacher, horizon)
         image_size = next(
@@ -154,7 +170,7 @@ class OnPolicyDistillation(Distiller):
             obs_mode="rgb",
             workers=o.workers,
         )
-        aggregate, progress = Aggregate(ctx.run_dir / "aggregate"), Progress()
+        aggregate = Aggregate(ctx.run_dir / "aggregate")
         started = time.perf_counter()
         for r in range(o.rounds):
             beta = o.beta(r) if student is not None else 1.0  # nothing to act yet: the teacher's round
