@@ -39,7 +39,8 @@ def test_pipeline_debug_end_to_end(tmp_path):
     opd = read_config(tmp_path / "students" / "opd")
     assert opd["policy_type"] == "chunked_bc" and opd["config"]["horizon"] == 8  # the teacher's chunks
     rounds = json.loads((tmp_path / "students_training" / "opd" / "rounds.json").read_text())
-    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["aggregate_states"] > rounds[0]["aggregate_states"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["aggregate_states"] > rounds[0]["aggregate_states"]
     assert "| teacher |" in (tmp_path / "results.md").read_text()
     assert "| eval_align |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "success_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

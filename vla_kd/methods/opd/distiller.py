@@ -81,9 +81,8 @@ def learn_demos(ctx: RunContext, student, teacher, model, demos) -> int:
     if o.demo_steps == 0:
         return 0
     settings = dataclasses.replace(ctx.trainer, steps=o.demo_steps, resume=False)
-    trainer = Trainer(
-        objective(student.train(), teacher, model, o), demos, settings, ctx.run_dir / "demos_warmup", ctx.tracker
-    )
+    loss = objective(student.train(), teacher, model, o)
+    trainer = Trainer(loss, demos, settings, ctx.run_dir / "demos_warmup", ctx.tracker)
     trainer.fit()
     return trainer.step
 
