@@ -289,3 +289,57 @@ def test_token_objective_pulls_a_smaller_student_to_its_teacher_along_its_own_sa
     other_bins.tokenizer.fit(torch.rand(50, 7))
     with pytest.raises(UserError, match="share its teacher's action bins"):
         TokenOnPolicyDistillation(other_bins, teacher)
+
+
+@requires_maniskill
+@pytest.mark.maniskill
+@pytest.mark.slow
+def test_a_resumed_run_continues_after_its_last_finished_round(pushcube_demos, tmp_path):
+    # A toy teacher (4 steps of BC) and a fresh student that learns the demos first; one round,
+    # then the same run folder with trainer.resume=true and two rounds: only round 1 runs.
+    tiny = ["trainer.batch_size=8", "trainer.progress=false", "tracker=none", "model.hidden=32"]
+    proc = run_cli(
+        "train",
+        f"dataset={pushcube_demos}",
+        "model.horizon=4",
+        "trainer.steps=4",
+        *tiny,
+        f"output={tmp_path / 'teacher'}",
+        f"hydra.run.dir={tmp_path / 'teacher_run'}",
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "opd_run"
+    opd = [
+        "train",
+        "method=opd",
+        f"teacher={tmp_path / 'teacher'}",
+        f"env={TASK}",
+        f"dataset={pushcube_demos}",
+        "model.horizon=4",
+        "trainer.steps=2",
+        "method.demo_steps=2",
+        "method.episodes_per_round=1",
+        "method.steps_per_round=2",
+        "method.validation_episodes=1",
+        "method.max_episode_steps=8",
+        "method.workers=1",
+        *tiny,
+        "eval.episodes=1",
+        "eval.max_episode_steps=8",
+        f"output={tmp_path / 'opd'}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = run_cli(*opd, "method.rounds=1", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((run_dir / "rounds.json").read_text())
+    proc = run_cli(*opd, "method.rounds=2", "trainer.resume=true", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rounds = json.loads((run_dir / "rounds.json").read_text())
+    assert rounds[0] == first[0] and [r["round"] for r in rounds] == [0, 1]
+    assert rounds[1]["aggregate_states"] > rounds[0]["aggregate_states"]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["steps"] == 2 + 2 + 2  # the demos' and round 0's steps were counted once
+    (run_dir / "opd_checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
+    proc = run_cli(*opd, "method.rounds=3", "trainer.resume=true", timeout=600)
+    assert proc.returncode != 0 and "cannot resume" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,7 +3,6 @@ camera + proprio + instruction only; the best round on validation seeds is the r
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -16,8 +15,9 @@ from vla_kd.evaluator import EvalConfig, check_apart_from_held_out, evaluate_pol
 from vla_kd.methods.bc import bc_objective
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.opd.aggregate import Aggregate
+from vla_kd.methods.opd.checkpoint import RoundCheckpoint
 from vla_kd.methods.opd.config import OPDConfig
-from vla_kd.methods.opd.progress import save_rounds
+from vla_kd.methods.opd.progress import Progress, save_rounds
 from vla_kd.methods.opd.rollouts import check_pair, label_gap, label_round, labels_offline, roll_out_round
 from vla_kd.methods.opd.token_objective import TokenOnPolicyDistillation
 from vla_kd.methods.opd.training_data import SharedKeys
@@ -88,19 +88,107 @@ def learn_demos(ctx: RunContext, student, teacher, model, demos) -> int:
 
 
 @dataclasses.dataclass
-class Progress:
-    """What the rounds have spent so far and the best round on validation."""
+class RoundSetup:
+    """What every round of one run shares."""
 
-    teacher_queries: int = 0
-    env_steps: int = 0
-    trainer_steps: int = 0
-    rows: list = dataclasses.field(default_factory=list)
-    best_row: dict | None = None
-    best_weights: dict | None = None
+    ctx: RunContext
+    teacher: object
+    model: object
+    demos: object
+    horizon: int
+    rollout_env: partial
+    validation: EvalConfig
+    aggregate: Aggregate
+    progress: Progress
+    checkpoint: RoundCheckpoint
 
-    def keep_if_best(self, row: dict, student) -> None:
-        if self.best_row is None or row["val_success"] >= self.best_row["val_success"]:  # ties: more data
-            self.best_row, self.best_weights = row, copy.deepcopy(student.state_dict())
+
+def run_round(r: int, setup: RoundSetup, student):
+    """Roll out (β-mixture), label, aggregate, train, validate: (the student, the round's row)."""
+    ctx, o, teacher, progress = setup.ctx, setup.ctx.config, setup.teacher, setup.progress
+    beta = o.beta(r) if student is not None else 1.0  # nothing to act yet: the teacher's round
+    seeds = list(range(o.seed + r * o.episodes_per_round, o.seed + (r + 1) * o.episodes_per_round))
+    episodes = roll_out_round(
+        setup.rollout_env, student, teacher, seeds, beta, setup.horizon, o.max_episode_steps, o.workers
+    )
+    if labels_offline(teacher):
+        progress.teacher_queries += label_round(teacher, episodes, setup.horizon, o.label_batch)
+        progress.teacher_queries += sum(e.teacher_decisions for e in episodes)
+    else:  # online: the teacher answered at every decision
+        progress.teacher_queries += sum(len(e) for e in episodes)
+    gap = label_gap(episodes)  # every decision labelled now
+    progress.env_steps += sum(e.env_steps for e in episodes)
+    setup.aggregate.add(episodes, r)
+    setup.aggregate.write(setup.horizon)
+    data = setup.aggregate.dataset(setup.horizon)
+    if student is None:
+        student = new_student(setup.model, data, teacher, o)
+        check_pair(student, teacher, setup.horizon)
+    training = SharedKeys([setup.demos, data]) if setup.demos is not None else data
+    settings = dataclasses.replace(
+        ctx.trainer, steps=o.steps_per_round, seed=ctx.trainer.seed + r, resume=False
+    )
+    loss = objective(student.train(), teacher, setup.model, o)
+    trainer = Trainer(loss, training, settings, ctx.run_dir / f"round_{r}", ctx.tracker)
+    losses = trainer.fit()
+    progress.trainer_steps += trainer.step
+    val = evaluate_policy(ctx.settings, setup.validation, student.eval(), str(ctx.env))
+    row = {
+        "round": r,
+        "beta": beta,
+        "rollout_success": sum(e.success for e in episodes) / len(episodes),
+        "label_gap": gap,
+        "decisions": sum(len(e) for e in episodes),
+        "aggregate_states": setup.aggregate.states,
+        "training_frames": len(training),
+        "teacher_queries_total": progress.teacher_queries,
+        "env_steps_total": progress.env_steps,
+        "val_success": val["success_rate"],
+        "val_ci95": val["ci95"],
+        **losses,
+    }
+    progress.rows.append(row)
+    progress.keep_if_best(row, student)
+    setup.checkpoint.save(r, episodes, progress, student)
+    return student, row
+
+
+def resume_rounds(setup: RoundSetup, student):
+    """A resumed run's finished rounds back in place: (first round to run, the student, progress)."""
+    finished, rounds, progress, weights = setup.checkpoint.load()
+    for r, episodes in enumerate(rounds):
+        setup.aggregate.add(episodes, r)
+    setup.aggregate.write(setup.horizon)
+    if student is None:  # a student first built on round 0's labels
+        student = new_student(
+            setup.model, setup.aggregate.dataset(setup.horizon), setup.teacher, setup.ctx.config
+        )
+    student.load_state_dict(weights)
+    log.info("opd: resumed after round %d (%d aggregated states)", finished - 1, setup.aggregate.states)
+    return finished, student, progress
+
+
+def rollout_env_factory(ctx: RunContext, student, teacher) -> partial:
+    """Builds the task's rgb env at the pair's image size (privileged state only for a teacher
+    that labels online)."""
+    o: OPDConfig = ctx.config
+    image_size = next(
+        (
+            p.config.image_size
+            for p in (student, teacher)
+            if hasattr(getattr(p, "config", None), "image_size")
+        ),
+        None,
+    )
+    kwargs = env_kwargs(
+        ctx.settings,
+        str(ctx.env),
+        "rgb",
+        o.max_episode_steps,
+        needs_privileged=not labels_offline(teacher),
+        image_size=image_size,
+    )
+    return partial(make_env, str(ctx.env), **kwargs)
 
 
 @register
@@ -134,33 +222,16 @@ class OnPolicyDistillation(Distiller):
         model = training_settings(ctx, student.policy_type) if student else ctx.model
         horizon = int(student.config.horizon if student else model.horizon)
         demos = ctx.load_dataset(horizon) if ctx.dataset and o.start_from_demos else None
+        checkpoint = RoundCheckpoint(ctx.run_dir / "opd_checkpoint")
+        resuming = ctx.trainer.resume and checkpoint.exists()
         seed_initial_weights(ctx.trainer.seed)
         progress = Progress()
         if student is None and demos is not None:
             student = new_student(model, demos, teacher, o)
-            progress.trainer_steps += learn_demos(ctx, student, teacher, model, demos)
+            if not resuming:  # the checkpoint's weights replace these
+                progress.trainer_steps += learn_demos(ctx, student, teacher, model, demos)
         if student is not None:
             check_pair(student, teacher, horizon)
-        image_size = next(
-            (
-                p.config.image_size
-                for p in (student, teacher)
-                if hasattr(getattr(p, "config", None), "image_size")
-            ),
-            None,
-        )
-        rollout_env = partial(
-            make_env,
-            task,
-            **env_kwargs(
-                ctx.settings,
-                task,
-                "rgb",
-                o.max_episode_steps,
-                needs_privileged=not labels_offline(teacher),
-                image_size=image_size,
-            ),
-        )
         validation = EvalConfig(
             env=task,
             episodes=o.validation_episodes,
@@ -169,66 +240,34 @@ class OnPolicyDistillation(Distiller):
             obs_mode="rgb",
             workers=o.workers,
         )
-        aggregate = Aggregate(ctx.run_dir / "aggregate")
+        setup = RoundSetup(
+            ctx,
+            teacher,
+            model,
+            demos,
+            horizon,
+            rollout_env_factory(ctx, student, teacher),
+            validation,
+            Aggregate(ctx.run_dir / "aggregate"),
+            progress,
+            checkpoint,
+        )
+        first_round = 0
+        if resuming:
+            first_round, student, setup.progress = resume_rounds(setup, student)
         started = time.perf_counter()
-        for r in range(o.rounds):
-            beta = o.beta(r) if student is not None else 1.0  # nothing to act yet: the teacher's round
-            seeds = list(range(o.seed + r * o.episodes_per_round, o.seed + (r + 1) * o.episodes_per_round))
-            episodes = roll_out_round(
-                rollout_env, student, teacher, seeds, beta, horizon, o.max_episode_steps, o.workers
-            )
-            if labels_offline(teacher):
-                progress.teacher_queries += label_round(teacher, episodes, horizon, o.label_batch)
-                progress.teacher_queries += sum(e.teacher_decisions for e in episodes)
-            else:  # online: the teacher answered at every decision
-                progress.teacher_queries += sum(len(e) for e in episodes)
-            gap = label_gap(episodes)  # every decision labelled now
-            progress.env_steps += sum(e.env_steps for e in episodes)
-            aggregate.add(episodes, r)
-            aggregate.write(horizon)
-            data = aggregate.dataset(horizon)
-            if student is None:
-                student = new_student(model, data, teacher, o)
-                check_pair(student, teacher, horizon)
-            training = SharedKeys([demos, data]) if demos is not None else data
-            settings = dataclasses.replace(
-                ctx.trainer, steps=o.steps_per_round, seed=ctx.trainer.seed + r, resume=False
-            )
-            trainer = Trainer(
-                objective(student.train(), teacher, model, o),
-                training,
-                settings,
-                ctx.run_dir / f"round_{r}",
-                ctx.tracker,
-            )
-            losses = trainer.fit()
-            progress.trainer_steps += trainer.step
-            val = evaluate_policy(ctx.settings, validation, student.eval(), task)
-            row = {
-                "round": r,
-                "beta": beta,
-                "rollout_success": sum(e.success for e in episodes) / len(episodes),
-                "label_gap": gap,
-                "decisions": sum(len(e) for e in episodes),
-                "aggregate_states": aggregate.states,
-                "training_frames": len(training),
-                "teacher_queries_total": progress.teacher_queries,
-                "env_steps_total": progress.env_steps,
-                "val_success": val["success_rate"],
-                "val_ci95": val["ci95"],
-                **losses,
-            }
-            progress.rows.append(row)
-            progress.keep_if_best(row, student)
+        for r in range(first_round, o.rounds):
+            student, row = run_round(r, setup, student)
             ctx.tracker.log({f"opd/{k}": v for k, v in row.items() if isinstance(v, int | float)}, step=r)
             log.info(
                 "opd round %d: beta %.2f, rollouts %.0f%%, validation %.0f%%, aggregate %d states",
                 r,
-                beta,
+                row["beta"],
                 100 * row["rollout_success"],
                 100 * row["val_success"],
-                aggregate.states,
+                setup.aggregate.states,
             )
+        progress = setup.progress
         plot = save_rounds(progress.rows, ctx.run_dir)
         student.load_state_dict(progress.best_weights)
         best = progress.best_row
@@ -242,7 +281,7 @@ class OnPolicyDistillation(Distiller):
             "env_steps": progress.env_steps,
             "steps": progress.trainer_steps,
             "samples": samples,
-            "aggregate_states": aggregate.states,
+            "aggregate_states": setup.aggregate.states,
             "rounds_plot": str(plot),
             "wall_seconds_rounds": time.perf_counter() - started,
         }

@@ -1,13 +1,31 @@
-"""Per-round progress of an OPD run: ``rounds.json`` and the success plot (vs round and vs
-teacher queries)."""
+"""Per-round progress of an OPD run: what the rounds have spent, the best round on validation,
+``rounds.json`` and the success plot (vs round and vs teacher queries)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 from vla_kd.reporting import write_json_atomic
+
+
+@dataclasses.dataclass
+class Progress:
+    """What the rounds have spent so far and the best round on validation."""
+
+    teacher_queries: int = 0
+    env_steps: int = 0
+    trainer_steps: int = 0
+    rows: list = dataclasses.field(default_factory=list)
+    best_row: dict | None = None
+    best_weights: dict | None = None
+
+    def keep_if_best(self, row: dict, student) -> None:
+        if self.best_row is None or row["val_success"] >= self.best_row["val_success"]:  # ties: more data
+            self.best_row, self.best_weights = row, copy.deepcopy(student.state_dict())
 
 
 def save_rounds(rows: list[dict], folder: Path) -> Path:
