@@ -99,8 +99,10 @@ def test_labels_are_the_teachers_chunks_at_exactly_the_student_decision_states()
             executed[2 * i : 2 * i + 2], ran[: len(executed[2 * i : 2 * i + 2])], atol=1e-6
         )
     assert label_gap([record]) > 0
-    # Never privileged: the student's frames carry no privileged key.
+    # Never privileged: the student's frames carry no privileged key; the poses are kept apart,
+    # one per decision, as training targets only.
     assert set(record.images) == {"rgb"}
+    assert np.stack(record.env_states).shape == (5, 2)
 
 
 def decisions(seed: int, length: int, horizon: int = 3) -> EpisodeDecisions:
@@ -149,6 +151,23 @@ def test_the_aggregate_grows_round_by_round_and_round_trips_as_a_lerobot_dataset
     both = SharedKeys([demos, grown])
     assert len(both) == len(demos) + 15
     assert set(both[0]) == set(both[len(both) - 1])
+    assert "observation.environment_state" not in both[0]  # these rounds had no poses
+
+
+def test_poses_recorded_at_the_decisions_reach_the_aggregate_as_auxiliary_targets(tmp_path, tiny_datasets):
+    episodes = [decisions(0, 4), decisions(1, 3)]
+    for e in episodes:
+        e.env_states = [np.full(6, i + 10 * e.seed, np.float32) for i in range(len(e))]
+    aggregate = Aggregate(tmp_path / "aggregate")
+    aggregate.add(episodes, 0)
+    aggregate.write(horizon=3)
+    data = LeRobotDataset(tmp_path / "aggregate", action_horizon=3)
+    np.testing.assert_array_equal(data[5]["observation.environment_state"].numpy(), np.full(6, 11.0))
+    demos = LeRobotDataset(tiny_datasets(image_size=32, state_dim=5, env_state_dim=6), action_horizon=3)
+    both = SharedKeys([demos, data])
+    assert (
+        "observation.environment_state" in both[0] and "observation.environment_state" in both[len(both) - 1]
+    )
 
 
 @requires_maniskill

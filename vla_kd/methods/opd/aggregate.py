@@ -43,6 +43,8 @@ class Aggregate:
         if not self.episodes:
             raise ValueError("the aggregate is empty")
         first = self.episodes[0]
+        # the poses (training targets only) where every decision has them, as the demos do
+        poses = all(len(e.env_states) == len(e) for e in self.episodes)
         cameras = {name: frames[0].shape[:2] for name, frames in first.images.items()}
         writer = LeRobotWriter(
             self.folder,
@@ -52,6 +54,7 @@ class Aggregate:
             state_dim=len(first.states[0]),
             overwrite=True,
             chunk_horizon=horizon,
+            env_state_dim=len(first.env_states[0]) if poses else None,
         )
         for episode in self.episodes:
             chunks = np.stack(episode.labels)[:, :horizon]
@@ -61,6 +64,7 @@ class Aggregate:
                 actions=chunks[:, 0],
                 images={name: np.stack(frames) for name, frames in episode.images.items()},
                 action_chunks=chunks,
+                env_states=np.stack(episode.env_states) if poses else None,
             )
         return writer.finalize()
 

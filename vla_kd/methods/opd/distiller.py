@@ -168,9 +168,10 @@ def resume_rounds(setup: RoundSetup, student):
     return finished, student, progress
 
 
-def rollout_env_factory(ctx: RunContext, student, teacher) -> partial:
-    """Builds the task's rgb env at the pair's image size (privileged state only for a teacher
-    that labels online)."""
+def rollout_env_factory(ctx: RunContext, student, teacher, model) -> partial:
+    """Builds the task's rgb env at the pair's image size, with privileged state for a teacher
+    that labels online or as the training target of the student's auxiliary pose head (the
+    student never reads it)."""
     o: OPDConfig = ctx.config
     image_size = next(
         (
@@ -185,7 +186,7 @@ def rollout_env_factory(ctx: RunContext, student, teacher) -> partial:
         str(ctx.env),
         "rgb",
         o.max_episode_steps,
-        needs_privileged=not labels_offline(teacher),
+        needs_privileged=not labels_offline(teacher) or getattr(model, "aux_privileged_weight", 0) > 0,
         image_size=image_size,
     )
     return partial(make_env, str(ctx.env), **kwargs)
@@ -246,7 +247,7 @@ class OnPolicyDistillation(Distiller):
             model,
             demos,
             horizon,
-            rollout_env_factory(ctx, student, teacher),
+            rollout_env_factory(ctx, student, teacher, model),
             validation,
             Aggregate(ctx.run_dir / "aggregate"),
             progress,

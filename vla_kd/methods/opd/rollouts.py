@@ -47,6 +47,9 @@ class EpisodeDecisions:
     success: bool = False
     env_steps: int = 0
     teacher_decisions: int = 0  # decisions that executed the teacher's chunk (β)
+    #: the privileged object/goal poses at each decision where the env gives them: a training
+    #: target of a student's auxiliary pose head, never its input
+    env_states: list[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.states)
@@ -118,6 +121,8 @@ def roll_out_episode(
                 if key in view:
                     record.images.setdefault(key, []).append(np.asarray(obs[key]))
             record.states.append(np.asarray(obs["state"], np.float32))
+            if "privileged" in obs:
+                record.env_states.append(np.asarray(obs["privileged"], np.float32))
             label = None
             if online:
                 label = teacher_action[None]
