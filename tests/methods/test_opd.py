@@ -25,7 +25,7 @@ from vla_kd.methods.opd.rollouts import (
     roll_out_episode,
 )
 from vla_kd.methods.opd.token_objective import TokenOnPolicyDistillation, sample_tokens
-from vla_kd.methods.opd.training_data import SharedKeys
+from vla_kd.methods.opd.training_data import SharedKeys, training_mix
 from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 
 TASK = "maniskill/PushCube-v1"
@@ -152,6 +152,10 @@ def test_the_aggregate_grows_round_by_round_and_round_trips_as_a_lerobot_dataset
     assert len(both) == len(demos) + 15
     assert set(both[0]) == set(both[len(both) - 1])
     assert "observation.environment_state" not in both[0]  # these rounds had no poses
+    assert len(training_mix(demos, grown, 0.0)) == len(both)  # each frame once
+    half = training_mix(demos, grown, 0.5)  # the aggregate repeated to about half the frames
+    assert abs((len(half) - len(demos)) / len(half) - 0.5) <= 15 / len(half)
+    assert training_mix(None, grown, 0.5) is grown
 
 
 def test_poses_recorded_at_the_decisions_reach_the_aggregate_as_auxiliary_targets(tmp_path, tiny_datasets):

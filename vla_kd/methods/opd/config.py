@@ -36,6 +36,9 @@ class OPDConfig:
     #: a fresh student first learns the demonstrations for this many steps (behaviour cloning), so
     #: that round 0 rolls out a policy rather than random weights; 0: round 0 as it is
     demo_steps: int = 1000
+    #: with demonstrations: the share of training frames the aggregate makes (it is repeated to
+    #: reach it); 0: each frame once, as DAgger aggregates
+    aggregate_share: float = 0.0
     steps_per_round: int = 500  # shared-trainer steps on the aggregate after each round
     label_batch: int = 32  # teacher queries per batch when labelling a round
     workers: int = 2  # rollout processes (one per core)
@@ -58,6 +61,7 @@ class OPDConfig:
         )
         at_least(self, 0, "seed", "steps_per_round", "demo_steps", "validation_seed")
         fraction(self, "beta_start", "beta_decay")
+        fraction(self, "aggregate_share", below_one=True)
         at_least(self, 0.0, "sample_temperature")
         one_of(self, "token_objective", TOKEN_OBJECTIVES)
         training_end = self.seed + self.rounds * self.episodes_per_round

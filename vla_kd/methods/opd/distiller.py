@@ -20,7 +20,7 @@ from vla_kd.methods.opd.config import OPDConfig
 from vla_kd.methods.opd.progress import Progress, save_rounds
 from vla_kd.methods.opd.rollouts import check_pair, label_gap, label_round, labels_offline, roll_out_round
 from vla_kd.methods.opd.token_objective import TokenOnPolicyDistillation
-from vla_kd.methods.opd.training_data import SharedKeys
+from vla_kd.methods.opd.training_data import training_mix
 from vla_kd.methods.registry import register
 from vla_kd.policies.factory import build_model
 from vla_kd.policies.loading import load_policy
@@ -124,7 +124,7 @@ def run_round(r: int, setup: RoundSetup, student):
     if student is None:
         student = new_student(setup.model, data, teacher, o)
         check_pair(student, teacher, setup.horizon)
-    training = SharedKeys([setup.demos, data]) if setup.demos is not None else data
+    training = training_mix(setup.demos, data, o.aggregate_share)
     settings = dataclasses.replace(
         ctx.trainer, steps=o.steps_per_round, seed=ctx.trainer.seed + r, resume=False
     )
