@@ -46,6 +46,11 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
         ActionExpertConfig(state_dim=5, horizon=2, image_size=64, features=8, hidden=16, inference_steps=3)
     )
     AlignedVLA.from_parts(teacher, expert, mapper_hidden=8).save_pretrained(tmp_path / "aligned")
+    from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
+
+    ChunkedBCPolicy(ChunkedBCConfig(state_dim=5, horizon=2, image_size=64, hidden=16)).save_pretrained(
+        tmp_path / "bc"
+    )  # e.g. an OPD student
 
     out = tmp_path / "bench.json"
     proc = run_cli(
@@ -54,6 +59,7 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
         f"students=[{tmp_path / 'student'}]",
         f"dysl_students=[{tmp_path / 'dysl'}]",
         f"aligned_students=[{tmp_path / 'aligned'}]",
+        f"action_students=[{tmp_path / 'bc'}]",
         "replay_calls=3",
         f"dataset={dataset}",
         "batch_sizes=[1,3]",
@@ -69,7 +75,7 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
     assert [(r["decoder"], r["batch"]) for r in rows] == [
         (d, b)
         for b in (1, 3)
-        for d in ("ar", "jacobi", "jacobi_early_exit", "ceed", "ceed_early_exit", "aligned_vla")
+        for d in ("ar", "jacobi", "jacobi_early_exit", "ceed", "ceed_early_exit", "aligned_vla", "chunked_bc")
     ]
     for r in rows:
         assert r["calls"] == 4 and r["chunk"] == 2 and r["latency_ms_p10"] <= r["latency_ms_median"]
@@ -78,6 +84,8 @@ def test_bench_reports_every_decoder_side_by_side(tmp_path):
             assert r["speedup_vs_ar"] == 1.0 and r["iterations_max"] == 14
         elif r["decoder"] == "aligned_vla":
             assert r["iterations_max"] == 3  # its DDIM steps
+        elif r["decoder"] == "chunked_bc":
+            assert r["iterations_max"] == 1  # one forward pass per chunk
         else:
             assert 1 <= r["iterations_max"] <= 13
     assert "| ceed_early_exit |" in out.with_suffix(".md").read_text()

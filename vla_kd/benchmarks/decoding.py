@@ -60,13 +60,19 @@ def decoders_for(teacher, student=None, early_exit: dict | None = None) -> dict:
 
 
 @torch.no_grad()
+def action_values(model) -> int:
+    """Action values per chunk: a token VLA's action tokens, a continuous student's horizon x 7,
+    so that rates compare per action whatever the decoder."""
+    return int(getattr(model, "n_action_tokens", model.config.horizon * 7))
+
+
 def time_decoders(decoders: dict, obs: dict, calls: int = 50, warmup: int = 5) -> list[DecoderResult]:
     """Round-robin timing of ``decoders`` (name -> TokenVLA view) on the batch ``obs``."""
     passes: dict[str, list[int]] = {name: [] for name in decoders}
 
     def call(name: str, model) -> None:
         model.predict_action_chunk(obs)
-        passes[name].append(model.last_iterations)
+        passes[name].append(getattr(model, "last_iterations", 1))  # a continuous student: one pass
 
     times = round_robin_seconds(
         {name: partial(call, name, model) for name, model in decoders.items()}, calls, warmup
@@ -85,7 +91,7 @@ def time_decoders(decoders: dict, obs: dict, calls: int = 50, warmup: int = 5) -
                 latency_ms_median=median,
                 latency_ms_p10=p10,
                 latency_ms_p90=p90,
-                tokens_per_s=batch * model.n_action_tokens / (median / 1000),
+                tokens_per_s=batch * action_values(model) / (median / 1000),
                 iterations_mean=float(np.mean(kept)),
                 iterations_max=int(max(kept)),
             )

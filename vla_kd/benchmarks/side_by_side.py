@@ -24,7 +24,7 @@ from vla_kd.envs.from_config import env_kwargs
 from vla_kd.errors import UserError
 from vla_kd.evaluator import EvalConfig, evaluate_policy
 from vla_kd.policies.loading import load_policy
-from vla_kd.policies.registry import SKIP_POLICY_TYPES, TOKEN_POLICY_TYPES
+from vla_kd.policies.registry import ACTION_STUDENT_TYPES, SKIP_POLICY_TYPES, TOKEN_POLICY_TYPES
 from vla_kd.policies.skip_vla import with_settings
 from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 
@@ -63,6 +63,18 @@ def evaluate_decoder(cfg: DictConfig, name: str, model) -> dict:
     return evaluate_policy(cfg, eval_cfg, model, str(cfg.env), name=name)
 
 
+def action_student(folder: str, teacher) -> dict:
+    """{its policy type: the saved continuous student at ``folder``}, read at the teacher's
+    image size (the observations are the teacher's)."""
+    student = load_policy(folder, ACTION_STUDENT_TYPES, "action_students", "vla-kd bench")
+    size = getattr(student.config, "image_size", None)
+    if size is not None and size != teacher.config.image_size:
+        raise UserError(
+            f"action_students: '{folder}' reads {size}-px images, its teacher {teacher.config.image_size}-px"
+        )
+    return {student.policy_type: student}
+
+
 def matched_to_teachers(cfg: DictConfig, key: str) -> list:
     """``cfg[key]`` as one entry (a folder or None) per teacher; empty means none for any."""
     folders = list(cfg[key] or [])
@@ -73,8 +85,9 @@ def matched_to_teachers(cfg: DictConfig, key: str) -> list:
 
 def run_bench(cfg: DictConfig) -> dict:
     """Everything ``vla-kd bench`` does (see the command's doc); its ``bench.json`` document."""
-    students, dysl_students, aligned = (
-        matched_to_teachers(cfg, key) for key in ("students", "dysl_students", "aligned_students")
+    students, dysl_students, aligned, action_students = (
+        matched_to_teachers(cfg, key)
+        for key in ("students", "dysl_students", "aligned_students", "action_students")
     )
     if any(dysl_students) and not cfg.dataset:
         raise UserError("dysl_students replay demonstration episodes: give dataset=<the teacher's demos>")
@@ -88,8 +101,12 @@ def run_bench(cfg: DictConfig) -> dict:
         if aligned[i]:  # one trunk pass and DDIM steps instead of token decoding
             decoders["aligned_vla"] = load_policy(str(aligned[i]), "aligned_vla", "aligned_students",
                                                   "vla-kd bench")
+        if action_students[i]:  # one forward pass per chunk
+            decoders.update(action_student(str(action_students[i]), teacher))
         # every camera any of them reads (the aligned VLA reads its VLM's, normally the teacher's)
-        cameras = tuple(dict.fromkeys(c for m in decoders.values() for c in m.config.cameras))
+        cameras = tuple(
+            dict.fromkeys(c for m in decoders.values() for c in getattr(m.config, "cameras", ("rgb",)))
+        )
         if data is not None:
             data.cameras(cameras, "the benchmarked policies' cameras")
         for batch in cfg.batch_sizes:

@@ -46,6 +46,9 @@ class BenchCommandConfig:
     dysl_students: list[str | None] = field(default_factory=list)
     #: matching aligned_vla folders, timed beside AR
     aligned_students: list[str | None] = field(default_factory=list)
+    #: matching saved students that predict continuous chunks from camera + proprio (chunked BC,
+    #: a diffusion expert; e.g. an OPD student), timed beside AR per action
+    action_students: list[str | None] = field(default_factory=list)
     replay_calls: int = 200  # DySL: demonstration frames replayed in order (each contestant, batch 1)
     #: DySL threshold sweep: guidance re-calibrated on the demos at each quantile (with episodes > 0:
     #: a table of success, speed-up and trunk FLOPs per setting, and pareto.png)

@@ -23,6 +23,8 @@ POLICY_TYPES: dict[str, str] = {
 TOKEN_POLICY_TYPES = ("token_vla", "hf_vla")
 #: the DySL students of those teachers
 SKIP_POLICY_TYPES = ("skip_vla", "skip_hf_vla")
+#: students that predict continuous chunks from camera + proprio in one pass (OPD's, BC clones)
+ACTION_STUDENT_TYPES = ("chunked_bc", "diffusion_action_expert")
 
 
 def check_policy_type(policy_type: str, where: str) -> None:
