@@ -7,10 +7,8 @@ measured; LIBERO ends episodes on success, as its standard protocol does.
 """
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -18,7 +16,6 @@ from pathlib import Path
 import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from vla_kd.config_checks import at_least, one_of
@@ -26,6 +23,7 @@ from vla_kd.envs import make_env
 from vla_kd.envs.base import TaskId
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.errors import UserError
+from vla_kd.parallel import map_blocks
 from vla_kd.policies.base import Policy, add_batch_dim
 from vla_kd.stats import wilson_interval
 
@@ -168,29 +166,27 @@ def evaluate_task(
     but an episode's numbers can still shift a little with ``workers``: a ManiSkill CPU scene
     carries physics solver state from one episode into the next despite the seeded reset
     (measured: the same seed's return differed by 4% after three earlier episodes)."""
-    workers = max(1, min(workers, episodes))
-    blocks = [b for b in np.array_split(np.arange(episodes), workers) if len(b)]
     video = (video_dir, video_episodes, video_fps)
-    if workers == 1:
-        return _evaluate_block(task, make_env, make_policy, range(episodes), seed, video, progress)
-    # forkserver: a fork of a process holding a renderer or torch threads is not safe.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=single_torch_thread) as pool:
-        futures = [
-            pool.submit(_evaluate_block, task, make_env, make_policy,
-                        range(int(b[0]), int(b[-1]) + 1), seed, video, progress and i == 0)
-            for i, b in enumerate(blocks)
-        ]
-        parts = [f.result() for f in futures]
+    work = partial(_evaluate_episodes, task, make_env, make_policy, seed, video, progress)
+    parts = map_blocks(work, range(episodes), workers)
     results = [r for part, _ in parts for r in part]
     protocol = parts[0][1]
     protocol.episodes, protocol.seeds = episodes, [seed + i for i in range(episodes)]
     return results, protocol
 
 
-def single_torch_thread() -> None:
-    """Initializer of rollout worker processes: one torch thread each, as they share the cores."""
-    torch.set_num_threads(1)
+def _evaluate_episodes(
+    task: str,
+    make_env: Callable[[], gym.Env],
+    make_policy: Callable[[gym.Env], Policy],
+    seed: int,
+    video: tuple[Path | None, int, int],
+    progress: bool,
+    block: list[int],
+    index: int,
+) -> tuple[list[EpisodeResult], TaskProtocol]:
+    """One worker's block of episodes; the first block's worker draws the progress bar."""
+    return _evaluate_block(task, make_env, make_policy, block, seed, video, progress and index == 0)
 
 
 def check_apart_from_held_out(first: int, count: int, held_out: EvalConfig, name: str, setting: str) -> None:
@@ -209,7 +205,7 @@ def _evaluate_block(
     task: str,
     make_env: Callable[[], gym.Env],
     make_policy: Callable[[gym.Env], Policy],
-    block: range,
+    block: list[int] | range,
     seed: int,
     video: tuple[Path | None, int, int],
     progress: bool,

@@ -9,22 +9,21 @@ label for it.
   its episode, so it runs alongside the student, seeing every step, and its action at each
   decision is the label; such a teacher predicts one action, so the student must act one at a time.
 
-Episodes run in ``workers`` processes (forkserver, one torch thread each), as the evaluator's.
+Episodes run in ``workers`` processes through :func:`vla_kd.parallel.map_blocks`, as the evaluator's.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from vla_kd.errors import UserError
-from vla_kd.evaluator import single_torch_thread
+from vla_kd.parallel import map_blocks
 from vla_kd.policies.base import Policy, add_batch_dim
 from vla_kd.policies.loading import scripted_policy_for
 from vla_kd.policies.pretrained import PretrainedPolicy
@@ -149,6 +148,8 @@ def _roll_out_block(
     student,
     teacher,
     seeds: list[int],
+    _block_index: int,
+    *,
     beta: float,
     horizon: int,
     max_steps: int,
@@ -177,18 +178,11 @@ def roll_out_round(
     for policy in (student, teacher):
         if policy is not None and hasattr(policy, "eval"):
             policy.eval()
-    blocks = [list(b) for b in np.array_split(np.asarray(seeds), max(1, min(workers, len(seeds)))) if len(b)]
-    args = (student, teacher)
+    work = partial(
+        _roll_out_block, make_env, student, teacher, beta=beta, horizon=horizon, max_steps=max_steps
+    )
     with torch.no_grad():
-        if len(blocks) == 1:
-            return _roll_out_block(make_env, *args, [int(s) for s in blocks[0]], beta, horizon, max_steps)
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(len(blocks), mp_context=context, initializer=single_torch_thread) as pool:
-            futures = [
-                pool.submit(_roll_out_block, make_env, *args, [int(s) for s in b], beta, horizon, max_steps)
-                for b in blocks
-            ]
-            return [record for future in futures for record in future.result()]
+        return [record for part in map_blocks(work, [int(s) for s in seeds], workers) for record in part]
 
 
 def label_round(teacher: Policy, episodes: list[EpisodeDecisions], horizon: int, batch_size: int) -> int:
