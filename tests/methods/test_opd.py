@@ -366,3 +366,25 @@ def test_a_resumed_run_continues_after_its_last_finished_round(pushcube_demos, t
     (run_dir / "opd_checkpoint" / "state.pt").write_bytes(b"not a checkpoint")
     proc = run_cli(*opd, "method.rounds=3", "trainer.resume=true", timeout=600)
     assert proc.returncode != 0 and "cannot resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rounds_are_saved_with_a_token_students_entropy_panel(tmp_path):
+    from PIL import Image
+
+    from vla_kd.methods.opd.progress import save_rounds
+
+    rows = [
+        {
+            "round": r,
+            "rollout_success": 0.2 * r,
+            "val_success": 0.1 * r,
+            "teacher_queries_total": 100 * (r + 1),
+            "train/student_token_entropy": 2.0 - 0.3 * r,
+            "train/teacher_token_entropy": 1.0,
+        }
+        for r in range(3)
+    ]
+    wide = Image.open(save_rounds(rows, tmp_path)).size[0]
+    assert json.loads((tmp_path / "rounds.json").read_text()) == rows
+    plain = [{k: v for k, v in r.items() if "entropy" not in k} for r in rows]
+    assert Image.open(save_rounds(plain, tmp_path)).size[0] < wide  # no entropy: two panels

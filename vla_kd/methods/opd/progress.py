@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt
 
 from vla_kd.reporting import write_json_atomic
 
+ENTROPY, TEACHER_ENTROPY = "train/student_token_entropy", "train/teacher_token_entropy"
+
 
 @dataclasses.dataclass
 class Progress:
@@ -29,9 +31,11 @@ class Progress:
 
 
 def save_rounds(rows: list[dict], folder: Path) -> Path:
-    """``rounds.json`` and ``success_vs_round.png`` in ``folder``; the plot's path."""
+    """``rounds.json`` and ``success_vs_round.png`` in ``folder`` (with a token student's entropy
+    per round beside the teacher's, where the rounds logged them); the plot's path."""
     write_json_atomic(rows, folder / "rounds.json")
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), sharey=True)
+    entropy = all(ENTROPY in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if entropy else 2, figsize=(13.0 if entropy else 9.0, 3.6))
     rounds = [r["round"] for r in rows]
     queries = [r["teacher_queries_total"] for r in rows]
     for ax, x, label in ((axes[0], rounds, "round"), (axes[1], queries, "teacher queries (cumulative)")):
@@ -39,8 +43,14 @@ def save_rounds(rows: list[dict], folder: Path) -> Path:
         ax.plot(x, [r["val_success"] for r in rows], "s-", label="validation (student alone)")
         ax.set_xlabel(label)
         ax.set_ylim(-0.02, 1.02)
-    axes[0].set_ylabel("success rate")
+        ax.set_ylabel("success rate")
     axes[0].legend(loc="lower right", fontsize=8)
+    if entropy:
+        axes[2].plot(rounds, [r[ENTROPY] for r in rows], "o-", label="student")
+        axes[2].plot(rounds, [r.get(TEACHER_ENTROPY, float("nan")) for r in rows], "k--", label="teacher")
+        axes[2].set_xlabel("round")
+        axes[2].set_ylabel("token entropy (nats, last batch)")
+        axes[2].legend(fontsize=8)
     fig.suptitle("on-policy distillation: success per round")
     fig.tight_layout()
     path = folder / "success_vs_round.png"
