@@ -20,6 +20,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from vla_kd import distributed
 from vla_kd.config_checks import at_least, fraction, one_of, positive
 from vla_kd.methods.base import Method
 from vla_kd.policies.pretrained import replace_dir_atomically
@@ -46,6 +47,10 @@ class TrainerConfig:
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights; it is
     # what the run ends with (saved, evaluated), as in diffusion policy. 0: the last weights.
     resume: bool = False  # continue from <run dir>/checkpoints/last at its exact step
+    #: true: one of several processes started by torchrun (data-parallel): each reads
+    #: ``batch_size`` samples of every step's batch of ``batch_size x processes``, gradients are
+    #: averaged, rank 0 writes (vla_kd.distributed)
+    distributed: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -112,9 +117,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def batch_indices(self, step: int) -> np.ndarray:
-        """Dataset indices of the batch at ``step``: consecutive slices of seeded permutations."""
+        """Dataset indices of this process's share of the batch at ``step``: consecutive slices
+        of seeded permutations; rank r of W reads slice r of the ``batch_size x W`` batch, so W
+        processes see exactly the samples one process would at ``batch_size x W``."""
         n, size = len(self.dataset), self.cfg.batch_size
-        positions = np.arange(step * size, (step + 1) * size)
+        start = (step * distributed.world_size() + distributed.rank()) * size
+        positions = np.arange(start, start + size)
         out = np.empty(size, dtype=np.int64)
         for i, position in enumerate(positions):
             epoch = int(position // n)
@@ -129,6 +137,13 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes; every rank waits until it has (a resume reads it on every rank)."""
+        if distributed.is_main():
+            self._write_checkpoint()
+        distributed.barrier()
+        return self.checkpoint_dir
+
+    def _write_checkpoint(self) -> None:
         model = self.method.model
         staged = self.checkpoint_dir.with_name("last.tmp")
         if hasattr(model, "save_pretrained"):
@@ -143,7 +158,6 @@ class Trainer:
             staged / STATE_FILE,
         )
         replace_dir_atomically(staged, self.checkpoint_dir)
-        return self.checkpoint_dir
 
     def load_checkpoint(self) -> bool:
         """Restore model, optimiser, schedule and step from the last checkpoint, if there is one."""
@@ -178,13 +192,17 @@ class Trainer:
         model = self.method.model
         model.train()
         last: dict[str, float] = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not cfg.progress)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train",
+                   disable=not cfg.progress or not distributed.is_main())
+        world = distributed.world_size()
         started = time.perf_counter()
         while self.step < stop:
-            torch.manual_seed(cfg.seed * 1_000_003 + self.step)
+            # each rank its own draws (noise, augmentation) for its own samples; one process: as ever
+            torch.manual_seed((cfg.seed * 1_000_003 + self.step) * world + distributed.rank())
             loss, metrics = self.method.loss(self.batch(self.step), self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(self.method.parameters())
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
@@ -195,7 +213,7 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 last = {**metrics, "train/grad_norm": float(grad_norm),
                         "train/lr": self.scheduler.get_last_lr()[0],
-                        "time/samples": self.step * cfg.batch_size,
+                        "time/samples": self.step * cfg.batch_size * world,
                         "time/seconds": time.perf_counter() - started}
                 self.tracker.log(last, step=self.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items()})
@@ -205,7 +223,8 @@ class Trainer:
                 model.load_state_dict(self.ema.module.state_dict())
             if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, stop):
                 self.save_checkpoint()
-            if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+            if (self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps
+                    and distributed.is_main()):
                 self._run_eval(last)
         bar.close()
         return last

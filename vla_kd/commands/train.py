@@ -53,7 +53,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         model=OmegaConf.to_object(cfg.model),
     )
     summary, _ = runner.train(ctx)
-    print(json.dumps(summary, indent=2, default=float))
+    if summary:  # rank 0's (the other ranks of a data-parallel run write nothing)
+        print(json.dumps(summary, indent=2, default=float))
     return summary
 
 

@@ -224,6 +224,7 @@ class Align(Distiller):
     """Run ``config.stage`` (see :class:`AlignConfig`)."""
 
     name = "align"
+    data_parallel = True
     config_class = AlignConfig
     inputs = ("teacher", "expert", "dataset")
 

@@ -250,6 +250,7 @@ class BehaviourCloning(Distiller):
     """A ``model`` trained on a dataset's demonstrations with the shared trainer."""
 
     name = "bc"
+    data_parallel = True
     config_class = BCConfig
     inputs = ("dataset", "model")
 

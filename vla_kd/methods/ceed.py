@@ -198,6 +198,7 @@ class CEED(Distiller):
     it that jumps to their fixed points."""
 
     name = "ceed"
+    data_parallel = True
     config_class = CEEDConfig
     inputs = ("teacher", "dataset")
 

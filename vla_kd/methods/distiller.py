@@ -94,6 +94,9 @@ class Distiller(abc.ABC):
     inputs: ClassVar[tuple[str, ...]]
     #: how the pipeline evaluates its student: one row each
     evaluations: ClassVar[tuple[EvaluationVariant, ...]] = (EvaluationVariant(),)
+    #: True where all its training is the shared trainer on a dataset, which
+    #: ``trainer.distributed=true`` splits over torchrun's processes (not rollouts or RL)
+    data_parallel: ClassVar[bool] = False
 
     @abc.abstractmethod
     def fit(self, ctx: RunContext) -> TrainResult:

@@ -147,6 +147,7 @@ class DySL(Distiller):
     cheap-path actions on the same demos."""
 
     name = "dysl"
+    data_parallel = True
     config_class = DySLConfig
     inputs = ("teacher", "dataset")
 

@@ -3,6 +3,7 @@ student, evaluate it on held-out seeds, write ``train_summary.json``, close the 
 ``vla-kd train`` and the pipeline both come through here."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -10,12 +11,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
+from vla_kd import distributed
 from vla_kd.errors import UserError
 from vla_kd.evaluator import EvalConfig, evaluate_policy, milestone_metrics
 from vla_kd.methods import registry
 from vla_kd.methods.distiller import EvaluationVariant, RunContext, TrainResult
 from vla_kd.reporting import write_json_atomic
-from vla_kd.tracking import make_tracker
+from vla_kd.tracking import NullTracker, make_tracker
 from vla_kd.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,28 @@ def make_context(
     config = OmegaConf.to_object(method_cfg) if OmegaConf.is_config(method_cfg) else method_cfg
     trainer = _as(TrainerConfig, trainer_cfg) if trainer_cfg is not None else TrainerConfig()
     evaluation = _as(EvalConfig, eval_cfg if eval_cfg is not None else settings.get("eval"))
-    tracker = make_tracker(settings.tracker, run_dir, tracked(settings), job_type=job, group=group)
+    if trainer.distributed:
+        start_data_parallel(config.name)
+        run_dir, output = distributed.broadcast_from_main((Path(run_dir), Path(output)))  # rank 0's
+    tracker = (
+        make_tracker(settings.tracker, run_dir, tracked(settings), job_type=job, group=group)
+        if distributed.is_main()
+        else NullTracker()  # one run per job: rank 0's
+    )
     return RunContext(method=config.name, config=config, trainer=trainer, settings=settings,
                       eval=evaluation, run_dir=Path(run_dir), output=Path(output), tracker=tracker,
                       job=job, **inputs)
+
+
+def start_data_parallel(method: str) -> None:
+    """``trainer.distributed=true``: join torchrun's process group, for a method that can split."""
+    if not registry.get(method).data_parallel:
+        able = [name for name in registry.names() if registry.get(name).data_parallel]
+        raise UserError(
+            f"trainer.distributed=true splits the shared trainer's batches; method={method} "
+            f"trains otherwise (rollouts or RL). Data-parallel methods: {', '.join(able)}"
+        )
+    distributed.init_from_environment()
 
 
 def tracked(settings: DictConfig) -> dict:
@@ -67,6 +87,9 @@ def train(ctx: RunContext, evaluate: bool = True) -> tuple[dict, TrainResult]:
     started = time.perf_counter()
     try:
         result = distiller.fit(ctx)
+        if not distributed.is_main():  # rank 0 saves, evaluates and writes for all
+            return {}, result
+        result = counted_over_ranks(result)
         student = result.student.eval()
         student.save_pretrained(ctx.output, extra=result.saved_with or None)
         summary = {"method": ctx.method, "policy": str(ctx.output), **result.summary}
@@ -82,6 +105,17 @@ def train(ctx: RunContext, evaluate: bool = True) -> tuple[dict, TrainResult]:
         return summary, result
     finally:
         ctx.tracker.finish()
+
+
+def counted_over_ranks(result: TrainResult) -> TrainResult:
+    """A data-parallel run's samples counted over all its processes (each counted its own)."""
+    world = distributed.world_size()
+    if world == 1:
+        return result
+    summary = {**result.summary, "processes": world}
+    if "samples" in summary:
+        summary["samples"] *= world
+    return dataclasses.replace(result, summary=summary, samples=result.samples * world)
 
 
 def held_out_evaluation(ctx: RunContext, result: TrainResult, task: str) -> dict:
