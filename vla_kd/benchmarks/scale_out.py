@@ -1,0 +1,84 @@
+"""Throughput past one process, side by side in one run: evaluation episodes per second with 1
+and N worker processes, and training samples per second for 1 and N data-parallel processes
+(``torchrun`` + ``trainer.distributed=true``), each timed by the command users run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+from vla_kd.envs import make_env
+from vla_kd.evaluator import evaluate_task
+from vla_kd.policies.base import RandomPolicy
+
+
+@dataclasses.dataclass
+class Throughput:
+    """One contestant: what ran, on how many processes, and its rate."""
+
+    job: str  # "evaluation" or "training"
+    engine: str  # local workers, torchrun, ...
+    processes: int
+    units: int  # episodes or samples
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.units / self.seconds
+
+
+def random_policy(env) -> RandomPolicy:
+    return RandomPolicy(seed=0)
+
+
+def evaluation_throughput(task: str, episodes: int, workers: int, max_steps: int) -> Throughput:
+    """A random policy's episodes of ``task`` (state observations: the simulator's cost, not a
+    network's) through the evaluator's worker processes."""
+    make = partial(make_env, task, obs_mode="state", max_episode_steps=max_steps)
+    started = time.perf_counter()
+    evaluate_task(task, make, random_policy, episodes, seed=100000, progress=False, workers=workers)
+    return Throughput("evaluation", "local workers", workers, episodes, time.perf_counter() - started)
+
+
+def training_throughput(dataset: str, processes: int, steps: int, batch_size: int, run_dir: Path,
+                        overrides: tuple[str, ...] = ()) -> Throughput:
+    """``vla-kd train`` on ``dataset`` (batch ``batch_size`` per process), under torchrun for
+    more than one process; samples per second of its training loop (``time/samples`` over
+    ``time/seconds`` as the trainer logs them, not counting start-up)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    args = [f"dataset={dataset}", f"trainer.steps={steps}", f"trainer.batch_size={batch_size}",
+            f"trainer.log_every={steps}", "trainer.progress=false", "tracker.mode=disabled",
+            f"hydra.run.dir={run_dir}", *overrides]
+    env = dict(os.environ)
+    if processes == 1:
+        command = [sys.executable, "-m", "vla_kd.cli", "train", *args]
+    else:
+        torchrun = str(Path(sys.executable).with_name("torchrun"))
+        command = [torchrun, "--standalone", f"--nproc_per_node={processes}", "-m", "vla_kd.cli", "train",
+                   *args, "trainer.distributed=true"]
+        env["OMP_NUM_THREADS"] = "1"  # the processes share the cores
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training on {processes} process(es) failed:\n{proc.stderr[-2000:]}")
+    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    return Throughput("training", "torchrun" if processes > 1 else "one process", processes,
+                      int(last["time/samples"]), float(last["time/seconds"]))
+
+
+def markdown(rows: list[Throughput]) -> str:
+    """The side-by-side table, each job's rates against its one-process row."""
+    base = {r.job: r.per_second for r in rows if r.processes == 1}
+    lines = ["| job | engine | processes | units | seconds | per second | vs 1 process |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        unit = "episodes" if r.job == "evaluation" else "samples"
+        lines.append(f"| {r.job} | {r.engine} | {r.processes} | {r.units} {unit} | {r.seconds:.1f} | "
+                     f"{r.per_second:.2f} | {r.per_second / base[r.job]:.2f}x |")
+    return "\n".join(lines)
