@@ -142,6 +142,7 @@ def test_method_opd_with_an_hf_teacher_and_a_token_student(pushcube_demos, tmp_p
         "method.rounds=2",
         "method.episodes_per_round=1",
         "method.max_episode_steps=6",
+        "method.demo_steps=2",
         "method.steps_per_round=2",
         "method.validation_episodes=1",
         "method.workers=1",
