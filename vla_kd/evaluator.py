@@ -167,26 +167,12 @@ def evaluate_task(
     carries physics solver state from one episode into the next despite the seeded reset
     (measured: the same seed's return differed by 4% after three earlier episodes)."""
     video = (video_dir, video_episodes, video_fps)
-    work = partial(_evaluate_episodes, task, make_env, make_policy, seed, video, progress)
+    work = partial(_evaluate_block, task, make_env, make_policy, seed, video, progress)
     parts = map_blocks(work, range(episodes), workers)
     results = [r for part, _ in parts for r in part]
     protocol = parts[0][1]
     protocol.episodes, protocol.seeds = episodes, [seed + i for i in range(episodes)]
     return results, protocol
-
-
-def _evaluate_episodes(
-    task: str,
-    make_env: Callable[[], gym.Env],
-    make_policy: Callable[[gym.Env], Policy],
-    seed: int,
-    video: tuple[Path | None, int, int],
-    progress: bool,
-    block: list[int],
-    index: int,
-) -> tuple[list[EpisodeResult], TaskProtocol]:
-    """One worker's block of episodes; the first block's worker draws the progress bar."""
-    return _evaluate_block(task, make_env, make_policy, block, seed, video, progress and index == 0)
 
 
 def check_apart_from_held_out(first: int, count: int, held_out: EvalConfig, name: str, setting: str) -> None:
@@ -205,12 +191,14 @@ def _evaluate_block(
     task: str,
     make_env: Callable[[], gym.Env],
     make_policy: Callable[[gym.Env], Policy],
-    block: list[int] | range,
     seed: int,
     video: tuple[Path | None, int, int],
     progress: bool,
+    block: list[int],
+    index: int,
 ) -> tuple[list[EpisodeResult], TaskProtocol]:
-    """Episodes ``block`` of one task in this process, and the task's protocol for them."""
+    """Episodes ``block`` of one task in this process (worker ``index``; the first draws the
+    progress bar), and the task's protocol for them."""
     video_dir, video_episodes, video_fps = video
     env = make_env()
     try:
@@ -218,7 +206,7 @@ def _evaluate_block(
         limit = int(env.max_episode_steps)
         is_libero = TaskId.parse(task).backend == "libero"
         results: list[EpisodeResult] = []
-        bar = tqdm(block, desc=task, disable=not progress, leave=False)
+        bar = tqdm(block, desc=task, disable=not (progress and index == 0), leave=False)
         for episode in bar:
             episode_seed = seed + episode
             options = {"init_state_id": episode % env.num_init_states} if is_libero else None

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -12,15 +14,25 @@ import matplotlib.pyplot as plt
 matplotlib.use("Agg")  # files only: no display
 
 
-def write_json_atomic(data: dict | list, path: str | Path) -> Path:
-    """Write JSON to a temp file in the same folder, then rename: never a half-written file."""
+def write_file_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> Path:
+    """``write(handle)`` into a temp file in the same folder, then rename: never a half-written
+    file (a failed write leaves the old file and no temp file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=float)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
+
+
+def write_json_atomic(data: dict | list, path: str | Path) -> Path:
+    """Write JSON atomically (see :func:`write_file_atomic`)."""
+    return write_file_atomic(path, lambda handle: json.dump(data, handle, indent=2, default=float))
 
 
 def table_rows(results: dict) -> list[dict]:

@@ -135,6 +135,11 @@ class Trainer:
         items = [self.dataset[int(i)] for i in self.batch_indices(step)]
         return torch.utils.data.default_collate(items)
 
+    @property
+    def samples(self) -> int:
+        """Samples trained on so far, over every data-parallel process."""
+        return self.step * self.cfg.batch_size * distributed.world_size()
+
     # ----------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
         """Rank 0 writes; every rank waits until it has (a resume reads it on every rank)."""
@@ -213,7 +218,7 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 last = {**metrics, "train/grad_norm": float(grad_norm),
                         "train/lr": self.scheduler.get_last_lr()[0],
-                        "time/samples": self.step * cfg.batch_size * world,
+                        "time/samples": self.samples,
                         "time/seconds": time.perf_counter() - started}
                 self.tracker.log(last, step=self.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items()})
@@ -271,5 +276,5 @@ def run_stages(
         result.metrics.update({f"{name}/{k}": v for k, v in trainer.fit().items()})
         result.wall_seconds[name] = time.perf_counter() - started
         result.steps += trainer.step
-        result.samples += trainer.step * stage_settings.batch_size
+        result.samples += trainer.samples
     return result

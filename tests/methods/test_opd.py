@@ -174,6 +174,20 @@ def test_poses_recorded_at_the_decisions_reach_the_aggregate_as_auxiliary_target
     )
 
 
+def train_bc(demos, tmp_path, name: str, *overrides: str, timeout: float = 900) -> None:
+    """``vla-kd train`` (behaviour cloning) on ``demos`` into ``tmp_path/name``; its run folder
+    is ``tmp_path/<name>_run``."""
+    proc = run_cli(
+        "train",
+        f"dataset={demos}",
+        *overrides,
+        f"output={tmp_path / name}",
+        f"hydra.run.dir={tmp_path / f'{name}_run'}",
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @requires_maniskill
 @pytest.mark.maniskill
 @pytest.mark.slow
@@ -188,28 +202,10 @@ def test_a_short_opd_run_beats_its_starting_student_on_pushcube(pushcube_demos, 
         "eval.max_episode_steps=80",
     ]
     common = ["model.horizon=8", "trainer.batch_size=32", "trainer.progress=false", "tracker=none"]
-    proc = run_cli(
-        "train",
-        f"dataset={pushcube_demos}",
-        "trainer.steps=1500",
-        "model.aux_privileged_weight=1.0",
-        *common,
-        f"output={tmp_path / 'teacher'}",
-        f"hydra.run.dir={tmp_path / 'teacher_run'}",
-        timeout=900,
+    train_bc(
+        pushcube_demos, tmp_path, "teacher", "trainer.steps=1500", "model.aux_privileged_weight=1.0", *common
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = run_cli(
-        "train",
-        f"dataset={pushcube_demos}",
-        "trainer.steps=150",
-        *common,
-        *held_out,
-        f"output={tmp_path / 'start'}",
-        f"hydra.run.dir={tmp_path / 'start_run'}",
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_bc(pushcube_demos, tmp_path, "start", "trainer.steps=150", *common, *held_out)
     start = json.loads((tmp_path / "start_run" / "train_summary.json").read_text())["eval/success_rate"]
     run_dir = tmp_path / "opd_run"
     opd = [
@@ -321,17 +317,7 @@ def test_a_resumed_run_continues_after_its_last_finished_round(pushcube_demos, t
     # A toy teacher (4 steps of BC) and a fresh student that learns the demos first; one round,
     # then the same run folder with trainer.resume=true and two rounds: only round 1 runs.
     tiny = ["trainer.batch_size=8", "trainer.progress=false", "tracker=none", "model.hidden=32"]
-    proc = run_cli(
-        "train",
-        f"dataset={pushcube_demos}",
-        "model.horizon=4",
-        "trainer.steps=4",
-        *tiny,
-        f"output={tmp_path / 'teacher'}",
-        f"hydra.run.dir={tmp_path / 'teacher_run'}",
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_bc(pushcube_demos, tmp_path, "teacher", "model.horizon=4", "trainer.steps=4", *tiny, timeout=600)
     run_dir = tmp_path / "opd_run"
     opd = [
         "train",

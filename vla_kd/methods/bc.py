@@ -265,7 +265,7 @@ class BehaviourCloning(Distiller):
         metrics = trainer.fit()
         if hasattr(policy, "merge_lora"):  # LoRA adapters fold into the saved weights
             policy.merge_lora()
-        samples = trainer.step * ctx.trainer.batch_size
+        samples = trainer.samples
         summary = {"model": model.type, "steps": trainer.step, "samples": samples,
                    "dataset_frames": len(dataset), **metrics}
         return TrainResult(policy, summary, samples, {"dataset": str(ctx.dataset), "steps": trainer.step})

@@ -212,7 +212,7 @@ class CEED(Distiller):
         method = ConsistencyDistillation(student, teacher, **settings)
         trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker)
         metrics = trainer.fit()
-        samples = trainer.step * ctx.trainer.batch_size
+        samples = trainer.samples
         summary = {"model": teacher.policy_type, "steps": trainer.step, "samples": samples,
                    "jacobi_trajectories": len(method.trajectories), **metrics}
         saved_with = {"teacher": str(ctx.teacher), "dataset": str(ctx.dataset), "steps": trainer.step}

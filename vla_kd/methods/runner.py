@@ -3,7 +3,6 @@ student, evaluate it on held-out seeds, write ``train_summary.json``, close the 
 ``vla-kd train`` and the pipeline both come through here."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -89,10 +88,11 @@ def train(ctx: RunContext, evaluate: bool = True) -> tuple[dict, TrainResult]:
         result = distiller.fit(ctx)
         if not distributed.is_main():  # rank 0 saves, evaluates and writes for all
             return {}, result
-        result = counted_over_ranks(result)
         student = result.student.eval()
         student.save_pretrained(ctx.output, extra=result.saved_with or None)
         summary = {"method": ctx.method, "policy": str(ctx.output), **result.summary}
+        if distributed.world_size() > 1:
+            summary["processes"] = distributed.world_size()
         summary.setdefault("samples", result.samples)
         summary.setdefault("wall_seconds", time.perf_counter() - started)
         task = ctx.eval.env or (ctx.env if "env" in distiller.inputs else None)
@@ -105,17 +105,6 @@ def train(ctx: RunContext, evaluate: bool = True) -> tuple[dict, TrainResult]:
         return summary, result
     finally:
         ctx.tracker.finish()
-
-
-def counted_over_ranks(result: TrainResult) -> TrainResult:
-    """A data-parallel run's samples counted over all its processes (each counted its own)."""
-    world = distributed.world_size()
-    if world == 1:
-        return result
-    summary = {**result.summary, "processes": world}
-    if "samples" in summary:
-        summary["samples"] *= world
-    return dataclasses.replace(result, summary=summary, samples=result.samples * world)
 
 
 def held_out_evaluation(ctx: RunContext, result: TrainResult, task: str) -> dict:

@@ -5,8 +5,6 @@ progress with the student's weights (replaced atomically after every round)."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -14,21 +12,14 @@ import torch
 from vla_kd.errors import UserError
 from vla_kd.methods.opd.progress import Progress
 from vla_kd.methods.opd.rollouts import EpisodeDecisions
+from vla_kd.reporting import write_file_atomic
 
 STATE = "state.pt"
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """``torch.save`` into a temporary file beside ``path``, then rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` without ever leaving half a file."""
+    write_file_atomic(path, lambda handle: torch.save(obj, handle), binary=True)
 
 
 class RoundCheckpoint:

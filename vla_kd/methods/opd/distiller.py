@@ -80,11 +80,19 @@ def learn_demos(ctx: RunContext, student, teacher, model, demos) -> int:
     o: OPDConfig = ctx.config
     if o.demo_steps == 0:
         return 0
-    settings = dataclasses.replace(ctx.trainer, steps=o.demo_steps, resume=False)
-    loss = objective(student.train(), teacher, model, o)
-    trainer = Trainer(loss, demos, settings, ctx.run_dir / "demos_warmup", ctx.tracker)
-    trainer.fit()
-    return trainer.step
+    _, steps = fit_student(
+        ctx, student, teacher, model, demos, o.demo_steps, ctx.trainer.seed, "demos_warmup"
+    )
+    return steps
+
+
+def fit_student(ctx: RunContext, student, teacher, model, data, steps: int, seed: int, folder: str):
+    """``steps`` of the shared trainer on ``data`` with the student's objective, in
+    ``<run_dir>/<folder>``: (its last logged metrics, the steps it took)."""
+    settings = dataclasses.replace(ctx.trainer, steps=steps, seed=seed, resume=False)
+    loss = objective(student.train(), teacher, model, ctx.config)
+    trainer = Trainer(loss, data, settings, ctx.run_dir / folder, ctx.tracker)
+    return trainer.fit(), trainer.step
 
 
 @dataclasses.dataclass
@@ -125,13 +133,10 @@ def run_round(r: int, setup: RoundSetup, student):
         student = new_student(setup.model, data, teacher, o)
         check_pair(student, teacher, setup.horizon)
     training = training_mix(setup.demos, data, o.aggregate_share)
-    settings = dataclasses.replace(
-        ctx.trainer, steps=o.steps_per_round, seed=ctx.trainer.seed + r, resume=False
+    losses, steps = fit_student(
+        ctx, student, teacher, setup.model, training, o.steps_per_round, ctx.trainer.seed + r, f"round_{r}"
     )
-    loss = objective(student.train(), teacher, setup.model, o)
-    trainer = Trainer(loss, training, settings, ctx.run_dir / f"round_{r}", ctx.tracker)
-    losses = trainer.fit()
-    progress.trainer_steps += trainer.step
+    progress.trainer_steps += steps
     val = evaluate_policy(ctx.settings, setup.validation, student.eval(), str(ctx.env))
     row = {
         "round": r,
@@ -154,8 +159,9 @@ def run_round(r: int, setup: RoundSetup, student):
 
 
 def resume_rounds(setup: RoundSetup, student):
-    """A resumed run's finished rounds back in place: (first round to run, the student, progress)."""
-    finished, rounds, progress, weights = setup.checkpoint.load()
+    """A resumed run's finished rounds, progress and student back in place: (first round to
+    run, the student)."""
+    finished, rounds, setup.progress, weights = setup.checkpoint.load()
     for r, episodes in enumerate(rounds):
         setup.aggregate.add(episodes, r)
     setup.aggregate.write(setup.horizon)
@@ -165,7 +171,7 @@ def resume_rounds(setup: RoundSetup, student):
         )
     student.load_state_dict(weights)
     log.info("opd: resumed after round %d (%d aggregated states)", finished - 1, setup.aggregate.states)
-    return finished, student, progress
+    return finished, student
 
 
 def rollout_env_factory(ctx: RunContext, student, teacher, model) -> partial:
@@ -255,7 +261,7 @@ class OnPolicyDistillation(Distiller):
         )
         first_round = 0
         if resuming:
-            first_round, student, setup.progress = resume_rounds(setup, student)
+            first_round, student = resume_rounds(setup, student)
         started = time.perf_counter()
         for r in range(first_round, o.rounds):
             student, row = run_round(r, setup, student)
