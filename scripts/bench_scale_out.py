@@ -1,5 +1,5 @@
-"""Evaluation episodes/s with 1 and N local worker processes and training samples/s with 1 and
-N data-parallel processes (torchrun), side by side in one run.
+"""Evaluation episodes/s with 1 and N local worker processes and Ray tasks, and training samples/s
+with 1 and N data-parallel processes (torchrun), side by side in one run.
 
     python scripts/bench_scale_out.py --dataset runs/pipeline/<time>/dataset --out runs/bench_scale_out
 
@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from vla_kd.benchmarks.scale_out import evaluation_throughput, markdown, training_throughput
+from vla_kd.ray_engine import connect
 
 
 def main() -> None:
@@ -26,9 +27,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="per process")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ray-address", default=None, help="a running Ray cluster (default: a local one)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [evaluation_throughput(args.task, args.episodes, n, args.max_steps) for n in (1, args.processes)]
+    connect(args.ray_address, num_cpus=args.processes)  # the cluster's start-up is not timed
+    rows += [evaluation_throughput(args.task, args.episodes, n, args.max_steps, engine="ray")
+             for n in (1, args.processes)]
     rows += [
         training_throughput(args.dataset, n, args.steps, args.batch_size, args.out / f"train_{n}")
         for n in (1, args.processes)

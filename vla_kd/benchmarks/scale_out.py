@@ -1,6 +1,7 @@
 """Throughput past one process, side by side in one run: evaluation episodes per second with 1
-and N worker processes, and training samples per second for 1 and N data-parallel processes
-(``torchrun`` + ``trainer.distributed=true``), each timed by the command users run."""
+and N local worker processes and as 1 and N Ray tasks (``engine=ray``, on a local Ray cluster
+started before the clock runs), and training samples per second for 1 and N data-parallel
+processes (``torchrun`` + ``trainer.distributed=true``), each timed by the command users run."""
 
 from __future__ import annotations
 
@@ -38,13 +39,18 @@ def random_policy(env) -> RandomPolicy:
     return RandomPolicy(seed=0)
 
 
-def evaluation_throughput(task: str, episodes: int, workers: int, max_steps: int) -> Throughput:
+def evaluation_throughput(
+    task: str, episodes: int, workers: int, max_steps: int, engine: str = "local"
+) -> Throughput:
     """A random policy's episodes of ``task`` (state observations: the simulator's cost, not a
-    network's) through the evaluator's worker processes."""
+    network's) through the evaluator's worker processes or Ray tasks (``engine="ray"``: join or
+    start the cluster first, :func:`vla_kd.ray_engine.connect`)."""
     make = partial(make_env, task, obs_mode="state", max_episode_steps=max_steps)
     started = time.perf_counter()
-    evaluate_task(task, make, random_policy, episodes, seed=100000, progress=False, workers=workers)
-    return Throughput("evaluation", "local workers", workers, episodes, time.perf_counter() - started)
+    evaluate_task(task, make, random_policy, episodes, seed=100000, progress=False, workers=workers,
+                  engine=engine)
+    name = "Ray tasks" if engine == "ray" else "local workers"
+    return Throughput("evaluation", name, workers, episodes, time.perf_counter() - started)
 
 
 def training_throughput(dataset: str, processes: int, steps: int, batch_size: int, run_dir: Path,
@@ -73,12 +79,18 @@ def training_throughput(dataset: str, processes: int, steps: int, batch_size: in
 
 
 def markdown(rows: list[Throughput]) -> str:
-    """The side-by-side table, each job's rates against its one-process row."""
-    base = {r.job: r.per_second for r in rows if r.processes == 1}
-    lines = ["| job | engine | processes | units | seconds | per second | vs 1 process |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    """The side-by-side table: each row's rate against its engine's one-process row, and each
+    evaluation row's against the local workers' row of equal count (the engine's overhead)."""
+    one_process = {r.job: r.per_second for r in rows if r.processes == 1}
+    one_process.update({(r.job, r.engine): r.per_second for r in rows if r.processes == 1})
+    local = {r.processes: r.per_second for r in rows if r.engine == "local workers"}
+    lines = ["| job | engine | processes | units | seconds | per second | vs 1 process "
+             "| vs local, same count |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         unit = "episodes" if r.job == "evaluation" else "samples"
+        base = one_process.get((r.job, r.engine), one_process[r.job])
+        against_local = f"{r.per_second / local[r.processes]:.2f}x" if r.job == "evaluation" else ""
         lines.append(f"| {r.job} | {r.engine} | {r.processes} | {r.units} {unit} | {r.seconds:.1f} | "
-                     f"{r.per_second:.2f} | {r.per_second / base[r.job]:.2f}x |")
+                     f"{r.per_second:.2f} | {r.per_second / base:.2f}x | {against_local} |")
     return "\n".join(lines)

@@ -9,11 +9,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from vla_kd.cli_support import hydra_command
-from vla_kd.config_checks import at_least
+from vla_kd.config_checks import at_least, one_of
 from vla_kd.data.demos import generate_maniskill_demos
 from vla_kd.data.libero_demos import generate_libero_demos
 from vla_kd.envs import check_task
 from vla_kd.errors import UserError
+from vla_kd.parallel import ENGINES
 
 CONFIG_NAME = "demos"
 
@@ -30,10 +31,16 @@ class DemosCommandConfig:
     output: str = "${hydra:runtime.output_dir}/dataset"
     overwrite: bool = False
     workers: int = 2  # processes for planning, conversion and recording (one per core)
+    #: local: worker processes here; ray: the recording's episode blocks as Ray tasks (ManiSkill;
+    #: its planner and converter stay local)
+    engine: str = "local"
+    #: host:port of a running Ray cluster (ray start --head); null: RAY_ADDRESS, else a local one
+    ray_address: str | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
         at_least(self, 1, "n", "workers")
+        one_of(self, "engine", ENGINES)
         at_least(self, 8, "image_size")
 
 
@@ -45,12 +52,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     options = dict(image_size=int(cfg.image_size), overwrite=bool(cfg.overwrite),
                    progress=bool(cfg.progress), workers=int(cfg.workers))
     if task.backend == "libero":
+        if cfg.engine != "local":
+            raise UserError("engine=ray records ManiSkill demonstrations; LIBERO's run with engine=local")
         report = generate_libero_demos(str(task), int(cfg.n), cfg.output,
                                        wrist_camera=bool(cfg.wrist_camera), **options)
     else:
         if cfg.wrist_camera:
             raise UserError("wrist_camera=true is for LIBERO tasks; ManiSkill's tasks here have one camera")
-        report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, **options)
+        report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, engine=str(cfg.engine),
+                                          ray_address=cfg.ray_address, **options)
     doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}
     print(json.dumps(doc, indent=2))
     return doc

@@ -16,6 +16,7 @@ from vla_kd.envs import check_task, make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.envs.suites import Suite, suite_from_config
 from vla_kd.evaluator import aggregate, evaluate_task
+from vla_kd.parallel import ENGINES
 from vla_kd.policies.loading import (
     build_policy,
     check_policy_spec,
@@ -62,12 +63,17 @@ class EvalCommandConfig:
     action_steps: int | None = None
     sample_actions: bool = False  # RL students: act with seeded samples of their Gaussian, not its mean
     workers: int = 1  # processes sharing the episodes (ManiSkill/LIBERO sim is single-threaded)
+    #: local: worker processes here; ray: the same episode blocks as tasks of a Ray cluster
+    engine: str = "local"
+    #: host:port of a running Ray cluster (ray start --head); null: RAY_ADDRESS, else a local one
+    ray_address: str | None = None
     video: VideoSettings = field(default_factory=VideoSettings)
 
     def __post_init__(self) -> None:
         at_least(self, 1, "episodes_per_task", "max_episode_steps", "action_steps", "workers")
         at_least(self, 0, "seed")
         one_of(self, "obs_mode", ("state", "rgb"))
+        one_of(self, "engine", ENGINES)
 
 
 ConfigStore.instance().store(name=f"{CONFIG_NAME}_schema", node=EvalCommandConfig)
@@ -113,6 +119,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 video_fps=cfg.video.fps,
                 progress=cfg.progress,
                 workers=int(cfg.workers),
+                engine=str(cfg.engine),
+                ray_address=cfg.ray_address,
             )
             per_task[task] = (results, protocol)
             task_rate = sum(r.success_once for r in results) / len(results)

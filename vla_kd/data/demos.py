@@ -10,15 +10,14 @@ supported interface), writing their HDF5 files into a scratch folder.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from vla_kd.envs import make_env
 from vla_kd.envs.maniskill import instruction_for
 from vla_kd.envs.runtime import configure_maniskill
 from vla_kd.errors import UserError
+from vla_kd.parallel import map_blocks
 
 #: ManiSkill ships motion-planning solutions for these tasks (Panda arm).
 PLANNABLE = (
@@ -112,51 +112,44 @@ def record_episode(env, seed: int, actions: np.ndarray) -> dict | None:
     }
 
 
-_worker_env = None  # one contract env per recording process
+def _recorder_env(task: str, image_size: int, max_steps: int):
+    return make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True,
+                    image_size=image_size, max_episode_steps=max_steps, ignore_terminations=True)
 
 
-def _start_recorder(task: str, image_size: int, max_steps: int) -> None:
-    global _worker_env
-
-    _worker_env = make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True,
-                           image_size=image_size, max_episode_steps=max_steps, ignore_terminations=True)
-
-
-def _record_in_worker(item: tuple[int, np.ndarray]) -> dict | None:
-    seed, actions = item
-    return record_episode(_worker_env, seed, actions)
+def _record_block(env_args: tuple, progress: bool, block: list, index: int) -> list[dict | None]:
+    """One worker's contiguous block of recordings on one env built for it (the first block
+    draws the progress bar)."""
+    env = _recorder_env(*env_args)
+    try:
+        bar = tqdm(block, desc=f"record {env_args[0]}", disable=not (progress and index == 0))
+        return [record_episode(env, seed, actions) for seed, actions in bar]
+    finally:
+        env.close()
 
 
 def record_all(
-    task: str, trajectories: dict[int, np.ndarray], image_size: int, workers: int, progress: bool
+    task: str, trajectories: dict[int, np.ndarray], image_size: int, workers: int, progress: bool,
+    engine: str = "local", ray_address: str | None = None,
 ):
-    """Yield each trajectory's recording (or None if it failed) in seed order, rendering in
-    ``workers`` processes (in this process when ``workers`` is 1)."""
+    """Yield each trajectory's recording (or None if it failed) in seed order, rendered in
+    ``workers`` contiguous blocks (:func:`vla_kd.parallel.map_blocks`: local processes, or Ray
+    tasks with ``engine="ray"``). Fixed blocks keep the recording independent of the engine:
+    a ManiSkill CPU scene carries solver state from one episode into the next."""
     items = [(int(seed), actions) for seed, actions in sorted(trajectories.items())]
     env_args = (task, image_size, max((len(a) for _, a in items), default=1) + 1)
-    with contextlib.ExitStack() as stack:
-        if workers <= 1:
-            _start_recorder(*env_args)
-            stack.callback(lambda: _worker_env.close())
-            recordings = map(_record_in_worker, items)
-        else:
-
-            # forkserver: a fresh interpreter per worker; a forked SAPIEN renderer is not safe.
-            context = multiprocessing.get_context("forkserver")
-            pool = stack.enter_context(context.Pool(workers, initializer=_start_recorder, initargs=env_args))
-            recordings = pool.imap(_record_in_worker, items)
-        bar = stack.enter_context(tqdm(total=len(items), desc=f"record {task}", disable=not progress))
-        for episode in recordings:
-            yield episode
-            bar.update()
+    work = partial(_record_block, env_args, progress)
+    for block in map_blocks(work, items, workers, engine, ray_address):
+        yield from block
 
 
 def generate_maniskill_demos(
     task: str, n: int, output: str | Path, image_size: int = 128, overwrite: bool = False,
-    progress: bool = True, workers: int = 1,
+    progress: bool = True, workers: int = 1, engine: str = "local", ray_address: str | None = None,
 ) -> DemoReport:
     """Plan, convert and record ``n`` attempts at ``task`` into a LeRobot dataset at ``output``,
-    spreading each stage over ``workers`` processes."""
+    spreading each stage over ``workers`` processes (``engine="ray"``: the recording, the
+    stage that renders, as Ray tasks; ManiSkill's planner and converter stay local processes)."""
     if task not in PLANNABLE:
         raise UserError(f"no motion-planning expert for '{task}'; tasks with one: {', '.join(PLANNABLE)}")
     import h5py  # optional: the maniskill extra (motion-planning output)
@@ -169,7 +162,7 @@ def generate_maniskill_demos(
         with h5py.File(converted_path, "r") as h5:
             trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
                             for e in converted_meta if e.get("success", True)}
-    episodes = record_all(task, trajectories, image_size, workers, progress)
+    episodes = record_all(task, trajectories, image_size, workers, progress, engine, ray_address)
     recorded, frames = write_successes(episodes, output, overwrite, instruction_for(task), FPS)
     if not recorded:
         raise RuntimeError(f"no successful {task} demonstration out of {n} attempts")
