@@ -39,3 +39,6 @@ def test_wheel_ships_every_config(tmp_path):
     for relative in shipped:
         assert f"vla_kd/{relative}" in names, f"{relative} missing from the wheel"
     assert "vla_kd/configs/__init__.py" in names
+    # Hydra finds launchers only in the hydra_plugins namespace: the Ray launcher must ship there
+    assert "hydra_plugins/vla_kd_ray_launcher/ray_launcher.py" in names
+    assert "hydra_plugins/__init__.py" not in names  # a namespace package, shared with Hydra's plugins

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
+
 from vla_kd.parallel import contiguous_blocks, map_blocks
 
 
@@ -23,3 +25,8 @@ def test_map_blocks_gives_the_same_results_in_this_process_and_in_workers():
     assert local == [[(0, 10), (0, 11), (0, 12), (0, 13)]]
     pooled = map_blocks(work, range(4), workers=2)
     assert pooled == [[(0, 10), (0, 11)], [(1, 12), (1, 13)]]
+
+
+def test_an_unknown_engine_is_refused():
+    with pytest.raises(ValueError, match="unknown engine 'dask'"):
+        map_blocks(partial(tagged, 0), range(2), workers=2, engine="dask")

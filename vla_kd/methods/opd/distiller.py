@@ -75,8 +75,9 @@ def objective(student, teacher, model, o: OPDConfig):
 
 
 def learn_demos(ctx: RunContext, student, teacher, model, demos) -> int:
-    """A fresh student's behaviour cloning on the demonstrations before round 0 (``demo_steps``);
-    the trainer steps it took."""
+    """A fresh student's first lessons on the demonstrations before round 0 (``demo_steps``),
+    with its objective: behaviour cloning for a continuous student, the token objective on the
+    demonstrations' states for a token student; the trainer steps it took."""
     o: OPDConfig = ctx.config
     if o.demo_steps == 0:
         return 0
