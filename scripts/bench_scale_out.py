@@ -34,6 +34,9 @@ def main() -> None:
     connect(args.ray_address, num_cpus=args.processes)  # the cluster's start-up is not timed
     rows += [evaluation_throughput(args.task, args.episodes, n, args.max_steps, engine="ray")
              for n in (1, args.processes)]
+    # the same again: the workers started above now have everything imported
+    rows += [evaluation_throughput(args.task, args.episodes, n, args.max_steps, engine="ray", label=", warm")
+             for n in (1, args.processes)]
     rows += [
         training_throughput(args.dataset, n, args.steps, args.batch_size, args.out / f"train_{n}")
         for n in (1, args.processes)

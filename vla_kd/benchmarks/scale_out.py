@@ -40,16 +40,19 @@ def random_policy(env) -> RandomPolicy:
 
 
 def evaluation_throughput(
-    task: str, episodes: int, workers: int, max_steps: int, engine: str = "local"
+    task: str, episodes: int, workers: int, max_steps: int, engine: str = "local", label: str = ""
 ) -> Throughput:
     """A random policy's episodes of ``task`` (state observations: the simulator's cost, not a
     network's) through the evaluator's worker processes or Ray tasks (``engine="ray"``: join or
-    start the cluster first, :func:`vla_kd.ray_engine.connect`)."""
+    start the cluster first, :func:`vla_kd.ray_engine.connect`). Local workers fork from a
+    server that has imported the suite already; a Ray task's first run in a new worker process
+    imports torch, the simulator and the suite, a fixed cost per worker that later tasks of the
+    same driver do not pay again (the ``warm`` rows)."""
     make = partial(make_env, task, obs_mode="state", max_episode_steps=max_steps)
     started = time.perf_counter()
     evaluate_task(task, make, random_policy, episodes, seed=100000, progress=False, workers=workers,
                   engine=engine)
-    name = "Ray tasks" if engine == "ray" else "local workers"
+    name = ("Ray tasks" if engine == "ray" else "local workers") + label
     return Throughput("evaluation", name, workers, episodes, time.perf_counter() - started)
 
 
