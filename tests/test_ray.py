@@ -10,12 +10,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from helpers import PACKAGE_ROOT, requires_maniskill, run_cli
 
 pytest.importorskip("ray", reason="the ray extra (scripts/setup.sh installs it)")
+# one xdist worker runs this module (--dist loadgroup): one head at a time on the machine
+pytestmark = pytest.mark.xdist_group("ray")
 
 TIMING_FIELDS = ("policy_ms_per_action", "env_ms_per_step")
 
@@ -26,24 +29,50 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def wait_until_answering(port: int, head: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert head.poll() is None, head.stdout.read()[-3000:]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"the Ray head did not answer on port {port} in {timeout_s} s")
+
+
 @pytest.fixture(scope="module")
 def ray_head():
-    """``host:port`` of a Ray head on this machine (2 CPUs), stopped when the module ends."""
+    """``host:port`` of a Ray head on this machine (2 CPUs), stopped when the module ends.
+
+    ``ray start --block`` stays in the foreground and takes down the processes it started when
+    it is terminated, so only this head stops (``ray stop`` would stop every Ray on the machine).
+    Token authentication is off for this 127.0.0.1-only head and its clients."""
     ray_cli = str(Path(sys.executable).with_name("ray"))
     # Ray's sockets live under its temp dir: a short one keeps their paths under the OS limit.
     temp_dir = tempfile.mkdtemp(prefix="ray")
     port = free_port()
     pythonpath = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    saved_auth = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # run_cli's commands inherit it
     env = dict(os.environ, PYTHONPATH=pythonpath)
-    start = [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+    start = [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
              "--object-store-memory=200000000"]
-    started = subprocess.run(start, capture_output=True, text=True, env=env, timeout=300)
-    assert started.returncode == 0, started.stderr[-3000:]
+    head = subprocess.Popen(start, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
+        wait_until_answering(port, head)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+        head.terminate()
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        if saved_auth is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_auth
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
