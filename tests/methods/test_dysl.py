@@ -292,7 +292,8 @@ def test_train_method_dysl_end_to_end(dataset, tmp_path):
         "method.importance_frames=8",
         "method.history=2",
     )
-    proc = run_cli(*common, f"output={tmp_path / 'student'}", f"hydra.run.dir={tmp_path / 'run'}")
+    proc = run_cli(*common, "method.max_cost_ratio=null", f"output={tmp_path / 'student'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["method"] == "dysl" and summary["steps"] == 5
@@ -301,6 +302,14 @@ def test_train_method_dysl_end_to_end(dataset, tmp_path):
     expected = calibrate(demo_episodes(dataset), 2, 2, 0.8, 0.8)
     assert config["prior_threshold"] == pytest.approx(expected.prior)
     assert config["post_threshold"] == pytest.approx(expected.post)
+
+    # a guidance that cannot pay (no call costs less than nothing): the student runs at full depth
+    proc = run_cli(*common, "method.max_cost_ratio=0", f"output={tmp_path / 'full'}",
+                   f"hydra.run.dir={tmp_path / 'run0'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cost = json.loads((tmp_path / "run0" / "train_summary.json").read_text())["guidance_cost"]
+    assert cost["guidance_pays"] is False and cost["skipping"] == "off" and cost["expected_ratio"] > 0
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["config"]["skipping"] == "off"
 
     proc = run_cli(*common, "method.informative_layers=9", f"hydra.run.dir={tmp_path / 'x'}")
     assert proc.returncode != 0 and "informative_layers" in proc.stderr and "Traceback" not in proc.stderr
@@ -320,6 +329,7 @@ def test_post_threshold_calibrated_on_the_trained_students_cheap_path(dataset, t
         "train", "method=dysl", f"teacher={tmp_path / 'teacher'}", f"dataset={dataset.root}", "tracker=none",
         "trainer.progress=false", "trainer.batch_size=8", "method.stage1_steps=2", "method.stage2_steps=2",
         "method.importance_frames=8", "method.history=2", "method.post_calibration=student",
+        "method.max_cost_ratio=null",
         f"output={tmp_path / 'student'}", f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -31,6 +31,7 @@ from vla_kd.methods.registry import register
 from vla_kd.nn.layer_skip import classify_layers, token_kl
 from vla_kd.policies.registry import TOKEN_POLICY_TYPES
 from vla_kd.policies.skip_calibration import cheap_path_jumps, demo_episodes, importance_of_layers
+from vla_kd.policies.skip_cost import fit_post_threshold, guidance_statistics, path_times, shares
 from vla_kd.policies.skip_guidance import calibrate
 from vla_kd.policies.skip_vla import SKIPPING, skip_student
 from vla_kd.trainer import run_stages, seed_initial_weights
@@ -60,6 +61,11 @@ class DySLConfig:
     stage2_steps: int = 400  # every weight, skipping sampled per row
     stage2_lr: float = 1.0e-4
     skip_probability: float = 0.7  # stage 2: share of rows on the cheap path
+    #: the guided student's expected cost per call on the demos, as a share of a full decode, at
+    #: most this: the post threshold is raised until it is, else the student runs at full depth
+    #: (skipping=off) since its guidance would cost more than the teacher (null: no check). Below
+    #: 1 because on its own rollouts the student's post test rejects more than on the demos.
+    max_cost_ratio: float | None = 0.85
 
     def __post_init__(self) -> None:
         at_least(self, 1, "informative_layers", "importance_frames", "adapter_rank", "history",
@@ -68,7 +74,7 @@ class DySLConfig:
         if self.stage1_steps + self.stage2_steps == 0:
             raise ConfigValueError("stage1_steps", "and stage2_steps are both 0: nothing would train")
         fraction(self, "prior_quantile", "post_quantile", "skip_probability")
-        at_least(self, 0.0, "stage1_lr", "stage2_lr")
+        at_least(self, 0.0, "stage1_lr", "stage2_lr", "max_cost_ratio")
         one_of(self, "post_calibration", ("demos", "student"))
         one_of(self, "skipping", SKIPPING)
 
@@ -144,7 +150,9 @@ class DySL(Distiller):
     (2) calibrate the prior and post guidance thresholds as quantiles of the demos' motion
     statistics; (3) stage 1, adapters only; (4) stage 2, everything, skipping sampled; (5) with
     ``post_calibration=student``, re-derive the post threshold from the trained student's
-    cheap-path actions on the same demos."""
+    cheap-path actions on the same demos; (6) with ``max_cost_ratio``, check that the guidance
+    pays on the demos (:mod:`vla_kd.policies.skip_cost`) and raise the post threshold or turn
+    skipping off where it does not."""
 
     name = "dysl"
     data_parallel = True
@@ -189,13 +197,38 @@ class DySL(Distiller):
                 raise UserError("no chunk boundary without a gripper flip in the demos: cannot calibrate")
             thresholds = dataclasses.replace(thresholds, post=float(np.quantile(jumps, d.post_quantile)))
             student.config = dataclasses.replace(student.config, post_threshold=thresholds.post)
+        cost = None
+        if d.max_cost_ratio is not None and d.skipping == "guided":
+            cost = check_cost(student, dataset, d, thresholds, seed)
+            thresholds = dataclasses.replace(thresholds, post=cost["post_threshold"])
         saved_with = {
             "teacher": str(ctx.teacher),
             "dataset": str(ctx.dataset),
             "steps": done.steps,
             "layer_importance": importance.tolist(),
             "thresholds": {**dataclasses.asdict(thresholds), "post_calibration": d.post_calibration},
+            "guidance_cost": cost,
         }
         summary = {"model": student.policy_type, "steps": done.steps, "samples": done.samples,
                    "layer_roles": roles, **saved_with, **done.metrics}
         return TrainResult(student, summary, done.samples, saved_with)
+
+
+def check_cost(student, dataset, d: DySLConfig, thresholds, seed: int) -> dict:
+    """Fit the post threshold to ``d.max_cost_ratio`` on the demos (or turn skipping off) in the
+    student's config; what was measured and decided."""
+    stats = guidance_statistics(student, dataset, d.calibration_frames, seed)
+    times = path_times(student, dataset, seed=seed)
+    post, ratio, pays = fit_post_threshold(stats, times, thresholds.post, d.max_cost_ratio)
+    if pays:
+        student.config = dataclasses.replace(student.config, post_threshold=post)
+    else:
+        student.config = dataclasses.replace(student.config, skipping="off")
+    p_full, p_skip, p_rejected = shares(stats, post)
+    return {
+        "limit": d.max_cost_ratio, "expected_ratio": ratio, "guidance_pays": pays,
+        "skipping": student.config.skipping, "post_threshold": post,
+        "calibrated_post_threshold": thresholds.post,
+        "ms": {name: 1000 * value for name, value in dataclasses.asdict(times).items()},
+        "shares": {"full": p_full, "skip": p_skip, "skip+full": p_rejected},
+    }
