@@ -22,6 +22,7 @@ from vla_kd.config_checks import at_least, one_of
 from vla_kd.envs import make_env
 from vla_kd.envs.base import TaskId
 from vla_kd.envs.from_config import env_kwargs
+from vla_kd.envs.tactile import episode_forces, force_summary
 from vla_kd.errors import UserError
 from vla_kd.parallel import map_blocks
 from vla_kd.policies.base import Policy, add_batch_dim
@@ -66,6 +67,9 @@ class EpisodeResult:
     env_ms_per_step: float
     policy_stats: dict | None = None  # the policy's own counters (e.g. layer-skipping paths)
     milestones: dict[str, bool] | None = None  # the task's own boolean flags, ever true
+    #: grasp force (N, vla_kd.envs.tactile): the episode's peak and its mean while in contact
+    peak_grasp_force: float | None = None
+    mean_grasp_force: float | None = None
 
 
 @dataclass
@@ -101,6 +105,7 @@ def run_episode(
         policy, "rows_to_predict")
     success_once = bool(info["success"])
     milestones: dict[str, bool] = {}
+    forces: list[float] = []
     total_reward, policy_s, env_s, steps = 0.0, 0.0, 0.0, 0
     while steps < max_steps:
         steps += 1
@@ -119,6 +124,8 @@ def run_episode(
         total_reward += reward
         success_once |= bool(info["success"])
         record_milestones(milestones, info)
+        if "grasp_force" in info:
+            forces.append(info["grasp_force"])
         if terminated or truncated:
             break
     if skip_frames:
@@ -130,6 +137,7 @@ def run_episode(
         length=steps,
         init_state_id=info.get("init_state_id", (options or {}).get("init_state_id")),
         milestones=milestones or None,
+        **episode_forces(forces),
     )
     return stats, policy_s, env_s
 
@@ -267,6 +275,9 @@ def summarize(results: list[EpisodeResult]) -> dict:
         "env_ms_per_step": float(np.mean([r.env_ms_per_step for r in results])) if n else 0.0,
         **({"policy_stats": summed_policy_stats(results)} if any(r.policy_stats for r in results) else {}),
         **({"milestone_rates": milestone_rates(results)} if any(r.milestones for r in results) else {}),
+        **({"grasp_force": force_summary([r.peak_grasp_force for r in results],
+                                         [r.mean_grasp_force for r in results])}
+           if any(r.peak_grasp_force is not None for r in results) else {}),
     }
 
 
@@ -337,5 +348,7 @@ def _given_policy(policy: Policy, env: gym.Env) -> Policy:
 
 
 def milestone_metrics(results: dict) -> dict[str, float]:
-    """Flat tracker keys for the task's sub-goal rates (e.g. ``eval/milestones/is_grasped``)."""
-    return {f"eval/milestones/{k}": v for k, v in results.get("milestone_rates", {}).items()}
+    """Flat tracker keys for the task's sub-goal rates (e.g. ``eval/milestones/is_grasped``) and
+    its grasp-force figures (``eval/grasp_force/peak_mean``, ...)."""
+    return {**{f"eval/milestones/{k}": v for k, v in results.get("milestone_rates", {}).items()},
+            **{f"eval/grasp_force/{k}": v for k, v in results.get("grasp_force", {}).items()}}

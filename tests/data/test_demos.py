@@ -34,3 +34,26 @@ def test_demos_cli_writes_successful_episodes(pushcube_demos):
 def test_demos_refuse_tasks_without_a_planner():
     proc = run_cli("demos", "env=maniskill/RollBall-v1", "n=1")
     assert proc.returncode == 2 and "no motion-planning expert for 'RollBall-v1'" in proc.stderr
+
+
+def test_tactile_demos_record_the_fingers_contact_forces(tmp_path):
+    """`tactile=true`: every frame carries observation.tactile; the planner's grasps show in it."""
+    from vla_kd.data.lerobot_dataset import LeRobotDataset
+    from vla_kd.envs.tactile import FIELDS
+
+    out = tmp_path / "dataset"
+    proc = run_cli("demos", "env=maniskill/PickCube-v1", "n=3", "image_size=32", "tactile=true", "workers=1",
+                   f"output={out}", "progress=false", f"hydra.run.dir={tmp_path / 'run'}", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["observation.tactile"]["names"] == list(FIELDS)
+    ds = LeRobotDataset(out, action_horizon=2)
+    assert ds.tactile.shape == (len(ds), len(FIELDS)) and ds[0]["observation.tactile"].shape == (len(FIELDS),)
+    grasped = ds.tactile[:, 4] > 0
+    assert grasped.any() and (ds.tactile[grasped, :2] > 0).all(), "a grasp presses both fingers"
+    assert "observation.tactile" in json.loads((out / "meta" / "stats.json").read_text())
+
+
+def test_tactile_demos_are_refused_on_libero():
+    proc = run_cli("demos", "env=libero/libero_spatial/0", "n=1", "tactile=true")
+    assert proc.returncode == 2 and "tactile=true records ManiSkill" in proc.stderr

@@ -28,6 +28,8 @@ class DemosCommandConfig:
     n: int = 50  # attempts, episode seeds 0..n-1 (keep evaluation seeds elsewhere)
     image_size: int = 128
     wrist_camera: bool = False  # LIBERO: also record the eye-in-hand camera (observation.images.wrist_rgb)
+    #: ManiSkill: also record the fingers' contact forces (observation.tactile, vla_kd.envs.tactile)
+    tactile: bool = False
     output: str = "${hydra:runtime.output_dir}/dataset"
     overwrite: bool = False
     workers: int = 2  # processes for planning, conversion and recording (one per core)
@@ -52,6 +54,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     options = dict(image_size=int(cfg.image_size), overwrite=bool(cfg.overwrite),
                    progress=bool(cfg.progress), workers=int(cfg.workers))
     if task.backend == "libero":
+        if cfg.tactile:
+            raise UserError("tactile=true records ManiSkill's contact forces; LIBERO's are not wrapped yet")
         if cfg.engine != "local":
             raise UserError("engine=ray records ManiSkill demonstrations; LIBERO's run with engine=local")
         report = generate_libero_demos(str(task), int(cfg.n), cfg.output,
@@ -59,6 +63,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     else:
         if cfg.wrist_camera:
             raise UserError("wrist_camera=true is for LIBERO tasks; ManiSkill's tasks here have one camera")
+        options["tactile"] = bool(cfg.tactile)
         report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, engine=str(cfg.engine),
                                           ray_address=cfg.ray_address, **options)
     doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}

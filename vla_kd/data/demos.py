@@ -27,6 +27,7 @@ from vla_kd.data.lerobot_writer import LeRobotWriter
 from vla_kd.envs import make_env
 from vla_kd.envs.maniskill import instruction_for
 from vla_kd.envs.runtime import configure_maniskill
+from vla_kd.envs.tactile import FIELDS as TACTILE_FIELDS
 from vla_kd.errors import UserError
 from vla_kd.parallel import map_blocks
 
@@ -94,7 +95,7 @@ def plan_and_convert(task: str, n: int, workdir: Path, workers: int = 1) -> tupl
 def record_episode(env, seed: int, actions: np.ndarray) -> dict | None:
     """Replay ``actions`` from ``reset(seed)``; the recording if the episode succeeds, else None."""
     obs, info = env.reset(seed=seed)
-    frames = {"rgb": [], "state": [], "privileged": []}
+    frames = {key: [] for key in ("rgb", "state", "privileged", "tactile") if key in obs}
     success = []
     for action in actions:
         for key in frames:
@@ -109,11 +110,12 @@ def record_episode(env, seed: int, actions: np.ndarray) -> dict | None:
         "env_states": np.stack(frames["privileged"]),
         "actions": np.asarray(actions, np.float32),
         "successes": np.asarray(success),
+        **({"tactile": np.stack(frames["tactile"])} if "tactile" in frames else {}),
     }
 
 
-def _recorder_env(task: str, image_size: int, max_steps: int):
-    return make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True,
+def _recorder_env(task: str, image_size: int, max_steps: int, tactile: bool = False):
+    return make_env(f"maniskill/{task}", obs_mode="rgb", include_privileged=True, tactile=tactile,
                     image_size=image_size, max_episode_steps=max_steps, ignore_terminations=True)
 
 
@@ -130,14 +132,14 @@ def _record_block(env_args: tuple, progress: bool, block: list, index: int) -> l
 
 def record_all(
     task: str, trajectories: dict[int, np.ndarray], image_size: int, workers: int, progress: bool,
-    engine: str = "local", ray_address: str | None = None,
+    engine: str = "local", ray_address: str | None = None, tactile: bool = False,
 ):
     """Yield each trajectory's recording (or None if it failed) in seed order, rendered in
     ``workers`` contiguous blocks (:func:`vla_kd.parallel.map_blocks`: local processes, or Ray
     tasks with ``engine="ray"``). Fixed blocks keep the recording independent of the engine:
     a ManiSkill CPU scene carries solver state from one episode into the next."""
     items = [(int(seed), actions) for seed, actions in sorted(trajectories.items())]
-    env_args = (task, image_size, max((len(a) for _, a in items), default=1) + 1)
+    env_args = (task, image_size, max((len(a) for _, a in items), default=1) + 1, tactile)
     work = partial(_record_block, env_args, progress)
     for block in map_blocks(work, items, workers, engine, ray_address):
         yield from block
@@ -146,10 +148,12 @@ def record_all(
 def generate_maniskill_demos(
     task: str, n: int, output: str | Path, image_size: int = 128, overwrite: bool = False,
     progress: bool = True, workers: int = 1, engine: str = "local", ray_address: str | None = None,
+    tactile: bool = False,
 ) -> DemoReport:
     """Plan, convert and record ``n`` attempts at ``task`` into a LeRobot dataset at ``output``,
     spreading each stage over ``workers`` processes (``engine="ray"``: the recording, the
-    stage that renders, as Ray tasks; ManiSkill's planner and converter stay local processes)."""
+    stage that renders, as Ray tasks; ManiSkill's planner and converter stay local processes).
+    ``tactile``: also record the fingers' contact forces as ``observation.tactile``."""
     if task not in PLANNABLE:
         raise UserError(f"no motion-planning expert for '{task}'; tasks with one: {', '.join(PLANNABLE)}")
     import h5py  # optional: the maniskill extra (motion-planning output)
@@ -162,7 +166,7 @@ def generate_maniskill_demos(
         with h5py.File(converted_path, "r") as h5:
             trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
                             for e in converted_meta if e.get("success", True)}
-    episodes = record_all(task, trajectories, image_size, workers, progress, engine, ray_address)
+    episodes = record_all(task, trajectories, image_size, workers, progress, engine, ray_address, tactile)
     recorded, frames = write_successes(episodes, output, overwrite, instruction_for(task), FPS)
     if not recorded:
         raise RuntimeError(f"no successful {task} demonstration out of {n} attempts")
@@ -190,7 +194,7 @@ def write_successes(
             writer = LeRobotWriter(
                 output, fps=fps, robot_type="panda", cameras=cameras,
                 state_dim=episode["states"].shape[1], env_state_dim=episode["env_states"].shape[1],
-                overwrite=overwrite,
+                overwrite=overwrite, tactile_names=list(TACTILE_FIELDS) if "tactile" in episode else None,
             )
         writer.add_episode(instruction, **episode)
         recorded += 1

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from vla_kd.data.lerobot_writer import ACTION, ACTION_CHUNK, ENV_STATE, STATE
+from vla_kd.data.lerobot_writer import ACTION, ACTION_CHUNK, ENV_STATE, STATE, TACTILE
 from vla_kd.errors import UserError
 
 
@@ -48,6 +48,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         self.states = _stack(frames[STATE])
         self.actions = _stack(frames[ACTION])
         self.env_states = _stack(frames[ENV_STATE]) if ENV_STATE in frames.column_names else None
+        #: (N, k) finger contact forces (vla_kd.envs.tactile), where the demos recorded touch
+        self.tactile = _stack(frames[TACTILE]) if TACTILE in frames.column_names else None
         #: (N, H, 7) labelled chunks, where each frame carries its own (an on-policy aggregate)
         self.chunk_labels = None
         if ACTION_CHUNK in frames.column_names:
@@ -144,6 +146,8 @@ class LeRobotDataset(torch.utils.data.Dataset):
         }
         if self.env_states is not None:
             item[ENV_STATE] = torch.from_numpy(self.env_states[index])
+        if self.tactile is not None:
+            item[TACTILE] = torch.from_numpy(self.tactile[index])
         for key, frames in self.images.items():
             item[key] = torch.from_numpy(frames[index])
         return item

@@ -32,6 +32,8 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 STATE, ACTION, ENV_STATE = "observation.state", "action", "observation.environment_state"
+#: finger contact forces per frame (vla_kd.envs.tactile): a tactile teacher's input only
+TACTILE = "observation.tactile"
 #: a whole labelled action chunk per frame (H x 7, flat), for data whose label is not the next H
 #: executed actions: a teacher's chunk at a state its student reached (on-policy distillation)
 ACTION_CHUNK = "action.chunk"
@@ -101,6 +103,7 @@ class LeRobotWriter:
         overwrite: bool = False,
         video_crf: int = 18,
         chunk_horizon: int | None = None,
+        tactile_names: list[str] | None = None,
     ) -> None:
         self.root = Path(root)
         if self.root.exists() and not overwrite:
@@ -111,8 +114,9 @@ class LeRobotWriter:
         self.state_dim, self.env_state_dim, self.action_dim = state_dim, env_state_dim, action_dim
         self.video_crf = video_crf
         self.chunk_horizon = chunk_horizon  # set: every frame carries an ACTION_CHUNK label
+        self.tactile_names = tactile_names  # set: every frame carries a TACTILE vector
         self._frames: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("state", "action", "env_state", "reward", "success", "chunk")
+            k: [] for k in ("state", "action", "env_state", "reward", "success", "chunk", "tactile")
         }
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
@@ -146,10 +150,12 @@ class LeRobotWriter:
         rewards: np.ndarray | None = None,
         successes: np.ndarray | None = None,
         action_chunks: np.ndarray | None = None,
+        tactile: np.ndarray | None = None,
     ) -> int:
         """Append one episode of ``T`` frames; returns its episode index. ``action_chunks``
         ``(T, chunk_horizon, 7)``: each frame's labelled chunk (exactly when the dataset has
-        ``chunk_horizon``)."""
+        ``chunk_horizon``); ``tactile`` ``(T, len(tactile_names))`` exactly when the dataset has
+        ``tactile_names``."""
         length = len(actions)
         if length == 0 or len(states) != length:
             raise ValueError(
@@ -159,6 +165,10 @@ class LeRobotWriter:
             raise ValueError(f"episode cameras {sorted(images)} != dataset cameras {sorted(self.cameras)}")
         if (env_states is None) != (self.env_state_dim is None):
             raise ValueError("env_states must be given exactly when the dataset has env_state_dim")
+        if (tactile is None) != (self.tactile_names is None):
+            raise ValueError("tactile must be given exactly when the dataset has tactile_names")
+        if tactile is not None and np.shape(tactile) != (length, len(self.tactile_names)):
+            raise ValueError(f"tactile {np.shape(tactile)} != ({length}, {len(self.tactile_names)})")
         if (action_chunks is None) != (self.chunk_horizon is None):
             raise ValueError("action_chunks must be given exactly when the dataset has chunk_horizon")
         if action_chunks is not None:
@@ -208,6 +218,8 @@ class LeRobotWriter:
             self._frames["env_state"].append(np.asarray(env_states, np.float32))
         if action_chunks is not None:
             self._frames["chunk"].append(action_chunks.reshape(length, -1))
+        if tactile is not None:
+            self._frames["tactile"].append(np.asarray(tactile, np.float32))
         self._frames["reward"].append(
             np.zeros(length, np.float32) if rewards is None else np.asarray(rewards, np.float32)
         )
@@ -243,6 +255,9 @@ class LeRobotWriter:
             "shape": [self.action_dim],
             "names": ACTION_NAMES[: self.action_dim],
         }
+        if self.tactile_names is not None:
+            features[TACTILE] = {"dtype": "float32", "shape": [len(self.tactile_names)],
+                                 "names": list(self.tactile_names)}
         if self.chunk_horizon is not None:
             features[ACTION_CHUNK] = {"dtype": "float32", "shape": [self.chunk_horizon * self.action_dim],
                                       "names": None}
@@ -276,6 +291,8 @@ class LeRobotWriter:
             columns[ENV_STATE] = np.concatenate(self._frames["env_state"])
         if self.chunk_horizon is not None:
             columns[ACTION_CHUNK] = np.concatenate(self._frames["chunk"])
+        if self.tactile_names is not None:
+            columns[TACTILE] = np.concatenate(self._frames["tactile"])
         table = pa.table(
             {
                 **{k: pa.array(list(v), type=pa.list_(pa.float32(), v.shape[1])) for k, v in columns.items()},

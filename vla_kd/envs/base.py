@@ -5,9 +5,12 @@ Observation: a ``gymnasium.spaces.Dict`` with
   * ``state``      float32 proprioception (+ the task-specifying extras the simulator gives
                    visual policies, e.g. ManiSkill's goal position),
   * ``privileged`` float32 object / goal poses (optional; for scripted experts and state-based
-                   RL students only, never for a VLA).
+                   RL students only, never for a VLA),
+  * ``tactile``    float32 finger contact forces (optional, ManiSkill; vla_kd.envs.tactile):
+                   a tactile teacher's input, never a student's at inference.
 Action: 7-D end-effector delta (xyz, rpy, gripper) in [-1, 1].
-``info["success"]`` and ``info["instruction"]`` are always present; ``env.instruction`` too.
+``info["success"]`` and ``info["instruction"]`` are always present; ``env.instruction`` too;
+ManiSkill adds ``info["grasp_force"]`` (N) every step.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ def action_space() -> gym.spaces.Box:
 
 
 def observation_space(
-    state_dim: int, rgb_shape: tuple[int, int, int] | None, privileged_dim: int | None
+    state_dim: int, rgb_shape: tuple[int, int, int] | None, privileged_dim: int | None,
+    tactile_dim: int | None = None,
 ) -> gym.spaces.Dict:
     """The contract's observation space for the given parts."""
     spaces: dict[str, gym.Space] = {}
@@ -40,6 +44,8 @@ def observation_space(
         spaces["privileged"] = gym.spaces.Box(
             -np.inf, np.inf, shape=(privileged_dim,), dtype=np.float32
         )
+    if tactile_dim is not None:
+        spaces["tactile"] = gym.spaces.Box(-np.inf, np.inf, shape=(tactile_dim,), dtype=np.float32)
     return gym.spaces.Dict(spaces)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from vla_kd.envs import base
 from vla_kd.envs.runtime import configure_maniskill
+from vla_kd.envs.tactile import TACTILE_DIM, FingerForces, grasp_force
 from vla_kd.errors import UserError, unknown_name
 
 # ManiSkill tasks carry no language; these are the instructions a VLA is conditioned on.
@@ -118,6 +119,7 @@ class ManiSkillEnv(gym.Env):
         render_backend: str = "cpu",
         render_mode: str | None = None,
         reward_mode: str | None = None,
+        tactile: bool = False,
     ) -> None:
         base.check_obs_mode(obs_mode)
         check_task(task)
@@ -145,18 +147,24 @@ class ManiSkillEnv(gym.Env):
         self._sim = CPUGymWrapper(raw, ignore_terminations=ignore_terminations)
         self._base = self._sim.unwrapped
         self._public_extra_keys = public_extra_keys(self._base)
+        #: finger-object contact forces, read after every step: ``info["grasp_force"]`` always,
+        #: ``obs["tactile"]`` with ``tactile=True`` (never a student's input at inference)
+        self.tactile = tactile
+        self._touch = FingerForces(self._base, task)
         self.layout: dict[str, dict[str, slice]] | None = None
         #: False: the next step skips the camera (its ``rgb`` is all zeros), ~10x cheaper on a
         #: CPU renderer; for consumers that only look at some frames (a chunked teacher).
         self.render_next_observation = True
 
         obs, _ = self._sim.reset(seed=0)
-        contract = self._convert(obs)
+        self._touch.reset()
+        contract = self._convert(obs, self._touch.read(grasp=tactile))
         self._blank_rgb = np.zeros_like(contract["rgb"]) if "rgb" in contract else None
         self.observation_space = base.observation_space(
             state_dim=contract["state"].shape[0],
             rgb_shape=contract["rgb"].shape if "rgb" in contract else None,
             privileged_dim=contract["privileged"].shape[0] if "privileged" in contract else None,
+            tactile_dim=TACTILE_DIM if tactile else None,
         )
         self.action_space = base.action_space()
         # 7 = arm 6 + gripper; 6 = a gripper-less robot (PushT's stick), which ignores action[6].
@@ -167,7 +175,7 @@ class ManiSkillEnv(gym.Env):
                 f"{self._sim.action_space.shape} action space, not the contract's 7-D EE delta"
             )
 
-    def _convert(self, obs: dict) -> dict[str, np.ndarray]:
+    def _convert(self, obs: dict, touch: np.ndarray) -> dict[str, np.ndarray]:
         rgb, state_parts, private = split_observation(obs, self._public_extra_keys)
         out: dict[str, np.ndarray] = {}
         if self.obs_mode == "rgb":
@@ -175,14 +183,17 @@ class ManiSkillEnv(gym.Env):
         out["state"] = base.flatten_values(state_parts)
         if self.include_privileged:
             out["privileged"] = base.flatten_values(private)
+        if self.tactile:
+            out["tactile"] = touch
         if self.layout is None:  # computed once; keys and sizes never change within a task
             self.layout = {"state": base.layout_of(state_parts)}
             if self.include_privileged:
                 self.layout["privileged"] = base.layout_of(private)
         return out
 
-    def _info(self, info: dict) -> dict:
+    def _info(self, info: dict, touch: np.ndarray) -> dict:
         info = dict(info)
+        info["grasp_force"] = grasp_force(touch)
         info["success"] = bool(np.asarray(info.get("success", False)).item())
         info["instruction"] = self.instruction
         return info
@@ -196,7 +207,9 @@ class ManiSkillEnv(gym.Env):
             # first seeded reset fixed: a seeded run is the same run every time.
             seed = int(self.np_random.integers(2**31))
         obs, info = self._sim.reset(seed=seed, options=options)
-        return self._convert(obs), self._info(info)
+        self._touch.reset()
+        touch = self._touch.read(grasp=self.tactile)
+        return self._convert(obs, touch), self._info(info, touch)
 
     def step(self, action):
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)[: self._sim_action_dim]
@@ -211,7 +224,9 @@ class ManiSkillEnv(gym.Env):
                 self._base._obs_mode = saved
         else:
             obs, reward, terminated, truncated, info = self._sim.step(action)
-        return self._convert(obs), float(reward), bool(terminated), bool(truncated), self._info(info)
+        touch = self._touch.read(grasp=self.tactile)
+        return (self._convert(obs, touch), float(reward), bool(terminated), bool(truncated),
+                self._info(info, touch))
 
     def render(self):
         return self._sim.render()
