@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from helpers import requires_maniskill, run_cli
@@ -55,6 +56,32 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= doc["wall_seconds"]
 
     check_resume(tmp_path, doc)
+    check_opd_refines_the_aligned_vla(tmp_path)
+
+
+def check_opd_refines_the_aligned_vla(run: Path) -> None:
+    """`method=opd student=<aligned VLA>`: OPD refines a saved aligned VLA (labels from its own
+    action expert) with its stage-2 objective: the VLM stays frozen, the mapper learns."""
+    import torch
+
+    from vla_kd.policies.loading import load_policy
+
+    out = run / "aligned_opd"
+    proc = run_cli(
+        "train", "method=opd", f"student={run / 'students' / 'align'}", f"teacher={run / 'action_expert'}",
+        "env=maniskill/PushCube-v1", "method.rounds=1", "method.episodes_per_round=1",
+        "method.steps_per_round=2", "method.validation_episodes=1", "method.max_episode_steps=16",
+        "method.workers=1", "trainer.batch_size=4", "trainer.progress=false", "eval.episodes=1",
+        "eval.workers=1", "tracker=none", f"output={out}", f"hydra.run.dir={run / 'aligned_opd_run'}",
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = load_policy(str(run / "students" / "align")), load_policy(str(out))
+    assert after.policy_type == "aligned_vla"
+    for name, value in before.vlm.state_dict().items():
+        assert torch.equal(after.vlm.state_dict()[name], value), name
+    mapper = after.mapper.state_dict()
+    assert any(not torch.equal(mapper[k], v) for k, v in before.mapper.state_dict().items())
 
 
 def test_pipeline_with_a_hugging_face_vlm_teacher(tmp_path):

@@ -12,6 +12,7 @@ from vla_kd.envs import make_env
 from vla_kd.envs.from_config import env_kwargs
 from vla_kd.errors import UserError
 from vla_kd.evaluator import EvalConfig, check_apart_from_held_out, evaluate_policy
+from vla_kd.methods.align import ActionFineTuning, AlignConfig
 from vla_kd.methods.bc import bc_objective
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.opd.aggregate import Aggregate
@@ -31,9 +32,22 @@ from vla_kd.trainer import Trainer, seed_initial_weights
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
+class AlignedStudentSettings:
+    """An aligned VLA (``method=align``) refined by OPD learns as in its own stage 2: actions
+    through the reused diffusion decoder, on the parts stage 2 trains (the VLM stays frozen)."""
+
+    type: str = "aligned_vla"
+    shift_pad: int = 4
+    aux_privileged_weight: float = 0.0  # it has no pose head
+    parts: tuple[str, ...] = tuple(AlignConfig().stage2_parts)
+
+
 def training_settings(ctx: RunContext, student_type: str):
     """The loss settings of the student's model node: ``model=`` when it names the student's type,
     that type's defaults otherwise (a saved student of another type)."""
+    if student_type == "aligned_vla":
+        return AlignedStudentSettings()
     if ctx.model is not None and ctx.model.type == student_type:
         return ctx.model
     if student_type not in MODEL_SCHEMAS:
@@ -71,6 +85,8 @@ def objective(student, teacher, model, o: OPDConfig):
         return TokenOnPolicyDistillation(
             student, teacher, o.token_objective, o.sample_temperature, shift_pad=model.shift_pad
         )
+    if isinstance(model, AlignedStudentSettings):
+        return ActionFineTuning(student, parts=model.parts, shift_pad=model.shift_pad)
     return bc_objective(student, model)
 
 
