@@ -62,7 +62,7 @@ class FingerForces:
         if self.object is None:
             forces = [f.get_net_contact_forces().cpu().numpy() for f in self.fingers]
             return np.array([np.linalg.norm(f.reshape(-1, 3)[0]) for f in forces], np.float32)
-        from mani_skill.utils.sapien_utils import get_pairwise_contact_impulse
+        from mani_skill.utils.sapien_utils import get_pairwise_contact_impulse  # optional: maniskill extra
 
         contacts = self.scene.px.get_contacts()
         target = self.object._bodies[0].entity
