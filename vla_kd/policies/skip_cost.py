@@ -24,8 +24,8 @@ import time
 import numpy as np
 import torch
 
-from vla_kd.policies.skip_calibration import boundary_rows
-from vla_kd.policies.skip_guidance import ARM, SkipThresholds, gripper_flipped, prior_critical
+from vla_kd.policies.skip_calibration import cheap_path_replay
+from vla_kd.policies.skip_guidance import SkipThresholds, prior_critical
 from vla_kd.policies.skip_vla import with_settings
 
 
@@ -85,31 +85,16 @@ def fit_post_threshold(stats: GuidanceStatistics, times: PathTimes, post: float 
     return post, cost_ratio(times, shares(stats, None)), False
 
 
-@torch.no_grad()
 def guidance_statistics(student, dataset, frames: int, seed: int, batch_size: int = 64) -> GuidanceStatistics:
     """Replay the prior and the cheap path at up to ``frames`` of the demos' chunk boundaries
     (drawn by ``seed``), each with the demo's previous ``history`` actions as executed history."""
     c = student.config
-    rows = boundary_rows(dataset, c.horizon, c.history)
-    rows = np.sort(np.random.default_rng(seed).permutation(rows)[:frames])
-    thresholds = SkipThresholds(c.prior_threshold, None)
-    cheap = with_settings(student, skipping="always")
-    critical, jumps, flips = [], [], []
-    for start in range(0, len(rows), batch_size):
-        picked = rows[start : start + batch_size]
-        history = np.stack([dataset.actions[i - c.history : i] for i in picked])
-        critical.append(prior_critical(history, np.ones(len(picked), bool), thresholds))
-        batch = torch.utils.data.default_collate([dataset[int(i)] for i in picked])
-        tokens, _ = cheap.decode_with_guidance(
-            student.camera_input(batch), batch["observation.state"], list(batch["task"])
-        )
-        first, last = student.first_actions(tokens), history[:, -1]
-        jumps.append(np.linalg.norm(first[:, ARM] - last[:, ARM], axis=-1))
-        flips.append(gripper_flipped(np.stack([last, first], axis=1)))
+    rows, jumps, flips = cheap_path_replay(student, dataset, frames, seed, batch_size)
+    history = np.stack([dataset.actions[i - c.history : i] for i in rows])
+    critical = prior_critical(history, np.ones(len(rows), bool), SkipThresholds(c.prior_threshold, None))
     episodes = np.unique(dataset.episode_index)
     calls = sum(-(-int((dataset.episode_index == e).sum()) // c.horizon) for e in episodes)
-    return GuidanceStatistics(np.concatenate(critical), np.concatenate(jumps), np.concatenate(flips),
-                              start_share=len(episodes) / max(calls, 1))
+    return GuidanceStatistics(critical, jumps, flips, start_share=len(episodes) / max(calls, 1))
 
 
 @torch.no_grad()
