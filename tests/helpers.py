@@ -53,16 +53,19 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 def random_dataset(
     root: Path, episodes: int = 3, frames: int = 6, state_dim: int = 5, image_size: int = 64,
     cameras: tuple[str, ...] = ("rgb",), action_scale: float = 0.9, task: str = "push the cube",
-    env_state_dim: int = 0, seed: int = 0, robot_type: str = "test",
+    env_state_dim: int = 0, seed: int = 0, robot_type: str = "test", tactile: bool = False,
 ) -> Path:
     """A LeRobot v3 dataset of random frames: per episode, normal states, uniform actions in
-    +-``action_scale``, random images for each of ``cameras`` (and normal privileged states)."""
+    +-``action_scale``, random images for each of ``cameras`` (and normal privileged states, and
+    with ``tactile`` random finger forces of 0-40 N with their changes and a grasp flag)."""
     from vla_kd.data.lerobot_writer import LeRobotWriter
+    from vla_kd.envs.tactile import FIELDS
 
     rng = np.random.default_rng(seed)
     writer = LeRobotWriter(root, fps=20, robot_type=robot_type,
                            cameras={c: (image_size, image_size) for c in cameras},
-                           state_dim=state_dim, env_state_dim=env_state_dim or None)
+                           state_dim=state_dim, env_state_dim=env_state_dim or None,
+                           tactile_names=list(FIELDS) if tactile else None)
     for _ in range(episodes):
         writer.add_episode(
             task,
@@ -72,8 +75,17 @@ def random_dataset(
              for c in cameras},
             **({"env_states": rng.normal(size=(frames, env_state_dim)).astype(np.float32)}
                if env_state_dim else {}),
+            **({"tactile": random_touch(rng, frames)} if tactile else {}),
         )
     return writer.finalize()
+
+
+def random_touch(rng: np.random.Generator, frames: int) -> np.ndarray:
+    """``(frames, 5)`` tactile vectors: finger forces, their changes, a grasp flag."""
+    forces = rng.uniform(0.0, 40.0, size=(frames, 2))
+    changes = np.diff(forces, axis=0, prepend=np.zeros((1, 2)))
+    grasped = (forces.min(1, keepdims=True) > 0.5).astype(float) * (rng.random((frames, 1)) < 0.7)
+    return np.concatenate([forces, changes, grasped], axis=1).astype(np.float32)
 
 
 def tiny_token_vla(seed: int = 0, sharpen: bool = True, fit_tokenizer: bool = True, **sizes):

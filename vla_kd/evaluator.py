@@ -333,7 +333,8 @@ def evaluate_policy(sim, settings, policy: Policy, task: str, name: str = "") ->
     kwargs = env_kwargs(sim, task, obs_mode, settings.max_episode_steps,
                         needs_privileged=getattr(policy, "uses_privileged", False),
                         image_size=getattr(policy.config, "image_size", None),
-                        wrist_camera="wrist_rgb" in getattr(policy.config, "cameras", ()))
+                        wrist_camera="wrist_rgb" in getattr(policy.config, "cameras", ()),
+                        tactile=getattr(policy, "reads_tactile", False))
     results, protocol = evaluate_task(
         task, make_env=partial(make_env, task, **kwargs), make_policy=partial(_given_policy, policy),
         episodes=settings.episodes, seed=settings.seed, progress=settings.progress,

@@ -71,3 +71,31 @@ def test_the_evaluator_reports_grasp_force_for_every_policy():
     assert all(r.peak_grasp_force is not None and r.peak_grasp_force > 0 for r in results)
     forces = summarize(results)["grasp_force"]
     assert forces["peak_max"] >= forces["peak_mean"] > 0 and forces["in_contact_mean"] > 0
+
+
+def test_vla_kd_eval_gives_a_tactile_teacher_touch_and_its_student_none(tmp_path):
+    """The tactile teacher's folder makes `vla-kd eval` build the env with the tactile key (the
+    teacher refuses to act without it); the student with a tactile token runs on an env without it."""
+    import json
+
+    from helpers import run_cli
+
+    from vla_kd.envs import make_env
+    from vla_kd.policies.tactile_expert import TactileExpertConfig, TactileFlowExpert
+    from vla_kd.policies.token_vla import TokenVLA, TokenVLAConfig
+
+    env = make_env("maniskill/PickCube-v1", obs_mode="rgb", image_size=64)
+    state_dim = env.observation_space["state"].shape[0]
+    assert "tactile" not in env.observation_space.spaces
+    env.close()
+    TactileFlowExpert(TactileExpertConfig(state_dim=state_dim, horizon=2, image_size=64, features=16,
+                                          hidden=32, inference_steps=2)).save_pretrained(tmp_path / "teacher")
+    TokenVLA(TokenVLAConfig(state_dim=state_dim, horizon=2, image_size=64, hidden=32, layers=1, heads=2,
+                            intermediate=64, tactile_token_dim=32)).save_pretrained(tmp_path / "student")
+    for name in ("teacher", "student"):
+        results = tmp_path / f"{name}.json"
+        proc = run_cli("eval", f"policy={tmp_path / name}", "env=maniskill/PickCube-v1",
+                       "episodes_per_task=1", "max_episode_steps=3", "workers=1", "tracker=none",
+                       f"output_json={results}", f"hydra.run.dir={tmp_path / name}_eval")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(results.read_text())["episodes"] == 1

@@ -23,7 +23,7 @@ from vla_kd.policies.pretrained import read_config
 
 
 def test_the_suites_methods_are_registered_with_their_schemas():
-    assert set(registry.names()) == {"bc", "rpd", "ppo", "ceed", "dysl", "align", "opd"}
+    assert set(registry.names()) == {"bc", "rpd", "ppo", "ceed", "dysl", "align", "opd", "tactile"}
     with initialize_config_module(config_module="vla_kd.configs", version_base="1.3"):
         for name in registry.names():
             cfg = compose(config_name="train", overrides=[f"method={name}"])

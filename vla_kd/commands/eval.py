@@ -23,6 +23,7 @@ from vla_kd.policies.loading import (
     policy_cameras,
     policy_image_size,
     policy_observation,
+    policy_reads_tactile,
 )
 from vla_kd.reporting import markdown_table, plot_success, table_rows, write_json_atomic
 from vla_kd.tracking import make_tracker
@@ -100,12 +101,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     )
     image_size = policy_image_size(str(cfg.policy))  # a trained policy sees what it was trained on
     wrist_camera = "wrist_rgb" in policy_cameras(str(cfg.policy))
+    tactile = policy_reads_tactile(str(cfg.policy))
     per_task = {}
     try:
         for task in suite.tasks:
             max_steps = cfg.max_episode_steps or suite.max_episode_steps
             kwargs = env_kwargs(cfg, task, obs_mode, max_steps, needs_privileged, want_video,
-                                image_size=image_size, wrist_camera=wrist_camera)
+                                image_size=image_size, wrist_camera=wrist_camera, tactile=tactile)
             results, protocol = evaluate_task(
                 task,
                 make_env=partial(make_env, task, **kwargs),  # partials pickle for the workers

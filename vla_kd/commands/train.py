@@ -1,5 +1,6 @@
 """``vla-kd train method=<name> ...``: train a student with one of the registered methods
-(``bc``, ``rpd``, ``ppo``, ``ceed``, ``dysl``, ``align``, ``opd``), save it, evaluate it on held-out seeds."""
+(``bc``, ``rpd``, ``ppo``, ``ceed``, ``dysl``, ``align``, ``opd``, ``tactile``), save it,
+evaluate it on held-out seeds."""
 from __future__ import annotations
 
 import json

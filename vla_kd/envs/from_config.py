@@ -53,13 +53,15 @@ def env_kwargs(
     want_frames: bool = False,
     image_size: int | None = None,
     wrist_camera: bool = False,
+    tactile: bool = False,
 ) -> dict:
     """Arguments for ``make_env(task, **kwargs)`` for evaluation-style rollouts.
 
     ``cfg`` holds the ``maniskill`` and ``libero`` nodes. ManiSkill runs with terminations
     ignored so success at the end of the episode is measured too. ``image_size`` (a trained
     policy's input size) overrides the simulator node's camera size; ``wrist_camera`` (a policy
-    that reads LIBERO's eye-in-hand camera) turns that camera on whatever ``libero.wrist_camera`` says.
+    that reads LIBERO's eye-in-hand camera) turns that camera on whatever ``libero.wrist_camera`` says;
+    ``tactile`` (a policy that reads touch) adds ManiSkill's ``tactile`` observation.
     """
     backend = check_task(task).backend
     kwargs: dict = {
@@ -83,7 +85,11 @@ def env_kwargs(
             render_backend=sim.render_backend, image_size=image_size or sim.image_size,
             ignore_terminations=True,
         )
+        if tactile:
+            kwargs["tactile"] = True
     else:
+        if tactile:
+            raise UserError(f"{task}: the policy reads touch (tactile); only ManiSkill tasks have it")
         sim = cfg.libero
         kwargs.update(
             image_size=image_size or sim.image_size, wrist_camera=bool(sim.wrist_camera) or wrist_camera,

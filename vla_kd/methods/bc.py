@@ -157,7 +157,16 @@ class TokenBC(Method):
         loss = (ce * keep.flatten()).sum() / keep.sum()
         accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
         logs = {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
-        return add_privileged_aux_loss(loss, logs, policy, image_summary, batch, self.aux_weight), logs
+        return self.auxiliary_losses(loss, logs, image_summary, state, batch), logs
+
+    def auxiliary_losses(
+        self, loss: torch.Tensor, logs: dict[str, float], image_summary: torch.Tensor,
+        state: torch.Tensor, batch: dict,
+    ) -> torch.Tensor:
+        """``loss`` plus the terms beside the token cross-entropy, from the image summary and the
+        (noised) proprio the tokens were predicted from: the privileged pose head's here, a
+        subclass adds its own (HapticVLA's tactile token)."""
+        return add_privileged_aux_loss(loss, logs, self.model, image_summary, batch, self.aux_weight)
 
 
 @dataclass

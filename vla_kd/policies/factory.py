@@ -13,6 +13,7 @@ from vla_kd.policies.mlp_bc import ChunkedBCConfig, ChunkedBCPolicy
 from vla_kd.policies.model_configs import MODEL_SCHEMAS
 from vla_kd.policies.pretrained import PretrainedPolicy
 from vla_kd.policies.smollm2 import init_trunk_from_smollm2
+from vla_kd.policies.tactile_expert import TactileExpertConfig, TactileFlowExpert
 from vla_kd.policies.token_vla import TokenVLA, TokenVLAConfig
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ def chosen_state_features(model, state_dim: int) -> tuple[int, ...] | None:
     return chosen
 
 
-def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
+def build_model(model, dataset: LeRobotDataset, tactile_token_dim: int = 0) -> PretrainedPolicy:
     """The policy the ``model`` node describes (one of ``MODEL_SCHEMAS``), sized and normalised
-    from ``dataset``."""
+    from ``dataset``; ``tactile_token_dim`` gives a token_vla HapticVLA's predicted tactile token."""
     cameras = [k for k in dataset.camera_keys if k.endswith(".rgb")]
     image_size = dataset.info["features"][cameras[0]]["shape"][0] if cameras else 128
     state_dim = dataset.states.shape[1]
@@ -73,6 +74,7 @@ def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
             hidden=model.hidden, layers=model.layers, heads=model.heads, intermediate=model.intermediate,
             kv_heads=model.kv_heads, rope_theta=model.rope_theta, rms_norm_eps=model.rms_norm_eps,
             trunk=model.trunk, aux_state_dim=aux_dim, state_features=features,
+            tactile_token_dim=tactile_token_dim,
         ))
         if model.trunk == "smollm2":
             log.info("trunk initialised from SmolLM2-135M: %s", init_trunk_from_smollm2(policy))
@@ -91,6 +93,8 @@ def build_model(model, dataset: LeRobotDataset) -> PretrainedPolicy:
         ))
         policy.set_normalization(state_stats, dataset.feature_stats("action"), aux_stats)
         return policy
+    if model.type == "tactile_flow_expert":
+        return build_tactile_expert(model, dataset, state_dim, features, aux_dim, aux_stats)
     raise unknown_name("model", model.type, MODEL_SCHEMAS)
 
 
@@ -110,4 +114,23 @@ def build_hf_vla(
     ))
     policy.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, dataset.states,
                              aux_stats)
+    return policy
+
+
+def build_tactile_expert(
+    model, dataset: LeRobotDataset, state_dim: int, features, aux_dim: int, aux_stats: dict | None
+) -> TactileFlowExpert:
+    """HapticVLA's teacher for a dataset recorded with touch."""
+    if dataset.tactile is None:
+        raise UserError(f"model=tactile_flow_expert reads touch: '{dataset.root}' has no "
+                        "observation.tactile (record it with `vla-kd demos ... tactile=true`)")
+    cameras, image_size = dataset.cameras(model.cameras)
+    policy = TactileFlowExpert(TactileExpertConfig(
+        state_dim=state_dim, horizon=model.horizon, cameras=cameras, image_size=image_size,
+        features=model.features, hidden=model.hidden, inference_steps=model.inference_steps,
+        image_pooling=model.image_pooling, aux_state_dim=aux_dim, state_features=features,
+        tactile_dim=int(dataset.tactile.shape[1]), tactile_token_dim=model.tactile_token_dim,
+    ))
+    policy.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"),
+                             dataset.feature_stats("observation.tactile"), aux_stats)
     return policy

@@ -8,7 +8,7 @@ from pathlib import Path
 from vla_kd.errors import UserError, unknown_name
 from vla_kd.policies.base import Policy, RandomPolicy
 from vla_kd.policies.pretrained import CONFIG_NAME, PretrainedPolicy, read_config
-from vla_kd.policies.registry import check_policy_type
+from vla_kd.policies.registry import TACTILE_POLICY_TYPES, check_policy_type
 from vla_kd.policies.scripted_libero import LiberoPickPlaceExpert
 from vla_kd.policies.scripted_maniskill import maniskill_expert_for
 from vla_kd.policies.student_observations import observation_needs
@@ -105,6 +105,13 @@ def policy_cameras(spec: str) -> tuple[str, ...]:
     if spec in BUILTIN:
         return ()
     return tuple(_seeing_config(read_config(Path(spec)).get("config", {})).get("cameras") or ("rgb",))
+
+
+def policy_reads_tactile(spec: str) -> bool:
+    """Whether a saved policy folder reads the fingers' contact forces (a tactile teacher)."""
+    if spec in BUILTIN:
+        return False
+    return read_config(Path(spec)).get("policy_type") in TACTILE_POLICY_TYPES
 
 
 def policy_observation(spec: str) -> tuple[str | None, bool]:

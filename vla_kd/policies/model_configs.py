@@ -109,6 +109,33 @@ class DiffusionExpertModel:
                                    f"must not exceed train_timesteps ({self.train_timesteps})")
 
 
+@dataclass
+class TactileFlowExpertModel:
+    """HapticVLA's teacher (vla_kd.policies.tactile_expert): the action expert's encoder plus a
+    tactile token from the fingers' contact forces, a flow-matching decoder over action chunks.
+    Needs a dataset recorded with touch (`vla-kd demos tactile=true`); trained with
+    `method=tactile method.stage=teacher` (reward-weighted flow matching)."""
+
+    type: str = "tactile_flow_expert"
+    horizon: int = 4
+    features: int = 256
+    image_pooling: str = "flatten"  # flatten (NatureCNN) | spatial_softmax (one keypoint per channel)
+    hidden: int = 512
+    inference_steps: int = 10  # Euler steps from noise to a chunk
+    tactile_token_dim: int = 32  # width of the tactile token (what the student learns to predict)
+    shift_pad: int = 4
+    #: > 0: also predict the privileged object/goal poses from the image (training only)
+    aux_privileged_weight: float = 0.0
+    cameras: list[str] = field(default_factory=lambda: ["rgb"])
+    #: proprio indices the model reads (null: all)
+    state_features: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "horizon", "features", "hidden", "inference_steps", "tactile_token_dim")
+        at_least(self, 0, "shift_pad", "aux_privileged_weight", "state_features")
+        one_of(self, "image_pooling", POOLINGS)
+
+
 #: OpenVLA's prompt; the hf_vla policy writes the discretised proprio tokens after it
 OPENVLA_PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 
@@ -160,4 +187,5 @@ MODEL_SCHEMAS: dict[str, type] = {
     "token_vla": TokenVLAModel,
     "diffusion_action_expert": DiffusionExpertModel,
     "hf_vla": HFVLAModel,
+    "tactile_flow_expert": TactileFlowExpertModel,
 }

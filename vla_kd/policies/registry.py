@@ -16,6 +16,7 @@ POLICY_TYPES: dict[str, str] = {
     "skip_hf_vla": "vla_kd.policies.skip_vla:SkipHFVLA",
     "aligned_vla": "vla_kd.policies.aligned_vla:AlignedVLA",
     "hf_vla": "vla_kd.policies.hf_vla:HFVLA",
+    "tactile_flow_expert": "vla_kd.policies.tactile_expert:TactileFlowExpert",
 }
 
 #: the policies that implement the token-teacher protocol (vla_kd.policies.token_policy): every
@@ -25,6 +26,8 @@ TOKEN_POLICY_TYPES = ("token_vla", "hf_vla")
 SKIP_POLICY_TYPES = ("skip_vla", "skip_hf_vla")
 #: students that predict continuous chunks from camera + proprio in one pass (OPD's, BC clones)
 ACTION_STUDENT_TYPES = ("chunked_bc", "diffusion_action_expert")
+#: policies that read ``obs["tactile"]`` (teachers only: a student never reads touch)
+TACTILE_POLICY_TYPES = ("tactile_flow_expert",)
 
 
 def check_policy_type(policy_type: str, where: str) -> None:

@@ -67,6 +67,10 @@ class TokenVLAConfig:
     #: the proprio features (indices into ``state``) it reads; None: all. The others are zeroed
     #: after standardising (LIBERO's state: eef position 0-2, axis-angle 3-5, fingers 6-7).
     state_features: tuple[int, ...] | None = None
+    #: width of the tactile token it predicts from the image summary and proprio (HapticVLA's
+    #: student, vla_kd.methods.tactile); the token enters the prompt before begin-of-action.
+    #: 0: no token. Never read from a sensor: the prediction is the model's own.
+    tactile_token_dim: int = 0
 
     @property
     def key_value_heads(self) -> int:
@@ -142,8 +146,8 @@ class TokenVLA(TokenPolicy):
             blank = torch.zeros(1, c.image_size, c.image_size, 3, dtype=torch.uint8)
             patches, flat = self.encode_images({name: blank for name in self.cameras})
         #: prompt positions before the first action token: image patches, instruction,
-        #: observation, begin-of-action
-        self.prefix_length = patches.shape[1] + 3
+        #: observation, (the tactile token,) begin-of-action
+        self.prefix_length = patches.shape[1] + 3 + (1 if c.tactile_token_dim else 0)
         self.instruction_proj = nn.Linear(c.instruction_dim, c.hidden)
         # The observation token fuses proprioception with the whole, unpooled image feature map.
         # A separate proprio token let the trunk fit the demos from joint angles alone and
@@ -176,6 +180,12 @@ class TokenVLA(TokenPolicy):
         if c.aux_state_dim:
             self.aux_head = nn.Linear(c.hidden, c.aux_state_dim)
             self.aux_norm = Standardizer(c.aux_state_dim)
+        if c.tactile_token_dim:
+            self.tactile_head = nn.Sequential(
+                nn.Linear(c.hidden + c.state_dim, c.hidden), nn.GELU(),
+                nn.Linear(c.hidden, c.tactile_token_dim),
+            )
+            self.tactile_proj = nn.Linear(c.tactile_token_dim, c.hidden)
 
     def encode_images(
         self, rgb: CameraImages
@@ -203,7 +213,7 @@ class TokenVLA(TokenPolicy):
     def encode(
         self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(prefix embeddings ``(B, image tokens + 2 + 1, hidden)`` ending with begin-of-action,
+        """(prefix embeddings ``(B, prefix_length, hidden)`` ending with begin-of-action,
         the image summary ``(B, hidden)`` that the observation token and the auxiliary head read)."""
         batch = len(state)
         instruction = embed_instructions(instructions).to(state.device, self.instruction_proj.weight.dtype)
@@ -214,12 +224,19 @@ class TokenVLA(TokenPolicy):
             patches,
             self.instruction_proj(instruction)[:, None],
             self.observation_proj(observation)[:, None],
-            self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)),
         ]
+        if self.config.tactile_token_dim:
+            parts.append(self.tactile_proj(self.tactile_head(observation))[:, None])
+        parts.append(self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)))
         return torch.cat(parts, dim=1), image_summary
 
+    def predicted_tactile(self, image_summary: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """``(B, tactile_token_dim)``: the tactile token predicted from the image summary (of
+        :meth:`encode`) and proprio, as the prompt carries it."""
+        return self.tactile_head(torch.cat([image_summary, self.state_norm(state)], dim=-1))
+
     def prefix(self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]) -> torch.Tensor:
-        """Prefix embeddings ``(B, image tokens + 2 + 1, hidden)``, ending with begin-of-action."""
+        """Prefix embeddings ``(B, prefix_length, hidden)``, ending with begin-of-action."""
         return self.encode(rgb, state, instructions)[0]
 
     def token_logits(
