@@ -57,3 +57,21 @@ def test_tactile_demos_record_the_fingers_contact_forces(tmp_path):
 def test_tactile_demos_are_refused_on_libero():
     proc = run_cli("demos", "env=libero/libero_spatial/0", "n=1", "tactile=true")
     assert proc.returncode == 2 and "tactile=true records ManiSkill" in proc.stderr
+
+
+def test_vary_grip_scales_each_episodes_closing_commands():
+    from vla_kd.commands.demos import DemosCommandConfig
+    from vla_kd.config_checks import ConfigValueError
+    from vla_kd.data.demos import vary_grip
+
+    actions = np.zeros((4, 7), np.float32)
+    actions[:, 6] = [1.0, -1.0, -1.0, 1.0]  # open, closed, closed, open
+    assert vary_grip(actions, 3, None) is actions
+    varied = vary_grip(actions, 3, (0.1, 1.0))
+    factor = -varied[1, 6]
+    assert 0.1 <= factor <= 1.0 and varied[2, 6] == -factor and varied[[0, 3], 6].tolist() == [1.0, 1.0]
+    assert np.array_equal(varied[:, :6], actions[:, :6]) and actions[1, 6] == -1.0  # a copy
+    assert np.array_equal(vary_grip(actions, 3, (0.1, 1.0)), varied)  # seeded by the episode
+    assert vary_grip(actions, 4, (0.1, 1.0))[1, 6] != varied[1, 6]
+    with pytest.raises(ConfigValueError, match="grip_range"):
+        DemosCommandConfig(grip_range=[0.8, 0.2])

@@ -13,7 +13,12 @@ from helpers import error_lines, run_cli
 from vla_kd.data.lerobot_dataset import LeRobotDataset
 from vla_kd.errors import UserError
 from vla_kd.methods.tactile.config import TactileConfig
-from vla_kd.methods.tactile.objectives import RewardWeightedFlow, TactileTokenAlignment, TactileTokenBC
+from vla_kd.methods.tactile.objectives import (
+    RewardWeightedFlow,
+    TactileTokenAlignment,
+    TactileTokenBC,
+    WeightedTokenBC,
+)
 from vla_kd.methods.tactile.rewards import (
     FrameWeights,
     RewardSettings,
@@ -175,6 +180,22 @@ def test_the_student_predicts_the_token_without_touch(tiny_datasets, tmp_path):
     loaded = load_policy(str(tmp_path / "student"), "token_vla")
     assert loaded.config.tactile_token_dim == 8
     assert np.array_equal(loaded.predict_action_chunk(observation(dataset, rows, tactile=False)), chunk)
+
+
+def test_weighted_token_bc_counts_rows_by_their_weights(tiny_datasets):
+    """A row of weight 0 drops out: the loss on two rows weighted (1, 0) is the loss on the first."""
+    dataset = LeRobotDataset(tiny_datasets(tactile=True, episodes=2), action_horizon=2)
+    student = tiny_student(dataset, token_dim=0).eval()
+    exact = {"shift_pad": 0, "state_noise": 0.0, "token_corruption": 0.0}
+    weights = np.ones(len(dataset))
+    weights[1] = 0.0
+    lookup = FrameWeights(weights, dataset.episode_index, dataset.frame_index)
+    with torch.no_grad():
+        both = WeightedTokenBC(student, lookup, **exact).loss(batch_of(dataset, [0, 1]), 0)[0]
+        first = WeightedTokenBC(student, None, **exact).loss(batch_of(dataset, [0]), 0)[0]
+        unweighted = WeightedTokenBC(student, None, **exact).loss(batch_of(dataset, [0, 1]), 0)[0]
+    assert float(both) == pytest.approx(float(first), rel=1e-5)
+    assert abs(float(unweighted) - float(first)) > 1e-3  # the second row does count unweighted
 
 
 def test_config_refuses_bad_values():

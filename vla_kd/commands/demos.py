@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from vla_kd.cli_support import hydra_command
-from vla_kd.config_checks import at_least, one_of
+from vla_kd.config_checks import ConfigValueError, at_least, one_of
 from vla_kd.data.demos import generate_maniskill_demos
 from vla_kd.data.libero_demos import generate_libero_demos
 from vla_kd.envs import check_task
@@ -30,6 +30,10 @@ class DemosCommandConfig:
     wrist_camera: bool = False  # LIBERO: also record the eye-in-hand camera (observation.images.wrist_rgb)
     #: ManiSkill: also record the fingers' contact forces (observation.tactile, vla_kd.envs.tactile)
     tactile: bool = False
+    #: ManiSkill: [low, high] scales each episode's closing gripper commands by one factor drawn
+    #: from it, so demonstrations hold objects with different forces (vla_kd.data.demos.vary_grip;
+    #: 1.0 is the planner's own grip); null: the planner's grip
+    grip_range: list[float] | None = None
     output: str = "${hydra:runtime.output_dir}/dataset"
     overwrite: bool = False
     workers: int = 2  # processes for planning, conversion and recording (one per core)
@@ -44,6 +48,11 @@ class DemosCommandConfig:
         at_least(self, 1, "n", "workers")
         one_of(self, "engine", ENGINES)
         at_least(self, 8, "image_size")
+        if self.grip_range is not None and not (
+            len(self.grip_range) == 2 and 0 < self.grip_range[0] <= self.grip_range[1] <= 1
+        ):
+            raise ConfigValueError("grip_range", f"must be [low, high] with 0 < low <= high <= 1, "
+                                   f"got {list(self.grip_range)}")
 
 
 ConfigStore.instance().store(name=f"{CONFIG_NAME}_schema", node=DemosCommandConfig)
@@ -54,6 +63,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     options = dict(image_size=int(cfg.image_size), overwrite=bool(cfg.overwrite),
                    progress=bool(cfg.progress), workers=int(cfg.workers))
     if task.backend == "libero":
+        if cfg.grip_range is not None:
+            raise UserError("grip_range varies ManiSkill's planned grasps; LIBERO's expert is not varied")
         if cfg.tactile:
             raise UserError("tactile=true records ManiSkill's contact forces; LIBERO's are not wrapped yet")
         if cfg.engine != "local":
@@ -64,6 +75,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         if cfg.wrist_camera:
             raise UserError("wrist_camera=true is for LIBERO tasks; ManiSkill's tasks here have one camera")
         options["tactile"] = bool(cfg.tactile)
+        options["grip_range"] = tuple(cfg.grip_range) if cfg.grip_range is not None else None
         report = generate_maniskill_demos(task.name, int(cfg.n), cfg.output, engine=str(cfg.engine),
                                           ray_address=cfg.ray_address, **options)
     doc = {**asdict(report), "planner_success_rate": report.planner_success_rate}

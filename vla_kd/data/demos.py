@@ -92,6 +92,20 @@ def plan_and_convert(task: str, n: int, workdir: Path, workers: int = 1) -> tupl
     return episodes, converted
 
 
+def vary_grip(actions: np.ndarray, seed: int, grip_range: tuple[float, float] | None) -> np.ndarray:
+    """``actions`` with every closing gripper command (negative) scaled by one factor per
+    episode, drawn uniformly from ``grip_range`` with the episode's seed: the gripper's position
+    target then stops short of fully closed and the fingers press with less force (PickCube's
+    cube: about 27 N at 1.0, 13 N at 0.3, 8 N at 0.1). None: the actions unchanged."""
+    if grip_range is None:
+        return actions
+    factor = np.random.default_rng(seed).uniform(*grip_range)
+    varied = np.array(actions, np.float32, copy=True)
+    closing = varied[:, 6] < 0
+    varied[closing, 6] *= factor
+    return varied
+
+
 def record_episode(env, seed: int, actions: np.ndarray) -> dict | None:
     """Replay ``actions`` from ``reset(seed)``; the recording if the episode succeeds, else None."""
     obs, info = env.reset(seed=seed)
@@ -148,12 +162,13 @@ def record_all(
 def generate_maniskill_demos(
     task: str, n: int, output: str | Path, image_size: int = 128, overwrite: bool = False,
     progress: bool = True, workers: int = 1, engine: str = "local", ray_address: str | None = None,
-    tactile: bool = False,
+    tactile: bool = False, grip_range: tuple[float, float] | None = None,
 ) -> DemoReport:
     """Plan, convert and record ``n`` attempts at ``task`` into a LeRobot dataset at ``output``,
     spreading each stage over ``workers`` processes (``engine="ray"``: the recording, the
     stage that renders, as Ray tasks; ManiSkill's planner and converter stay local processes).
-    ``tactile``: also record the fingers' contact forces as ``observation.tactile``."""
+    ``tactile``: also record the fingers' contact forces as ``observation.tactile``;
+    ``grip_range``: vary each episode's grip strength (:func:`vary_grip`)."""
     if task not in PLANNABLE:
         raise UserError(f"no motion-planning expert for '{task}'; tasks with one: {', '.join(PLANNABLE)}")
     import h5py  # optional: the maniskill extra (motion-planning output)
@@ -164,7 +179,8 @@ def generate_maniskill_demos(
         planned, converted_path = plan_and_convert(task, n, Path(scratch), workers)
         converted_meta = json.loads(converted_path.with_suffix(".json").read_text())["episodes"]
         with h5py.File(converted_path, "r") as h5:
-            trajectories = {e["episode_seed"]: h5[f"traj_{e['episode_id']}/actions"][:]
+            trajectories = {e["episode_seed"]: vary_grip(h5[f"traj_{e['episode_id']}/actions"][:],
+                                                         e["episode_seed"], grip_range)
                             for e in converted_meta if e.get("success", True)}
     episodes = record_all(task, trajectories, image_size, workers, progress, engine, ray_address, tactile)
     recorded, frames = write_successes(episodes, output, overwrite, instruction_for(task), FPS)

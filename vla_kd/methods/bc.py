@@ -154,10 +154,16 @@ class TokenBC(Method):
             ce = -(soft * F.log_softmax(logits, dim=-1)).sum(-1).flatten()
         else:
             ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none")
-        loss = (ce * keep.flatten()).sum() / keep.sum()
+        weights = keep * self.row_weights(batch).to(keep)[:, None]
+        loss = (ce * weights.flatten()).sum() / weights.sum()
         accuracy = ((logits.argmax(-1) == tokens).float() * keep).sum() / keep.sum()
         logs = {"losses/token_ce": float(loss.detach()), "train/token_accuracy": float(accuracy)}
         return self.auxiliary_losses(loss, logs, image_summary, state, batch), logs
+
+    def row_weights(self, batch: dict) -> torch.Tensor:
+        """``(B,)`` weights of the batch's rows in the token loss: equal here; a subclass weighs
+        its demonstrations (HapticVLA's tactile rewards)."""
+        return torch.ones(len(batch["action"]))
 
     def auxiliary_losses(
         self, loss: torch.Tensor, logs: dict[str, float], image_summary: torch.Tensor,

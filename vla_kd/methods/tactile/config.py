@@ -22,7 +22,8 @@ class TactileConfig:
     ``token_weight`` times the token loss).
 
     ``stage=baseline``: the same TokenVLA without the token, trained on the demonstrations'
-    actions for ``stage1_steps + trainer.steps`` (the student's step count)."""
+    actions for ``stage1_steps + trainer.steps`` (the student's step count), weighted as the
+    student's stage 2 is."""
 
     name: str = "tactile"
     stage: str = "student"  # teacher | student | baseline
@@ -37,6 +38,9 @@ class TactileConfig:
     stage1_steps: int = 1000  # the tactile token predicted from camera + proprio (L2 to the teacher's)
     stage1_lr: float = 1.0e-3
     token_weight: float = 1.0  # stage 2: the token loss beside the actions' cross-entropy
+    #: the student's stage 2 and the baseline weigh each demonstration frame by the teacher's
+    #: tactile reward weight (false: plain behaviour cloning of the demonstrations)
+    weighted_actions: bool = True
 
     def __post_init__(self) -> None:
         one_of(self, "stage", STAGES)

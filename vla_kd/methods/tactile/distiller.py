@@ -4,11 +4,16 @@ same VLA without the token)."""
 from __future__ import annotations
 
 from vla_kd.errors import UserError
-from vla_kd.methods.bc import TokenBC, periodic_evaluation
+from vla_kd.methods.bc import periodic_evaluation
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.registry import register
 from vla_kd.methods.tactile.config import TactileConfig
-from vla_kd.methods.tactile.objectives import RewardWeightedFlow, TactileTokenAlignment, TactileTokenBC
+from vla_kd.methods.tactile.objectives import (
+    RewardWeightedFlow,
+    TactileTokenAlignment,
+    TactileTokenBC,
+    WeightedTokenBC,
+)
 from vla_kd.methods.tactile.rewards import FrameWeights, reward_weights, tactile_rewards, weight_summary
 from vla_kd.policies.factory import build_model
 from vla_kd.policies.registry import TACTILE_POLICY_TYPES
@@ -38,20 +43,27 @@ def tactile_dataset(ctx: RunContext, horizon: int):
     return dataset
 
 
+def demonstration_weights(ctx: RunContext, dataset, horizon: int) -> tuple[FrameWeights, dict]:
+    """The tactile reward weight of every demonstration frame, and what the summary says of them."""
+    rewards = ctx.config.rewards
+    reward, terms = tactile_rewards(dataset.tactile, dataset.episode_index, horizon, rewards)
+    weights = reward_weights(reward, rewards)
+    summary = weight_summary(reward, terms, weights)
+    ctx.tracker.log({f"tactile/{k}": v for k, v in summary.items()}, step=0)
+    return FrameWeights(weights, dataset.episode_index, dataset.frame_index), summary
+
+
 def fit_teacher(ctx: RunContext) -> TrainResult:
-    model, cfg = ctx.model, ctx.config
+    model = ctx.model
     if model.type not in TACTILE_POLICY_TYPES:
         raise UserError("method=tactile method.stage=teacher trains model=tactile_flow_expert, "
                         f"not {model.type}")
     dataset = tactile_dataset(ctx, model.horizon)
-    reward, terms = tactile_rewards(dataset.tactile, dataset.episode_index, model.horizon, cfg.rewards)
-    weights = reward_weights(reward, cfg.rewards)
-    weighting = weight_summary(reward, terms, weights)
-    ctx.tracker.log({f"tactile/{k}": v for k, v in weighting.items()}, step=0)
+    weights, weighting = demonstration_weights(ctx, dataset, model.horizon)
     seed_initial_weights(ctx.trainer.seed)
     policy = build_model(model, dataset)
-    method = RewardWeightedFlow(policy, FrameWeights(weights, dataset.episode_index, dataset.frame_index),
-                                shift_pad=model.shift_pad, aux_weight=model.aux_privileged_weight)
+    method = RewardWeightedFlow(policy, weights, shift_pad=model.shift_pad,
+                                aux_weight=model.aux_privileged_weight)
     evaluate = periodic_evaluation(ctx, policy)
     trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker, evaluate)
     metrics = trainer.fit()
@@ -69,28 +81,30 @@ def fit_student(ctx: RunContext) -> TrainResult:
     token_bc = {"shift_pad": model.shift_pad, "label_sigma": model.label_sigma,
                 "state_noise": model.state_noise, "token_corruption": model.token_corruption,
                 "aux_weight": model.aux_privileged_weight}
+    dataset = tactile_dataset(ctx, model.horizon)
+    weights, weighting = None, {}
+    if cfg.weighted_actions:
+        weights, weighting = demonstration_weights(ctx, dataset, model.horizon)
     seed_initial_weights(ctx.trainer.seed)
     if cfg.stage == "baseline":
-        dataset = ctx.load_dataset(model.horizon)
         policy = build_model(model, dataset)
-        stages = [("actions", lambda: TokenBC(policy, **token_bc), cfg.stage1_steps + ctx.trainer.steps,
-                   ctx.trainer.lr)]
+        stages = [("actions", lambda: WeightedTokenBC(policy, weights, **token_bc),
+                   cfg.stage1_steps + ctx.trainer.steps, ctx.trainer.lr)]
     else:
         if not ctx.teacher:
             raise UserError("method=tactile method.stage=student needs teacher=<a tactile_flow_expert "
                             "folder>")
         teacher = ctx.load_teacher(TACTILE_POLICY_TYPES)
-        dataset = tactile_dataset(ctx, model.horizon)
         policy = build_model(model, dataset, tactile_token_dim=teacher.config.tactile_token_dim)
         stages = [
             ("token", lambda: TactileTokenAlignment(policy, teacher, model.shift_pad), cfg.stage1_steps,
              cfg.stage1_lr),
-            ("actions", lambda: TactileTokenBC(policy, teacher, cfg.token_weight, **token_bc),
+            ("actions", lambda: TactileTokenBC(policy, teacher, cfg.token_weight, weights, **token_bc),
              ctx.trainer.steps, ctx.trainer.lr),
         ]
     result = run_stages(stages, dataset, ctx.trainer, ctx.run_dir, ctx.tracker)
     summary = {"stage": cfg.stage, "model": model.type, "steps": result.steps,
-               "samples": result.samples, "dataset_frames": len(dataset),
+               "samples": result.samples, "dataset_frames": len(dataset), "reward_weighting": weighting,
                "stage_seconds": result.wall_seconds, **result.metrics}
     return TrainResult(policy, summary, result.samples,
                        {"dataset": str(ctx.dataset), "stage": cfg.stage, "teacher": ctx.teacher})

@@ -70,13 +70,27 @@ class TactileTokenAlignment(Method):
                      "train/tactile_token_relative_error": relative}
 
 
-class TactileTokenBC(TokenBC):
-    """Stage 2: the token cross-entropy of :class:`TokenBC` on the demonstrations' actions, with
-    the predicted token in the prompt, plus ``token_weight`` times the stage-1 token loss so the
-    token keeps the teacher's meaning while the rest trains."""
+class WeightedTokenBC(TokenBC):
+    """:class:`TokenBC` with each demonstration frame weighted by its tactile reward weight
+    (the baseline with ``method.weighted_actions=true``); ``weights`` None: unweighted."""
 
-    def __init__(self, student, teacher, token_weight: float = 1.0, **token_bc) -> None:
-        super().__init__(student, **token_bc)
+    def __init__(self, policy, weights: FrameWeights | None = None, **token_bc) -> None:
+        super().__init__(policy, **token_bc)
+        self.weights = weights
+
+    def row_weights(self, batch: dict) -> torch.Tensor:
+        return super().row_weights(batch) if self.weights is None else self.weights.of(batch)
+
+
+class TactileTokenBC(WeightedTokenBC):
+    """Stage 2: the token cross-entropy of :class:`TokenBC` on the demonstrations' actions
+    (weighted by their tactile rewards when ``weights`` are given), with the predicted token in
+    the prompt, plus ``token_weight`` times the stage-1 token loss so the token keeps the
+    teacher's meaning while the rest trains."""
+
+    def __init__(self, student, teacher, token_weight: float = 1.0, weights: FrameWeights | None = None,
+                 **token_bc) -> None:
+        super().__init__(student, weights, **token_bc)
         self.teacher, self.token_weight = teacher.eval().requires_grad_(False), float(token_weight)
 
     def auxiliary_losses(self, loss, logs, image_summary, state, batch) -> torch.Tensor:
