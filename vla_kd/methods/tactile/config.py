@@ -28,8 +28,11 @@ class TactileConfig:
     name: str = "tactile"
     stage: str = "student"  # teacher | student | baseline
     # reward-weighted flow matching (vla_kd.methods.tactile.rewards has the formula)
-    force_limit: float = 20.0  # N of grasp force before the excess-force penalty starts
-    spike_limit: float = 5.0  # N of grasp-force change in one control step before the spike penalty
+    #: N of grasp force before the excess-force penalty starts (PickCube's cube is carried at 8 N;
+    #: ManiSkill's planner grips it with about 27 N)
+    force_limit: float = 15.0
+    #: N of grasp-force change in one control step before the spike penalty starts
+    spike_limit: float = 10.0
     contact_force: float = 0.5  # N: a finger touching the object (ManiSkill's grasp test's own figure)
     slip_weight: float = 1.0  # weight of touching without a grasp
     temperature: float = 0.5  # w = exp(r / temperature): lower is pickier
