@@ -128,6 +128,8 @@ def held_out_evaluation(ctx: RunContext, result: TrainResult, task: str) -> dict
         "eval/mean_return": results["mean_return"],
         **milestone_metrics(results),
     }
+    if results.get("policy_ms_per_action") is not None:
+        metrics["eval/policy_ms_per_action"] = results["policy_ms_per_action"]
     if "policy_stats" in results:  # e.g. how often a DySL student skipped
         metrics["eval/policy_stats"] = results["policy_stats"]
     ctx.tracker.log({k: v for k, v in metrics.items() if isinstance(v, int | float)},
