@@ -77,11 +77,31 @@ def test_flow_points_and_the_euler_sampler():
     assert torch.allclose(sample, target.expand(5, 2), atol=1e-4)
 
 
-def tiny_teacher(dataset: LeRobotDataset, seed: int = 0) -> TactileFlowExpert:
+def test_a_clean_chunk_predictor_samples_through_its_velocity():
+    """prediction_type=sample: a decoder that always predicts the chunk c samples c."""
+    config = TactileExpertConfig(state_dim=5, horizon=2, image_size=64, features=16, hidden=32,
+                                 inference_steps=4, prediction_type="sample")
+    decoder = TactileFlowExpert(config).decoder
+    target = torch.linspace(-0.5, 0.5, 14).view(1, 2, 7)
+    for layer in decoder.net:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+    with torch.no_grad():
+        decoder.net[-1].bias.copy_(target.flatten())
+    sample = decoder.sample(torch.zeros(3, 16), torch.Generator().manual_seed(0))
+    assert torch.allclose(sample, target.expand(3, 2, 7), atol=1e-5)
+    with pytest.raises(ValueError, match="prediction_type"):
+        TactileFlowExpert(TactileExpertConfig(state_dim=5, prediction_type="epsilon"))
+
+
+def tiny_teacher(
+    dataset: LeRobotDataset, seed: int = 0, prediction_type: str = "velocity"
+) -> TactileFlowExpert:
     torch.manual_seed(seed)
     teacher = TactileFlowExpert(TactileExpertConfig(
         state_dim=5, horizon=2, image_size=64, features=16, hidden=32, inference_steps=3,
-        tactile_token_dim=8))
+        tactile_token_dim=8, prediction_type=prediction_type))
     teacher.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"),
                               dataset.feature_stats("observation.tactile"))
     return teacher
@@ -111,9 +131,10 @@ def fit(method, batch: dict, steps: int, lr: float) -> tuple[float, float]:
     return first, last
 
 
-def test_the_teacher_reads_touch_learns_and_round_trips(tiny_datasets, tmp_path):
+@pytest.mark.parametrize("prediction_type", ["velocity", "sample"])
+def test_the_teacher_reads_touch_learns_and_round_trips(tiny_datasets, tmp_path, prediction_type):
     dataset = LeRobotDataset(tiny_datasets(tactile=True, episodes=2), action_horizon=2)
-    teacher = tiny_teacher(dataset).train()
+    teacher = tiny_teacher(dataset, prediction_type=prediction_type).train()
     weights = FrameWeights(np.ones(len(dataset)), dataset.episode_index, dataset.frame_index)
     method = RewardWeightedFlow(teacher, weights, shift_pad=0)
     first, last = fit(method, batch_of(dataset, range(8)), 60, 3e-3)

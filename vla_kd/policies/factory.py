@@ -130,6 +130,7 @@ def build_tactile_expert(
         features=model.features, hidden=model.hidden, inference_steps=model.inference_steps,
         image_pooling=model.image_pooling, aux_state_dim=aux_dim, state_features=features,
         tactile_dim=int(dataset.tactile.shape[1]), tactile_token_dim=model.tactile_token_dim,
+        prediction_type=model.prediction_type,
     ))
     policy.set_normalization(dataset.feature_stats("observation.state"), dataset.feature_stats("action"),
                              dataset.feature_stats("observation.tactile"), aux_stats)

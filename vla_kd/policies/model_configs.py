@@ -122,6 +122,8 @@ class TactileFlowExpertModel:
     image_pooling: str = "flatten"  # flatten (NatureCNN) | spatial_softmax (one keypoint per channel)
     hidden: int = 512
     inference_steps: int = 10  # Euler steps from noise to a chunk
+    #: what the decoder predicts: velocity (rectified flow's eps - x0) | sample (the clean chunk)
+    prediction_type: str = "velocity"
     tactile_token_dim: int = 32  # width of the tactile token (what the student learns to predict)
     shift_pad: int = 4
     #: > 0: also predict the privileged object/goal poses from the image (training only)
@@ -134,6 +136,7 @@ class TactileFlowExpertModel:
         at_least(self, 1, "horizon", "features", "hidden", "inference_steps", "tactile_token_dim")
         at_least(self, 0, "shift_pad", "aux_privileged_weight", "state_features")
         one_of(self, "image_pooling", POOLINGS)
+        one_of(self, "prediction_type", ("velocity", "sample"))
 
 
 #: OpenVLA's prompt; the hf_vla policy writes the discretised proprio tokens after it

@@ -31,17 +31,24 @@ class TactileExpertConfig(ActionExpertConfig):
     the Euler steps of a sample."""
 
     train_timesteps: int = 1000
+    #: what the decoder predicts: "velocity" (``eps - x0``, rectified flow's target) or "sample"
+    #: (the clean chunk ``x0``, as the diffusion expert's default; the velocity the Euler steps
+    #: follow is then ``(x - x0) / sigma``)
+    prediction_type: str = "velocity"
     tactile_dim: int = TACTILE_DIM
     #: width of the tactile token (the embedding the student predicts)
     tactile_token_dim: int = 32
 
 
 class FlowActionDecoder(nn.Module):
-    """Predicts the flow's velocity at a point of a normalised action chunk's path, given the
-    conditioning features and the timestep (the diffusion decoder's MLP, another target)."""
+    """Predicts the flow's velocity at a point of a normalised action chunk's path, or the clean
+    chunk (``prediction_type``), given the conditioning features and the timestep (the
+    diffusion decoder's MLP)."""
 
     def __init__(self, c: TactileExpertConfig) -> None:
         super().__init__()
+        if c.prediction_type not in ("velocity", "sample"):
+            raise ValueError(f"prediction_type must be 'velocity' or 'sample', not {c.prediction_type!r}")
         self.config = c
         size = c.horizon * c.action_dim
         self.net = nn.Sequential(
@@ -59,8 +66,17 @@ class FlowActionDecoder(nn.Module):
     def sample(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A normalised action chunk ``(B, horizon, action_dim)`` per row of ``features``."""
         c = self.config
-        return euler_sample(lambda x, t: self(x, t, features), (len(features), c.horizon, c.action_dim),
-                            c.inference_steps, c.train_timesteps, generator, features.device)
+        shape = (len(features), c.horizon, c.action_dim)
+        return euler_sample(lambda x, t: self.velocity(x, t, features), shape, c.inference_steps,
+                            c.train_timesteps, generator, features.device)
+
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The flow's velocity at ``x`` and timesteps ``t``, whatever the decoder predicts."""
+        predicted = self(x, t, features)
+        if self.config.prediction_type == "velocity":
+            return predicted
+        sigma = (t.to(x.dtype) / self.config.train_timesteps).view(-1, *([1] * (x.dim() - 1)))
+        return (x - predicted) / sigma
 
 
 class TactileFlowExpert(ChunkedPolicy):

@@ -28,10 +28,12 @@ class RewardWeightedFlow(Method):
         policy = self.model
         images = camera_batch(batch, policy.config.cameras, self.shift_pad if policy.training else 0)
         features, image, _ = policy.conditioning(images, batch["observation.state"], batch[TACTILE])
-        point = flow_point(policy.action_norm.normalize(batch["action"]), policy.config.train_timesteps)
+        clean = policy.action_norm.normalize(batch["action"])
+        point = flow_point(clean, policy.config.train_timesteps)
         predicted = policy.decoder(point.noisy, point.timestep, features)
+        target = point.velocity if policy.config.prediction_type == "velocity" else clean
         keep = (~batch["action_is_pad"]).unsqueeze(-1).float()
-        squared = (predicted - point.velocity) ** 2 * keep
+        squared = (predicted - target) ** 2 * keep
         per_row = squared.sum((1, 2)) / (keep.sum((1, 2)) * predicted.shape[-1])
         weights = self.weights.of(batch).to(per_row.device)
         weighted = (weights * per_row).sum() / weights.sum()
