@@ -92,14 +92,18 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-class DiffusionActionDecoder(nn.Module):
-    """Predicts the noise in a noised (normalised) action chunk, or the clean chunk itself
-    (``prediction_type``), given features and the timestep."""
+class ChunkDenoiser(nn.Module):
+    """The MLP that maps a noised (normalised) action chunk, the conditioning features and the
+    timestep to a chunk-shaped prediction; subclasses say what it predicts (their
+    ``prediction_types``) and how a chunk is sampled."""
 
-    def __init__(self, c: ActionExpertConfig) -> None:
+    prediction_types: tuple[str, ...] = ()
+
+    def __init__(self, c) -> None:
         super().__init__()
-        if c.prediction_type not in ("epsilon", "sample"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', not {c.prediction_type!r}")
+        if c.prediction_type not in self.prediction_types:
+            allowed = " or ".join(repr(p) for p in self.prediction_types)
+            raise ValueError(f"prediction_type must be {allowed}, not {c.prediction_type!r}")
         self.config = c
         size = c.horizon * c.action_dim
         self.net = nn.Sequential(
@@ -109,15 +113,22 @@ class DiffusionActionDecoder(nn.Module):
             nn.Linear(c.hidden, size),
         )
 
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([noisy.flatten(1), features, timestep_embedding(t, 64)], dim=-1)
+        return self.net(x).view_as(noisy)
+
+
+class DiffusionActionDecoder(ChunkDenoiser):
+    """Predicts the noise in a noised (normalised) action chunk, or the clean chunk itself
+    (``prediction_type``), given features and the timestep."""
+
+    prediction_types = ("epsilon", "sample")
+
     def scheduler(self, kind: str = "ddpm"):
 
         cls = DDPMScheduler if kind == "ddpm" else DDIMScheduler
         return cls(num_train_timesteps=self.config.train_timesteps, beta_schedule="squaredcos_cap_v2",
                    clip_sample=True, prediction_type=self.config.prediction_type)
-
-    def forward(self, noisy: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([noisy.flatten(1), features, timestep_embedding(t, 64)], dim=-1)
-        return self.net(x).view_as(noisy)
 
     @torch.no_grad()
     def sample(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

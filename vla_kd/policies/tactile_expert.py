@@ -20,7 +20,7 @@ from vla_kd.envs.tactile import TACTILE_DIM
 from vla_kd.errors import UserError
 from vla_kd.nn.flow_matching import euler_sample
 from vla_kd.nn.normalization import MinMaxNormalizer, Standardizer
-from vla_kd.policies.action_expert import ActionExpertConfig, ObservationEncoder, timestep_embedding
+from vla_kd.policies.action_expert import ActionExpertConfig, ChunkDenoiser, ObservationEncoder
 from vla_kd.policies.pretrained import ChunkedPolicy
 
 
@@ -40,27 +40,12 @@ class TactileExpertConfig(ActionExpertConfig):
     tactile_token_dim: int = 32
 
 
-class FlowActionDecoder(nn.Module):
+class FlowActionDecoder(ChunkDenoiser):
     """Predicts the flow's velocity at a point of a normalised action chunk's path, or the clean
     chunk (``prediction_type``), given the conditioning features and the timestep (the
     diffusion decoder's MLP)."""
 
-    def __init__(self, c: TactileExpertConfig) -> None:
-        super().__init__()
-        if c.prediction_type not in ("velocity", "sample"):
-            raise ValueError(f"prediction_type must be 'velocity' or 'sample', not {c.prediction_type!r}")
-        self.config = c
-        size = c.horizon * c.action_dim
-        self.net = nn.Sequential(
-            nn.Linear(size + c.features + 64, c.hidden), nn.Mish(),
-            nn.Linear(c.hidden, c.hidden), nn.Mish(),
-            nn.Linear(c.hidden, c.hidden), nn.Mish(),
-            nn.Linear(c.hidden, size),
-        )
-
-    def forward(self, noisy: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([noisy.flatten(1), features, timestep_embedding(t, 64)], dim=-1)
-        return self.net(x).view_as(noisy)
+    prediction_types = ("velocity", "sample")
 
     @torch.no_grad()
     def sample(self, features: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

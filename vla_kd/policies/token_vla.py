@@ -226,7 +226,7 @@ class TokenVLA(TokenPolicy):
             self.observation_proj(observation)[:, None],
         ]
         if self.config.tactile_token_dim:
-            parts.append(self.tactile_proj(self.tactile_head(observation))[:, None])
+            parts.append(self.tactile_proj(self.predicted_tactile(image_summary, state))[:, None])
         parts.append(self.action_embed(torch.full((batch, 1), self.config.n_bins, device=state.device)))
         return torch.cat(parts, dim=1), image_summary
 
