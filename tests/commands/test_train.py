@@ -47,6 +47,9 @@ def test_trained_policy_folder_is_evaluable(tiny_dataset, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["eval/episodes"] == 1 and 0.0 <= summary["eval/success_rate"] <= 1.0
+    # the held-out evaluation's whole document stays beside the summary, episode by episode
+    kept = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert kept["success_rate"] == summary["eval/success_rate"] and len(kept["episode_results"]) == 1
     results = tmp_path / "eval.json"
     # no obs_mode=rgb needed: the folder's config says the model reads a camera
     proc = run_cli("eval", f"policy={out}", "env=maniskill/PushCube-v1",

@@ -55,7 +55,8 @@ def test_force_figures_by_hand():
     assert episode_forces([0.0, 2.0, 4.0, 0.0]) == {"peak_grasp_force": 4.0, "mean_grasp_force": 3.0}
     assert episode_forces([0.0, 0.0]) == {"peak_grasp_force": 0.0, "mean_grasp_force": 0.0}
     summary = force_summary([4.0, 0.0, 10.0], [3.0, 0.0, 6.0])
-    assert summary == {"peak_mean": pytest.approx(14 / 3), "peak_max": 10.0, "in_contact_mean": 4.5}
+    assert summary == {"peak_mean": pytest.approx(14 / 3), "peak_max": 10.0, "peak_mean_touched": 7.0,
+                       "in_contact_mean": 4.5}
 
 
 def test_the_evaluator_reports_grasp_force_for_every_policy():

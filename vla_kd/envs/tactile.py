@@ -101,12 +101,16 @@ def episode_forces(forces: list[float]) -> dict[str, float | None]:
 
 
 def force_summary(peaks: list[float | None], means: list[float | None]) -> dict[str, float]:
-    """Over episodes: the mean and the largest episode peak, and the mean of the episodes'
+    """Over episodes: the mean and the largest episode peak, the mean peak of the episodes that
+    touched (a policy that rarely grasps has a low ``peak_mean`` for that reason alone; the
+    touched mean compares how hard policies press when they do) and the mean of the episodes'
     in-contact means (episodes that touched only)."""
     peaks_known = [p for p in peaks if p is not None]
+    touched_peaks = [p for p, m in zip(peaks, means, strict=True) if p is not None and m]
     touched = [m for m in means if m]
     return {
         "peak_mean": float(np.mean(peaks_known)) if peaks_known else 0.0,
         "peak_max": float(np.max(peaks_known)) if peaks_known else 0.0,
+        "peak_mean_touched": float(np.mean(touched_peaks)) if touched_peaks else 0.0,
         "in_contact_mean": float(np.mean(touched)) if touched else 0.0,
     }

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from vla_kd.config_checks import at_least, one_of, positive
 from vla_kd.errors import UserError, unknown_name
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import camera_batch, denoise_step, masked_mean, masked_mse
+from vla_kd.methods.bc import camera_batch, denoise_step, masked_mean, masked_mse, vla_camera_input
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult
 from vla_kd.methods.registry import register
 from vla_kd.policies.aligned_vla import AlignedVLA
@@ -169,8 +169,7 @@ class ActionFineTuning(Method):
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         student = self.model
         state = batch["observation.state"]
-        shift = self.shift_pad if student.training else 0
-        rgb = student.vlm.camera_input(camera_batch(batch, student.vlm.cameras, shift))
+        rgb = vla_camera_input(student.vlm, batch, self.shift_pad)
         features = student.features(rgb, state, list(batch["task"]))
         clean = student.action_norm.normalize(batch["action"])
         step = denoise_step(self.scheduler, student.decoder, features, clean, batch["action_is_pad"])

@@ -110,6 +110,12 @@ class ChunkedBC(Method):
         return add_privileged_aux_loss(l1, logs, policy, image, batch, self.aux_weight), logs
 
 
+def vla_camera_input(policy, batch: dict, shift_pad: int) -> torch.Tensor:
+    """A token VLA's image input from the batch's cameras, randomly shifted by up to
+    ``shift_pad`` pixels while the policy trains."""
+    return policy.camera_input(camera_batch(batch, policy.cameras, shift_pad if policy.training else 0))
+
+
 class TokenBC(Method):
     """Cross-entropy on a TokenVLA's action tokens (teacher forcing), padding masked out.
 
@@ -138,8 +144,7 @@ class TokenBC(Method):
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         policy = self.model
-        shift = self.shift_pad if policy.training else 0
-        rgb = policy.camera_input(camera_batch(batch, policy.cameras, shift))
+        rgb = vla_camera_input(policy, batch, self.shift_pad)
         state = batch["observation.state"]
         tokens = policy.action_tokens(batch["action"])  # (B, horizon // action_stride * 7)
         inputs = tokens

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from vla_kd.config_checks import at_least, fraction, one_of
 from vla_kd.methods.base import Method, frame_keys
-from vla_kd.methods.bc import camera_batch, corrupt_tokens, image_rows, noisy_state
+from vla_kd.methods.bc import corrupt_tokens, image_rows, noisy_state, vla_camera_input
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult, settings_for
 from vla_kd.methods.registry import register
 from vla_kd.nn.jacobi import INITS, initial_window, jacobi_trajectories
@@ -140,9 +140,8 @@ class ConsistencyDistillation(Method):
         teacher_logits = torch.stack([self.trajectories[k][1] for k in keys])
         fixed = torch.stack([w[-1] for w in windows])
         state, tasks = batch["observation.state"], list(batch["task"])
-        shift = self.shift_pad if student.training else 0
         # the student's view only (one shift per camera); the targets stay the clean frame's
-        rgb = student.camera_input(camera_batch(batch, student.cameras, shift))
+        rgb = vla_camera_input(student, batch, self.shift_pad)
         if student.training:
             state = noisy_state(state, student.state_norm.std, self.state_noise)
         keep = student.token_keep(batch["action_is_pad"])

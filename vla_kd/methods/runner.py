@@ -21,6 +21,8 @@ from vla_kd.trainer import TrainerConfig
 
 log = logging.getLogger(__name__)
 SUMMARY_FILE = "train_summary.json"
+#: the held-out evaluation's whole results document (protocol, per-episode results), beside it
+EVAL_RESULTS_FILE = "eval_results.json"
 
 
 def make_context(
@@ -116,6 +118,7 @@ def held_out_evaluation(ctx: RunContext, result: TrainResult, task: str) -> dict
             raise UserError(f"eval.sample_actions=true needs an RL student, not a {student.policy_type}")
         student.sample_with(int(ctx.eval.seed))
     results = evaluate_policy(ctx.settings, ctx.eval, student, task, name=f"{ctx.method} student")
+    write_json_atomic(results, ctx.run_dir / EVAL_RESULTS_FILE)
     log.info("%s: %s success %.1f%% over %d episodes", ctx.method, task, 100 * results["success_rate"],
              results["episodes"])
     metrics = {

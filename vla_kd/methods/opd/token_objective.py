@@ -11,7 +11,7 @@ import torch
 
 from vla_kd.errors import UserError
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import camera_batch
+from vla_kd.methods.bc import camera_batch, vla_camera_input
 from vla_kd.nn.token_divergence import DIVERGENCES, token_divergence, token_entropy
 
 
@@ -67,8 +67,7 @@ class TokenOnPolicyDistillation(Method):
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         student, teacher = self.model, self.teacher
-        shift = self.shift_pad if student.training else 0
-        rgb = student.camera_input(camera_batch(batch, student.cameras, shift))
+        rgb = vla_camera_input(student, batch, self.shift_pad)
         state, texts = batch["observation.state"], list(batch["task"])
         tokens = sample_tokens(student, rgb, state, texts, self.temperature)
         with torch.no_grad():

@@ -7,7 +7,13 @@ import torch.nn.functional as F
 
 from vla_kd.data.lerobot_writer import TACTILE
 from vla_kd.methods.base import Method
-from vla_kd.methods.bc import TokenBC, add_privileged_aux_loss, camera_batch, check_aux_weight
+from vla_kd.methods.bc import (
+    TokenBC,
+    add_privileged_aux_loss,
+    camera_batch,
+    check_aux_weight,
+    vla_camera_input,
+)
 from vla_kd.methods.tactile.rewards import FrameWeights
 from vla_kd.nn.flow_matching import flow_point
 
@@ -63,8 +69,7 @@ class TactileTokenAlignment(Method):
 
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         student = self.model
-        shift = self.shift_pad if student.training else 0
-        rgb = student.camera_input(camera_batch(batch, student.cameras, shift))
+        rgb = vla_camera_input(student, batch, self.shift_pad)
         state = batch["observation.state"]
         _, image_summary = student.encode(rgb, state, list(batch["task"]))
         mse, relative = token_alignment(student, self.teacher, image_summary, state, batch)

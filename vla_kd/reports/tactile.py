@@ -1,0 +1,147 @@
+"""Tactile distillation against its baseline, from a folder of ``method=tactile`` runs (any run
+names): the teacher that reads touch (``method.stage=teacher``), the HapticVLA student
+(``student``) and the same VLA without the tactile token (``baseline``), evaluated on the same
+held-out seeds. The table gives success, how often each grasped and how hard it pressed; the plot
+shows every episode's peak grasp force per policy, from the runs' ``eval_results.json``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+
+from vla_kd.errors import UserError
+from vla_kd.methods.runner import EVAL_RESULTS_FILE, SUMMARY_FILE
+from vla_kd.reporting import write_json_atomic
+
+matplotlib.use("Agg")  # files only: no display
+
+#: the stages in table order, with their row labels
+ROWS = {
+    "teacher": "tactile teacher (flow matching, reads touch)",
+    "student": "HapticVLA student (tactile token, no touch)",
+    "baseline": "baseline (same VLA, no token)",
+}
+PLOT_FILE = "grasp_force.png"
+
+
+def tactile_runs(folder: Path) -> dict[str, Path]:
+    """stage -> run folder of the finished ``method=tactile`` runs in ``folder``; two runs of one
+    stage are refused (the table would have to pick one)."""
+    runs: dict[str, Path] = {}
+    for summary_file in sorted(folder.glob(f"*/{SUMMARY_FILE}")):
+        summary = json.loads(summary_file.read_text())
+        if summary.get("method") != "tactile":
+            continue
+        stage = summary.get("stage")
+        if stage in runs:
+            raise UserError(f"{folder} holds two method=tactile runs of stage {stage}: "
+                            f"{runs[stage].name} and {summary_file.parent.name}; keep one per stage")
+        runs[stage] = summary_file.parent
+    return runs
+
+
+def row(stage: str, run: Path) -> dict:
+    """One policy's row from its run's summary (held-out figures under ``eval/``)."""
+    s = json.loads((run / SUMMARY_FILE).read_text())
+    if "eval/success_rate" not in s:
+        raise UserError(f"{run} was trained without a held-out evaluation (set eval.env=<task>)")
+    return {
+        "policy": ROWS.get(stage, stage),
+        "stage": stage,
+        "run": run.name,
+        "task": s["eval/task"],
+        "episodes": s["eval/episodes"],
+        "success_rate": s["eval/success_rate"],
+        "ci95": s["eval/ci95"],
+        "grasped": s.get("eval/milestones/is_grasped"),
+        "peak_force_mean": s.get("eval/grasp_force/peak_mean"),
+        "peak_force_mean_touched": s.get("eval/grasp_force/peak_mean_touched"),
+        "peak_force_max": s.get("eval/grasp_force/peak_max"),
+        "in_contact_force_mean": s.get("eval/grasp_force/in_contact_mean"),
+        "ms_per_action": s.get("eval/policy_ms_per_action"),
+        "tactile_token_relative_error": s.get("train/tactile_token_relative_error"),
+    }
+
+
+def collect(folder: Path) -> list[dict]:
+    """The table's rows, teacher first."""
+    runs = tactile_runs(folder)
+    if not runs:
+        raise UserError(f"{folder} has no finished method=tactile run")
+    order = [stage for stage in ROWS if stage in runs] + sorted(set(runs) - set(ROWS))
+    rows = [row(stage, runs[stage]) for stage in order]
+    if len({r["task"] for r in rows}) > 1 or len({r["episodes"] for r in rows}) > 1:
+        raise UserError(f"{folder}'s runs were evaluated on different tasks or episode counts: "
+                        + ", ".join(f"{r['run']}: {r['task']} x{r['episodes']}" for r in rows))
+    return rows
+
+
+def _figure(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        f"{rows[0]['task']}, {rows[0]['episodes']} held-out episodes each",
+        "",
+        "| policy | success (95% CI) | grasped | peak grasp force, N: mean / mean of episodes that "
+        "touched / max | in contact, N | ms per action |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for r in rows:
+        low, high = r["ci95"]
+        grasped = "n/a" if r["grasped"] is None else f"{100 * r['grasped']:.0f}%"
+        peaks = " / ".join(_figure(r[k]) for k in ("peak_force_mean", "peak_force_mean_touched",
+                                                   "peak_force_max"))
+        lines.append(f"| {r['policy']} | {100 * r['success_rate']:.0f}% [{100 * low:.0f}, {100 * high:.0f}] "
+                     f"| {grasped} | {peaks} | {_figure(r['in_contact_force_mean'])} "
+                     f"| {_figure(r['ms_per_action'], 2)} |")
+    errors = [r for r in rows if r["tactile_token_relative_error"] is not None]
+    for r in errors:
+        lines.append(f"\n{r['policy']}: tactile token relative error "
+                     f"{r['tactile_token_relative_error']:.3f} (MSE over the teacher tokens' variance)")
+    return "\n".join(lines) + "\n"
+
+
+def episode_peaks(run: Path) -> list[float] | None:
+    """Every held-out episode's peak grasp force of a run, None without force figures."""
+    path = run / EVAL_RESULTS_FILE
+    if not path.is_file():
+        return None
+    peaks = [e.get("peak_grasp_force") for e in json.loads(path.read_text())["episode_results"]]
+    return None if any(p is None for p in peaks) else [float(p) for p in peaks]
+
+
+def plot(folder: Path, rows: list[dict]) -> Path | None:
+    """Per policy, its episodes' peak grasp forces (box and points), success in the label."""
+    runs = tactile_runs(folder)
+    series = [(r, episode_peaks(runs[r["stage"]])) for r in rows]
+    series = [(r, peaks) for r, peaks in series if peaks]
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(series), 4))
+    for x, (_, peaks) in enumerate(series, start=1):
+        ax.scatter([x] * len(peaks), peaks, s=10, alpha=0.4)
+    ax.boxplot([peaks for _, peaks in series], showfliers=False)
+    ax.set_xticks(range(1, len(series) + 1),
+                  [f"{r['stage']}\n{100 * r['success_rate']:.0f}% success" for r, _ in series])
+    ax.set_ylabel("episode peak grasp force (N)")
+    ax.set_title(f"{series[0][0]['task']}: {series[0][0]['episodes']} held-out episodes")
+    fig.tight_layout()
+    path = folder / PLOT_FILE
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write(folder: Path) -> str:
+    """``results.json``, ``results.md`` and the force plot in ``folder``; the table."""
+    rows = collect(folder)
+    write_json_atomic(rows, folder / "results.json")
+    text = table(rows)
+    (folder / "results.md").write_text(text)
+    plot(folder, rows)
+    return text
