@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 
 from vla_kd.errors import UserError
 from vla_kd.methods.runner import EVAL_RESULTS_FILE, SUMMARY_FILE
@@ -44,10 +45,14 @@ def tactile_runs(folder: Path) -> dict[str, Path]:
 
 
 def row(stage: str, run: Path) -> dict:
-    """One policy's row from its run's summary (held-out figures under ``eval/``)."""
+    """One policy's row from its run's summary (held-out figures under ``eval/``); the force
+    figures from the evaluation's own document when the run kept it."""
     s = json.loads((run / SUMMARY_FILE).read_text())
     if "eval/success_rate" not in s:
         raise UserError(f"{run} was trained without a held-out evaluation (set eval.env=<task>)")
+    if (run / EVAL_RESULTS_FILE).is_file():
+        forces = json.loads((run / EVAL_RESULTS_FILE).read_text()).get("grasp_force", {})
+        s = {**s, **{f"eval/grasp_force/{k}": v for k, v in forces.items()}}
     return {
         "policy": ROWS.get(stage, stage),
         "stage": stage,
@@ -59,11 +64,29 @@ def row(stage: str, run: Path) -> dict:
         "grasped": s.get("eval/milestones/is_grasped"),
         "peak_force_mean": s.get("eval/grasp_force/peak_mean"),
         "peak_force_mean_touched": s.get("eval/grasp_force/peak_mean_touched"),
+        "peak_force_mean_touched_ci95": touched_peak_interval(run),
         "peak_force_max": s.get("eval/grasp_force/peak_max"),
         "in_contact_force_mean": s.get("eval/grasp_force/in_contact_mean"),
         "ms_per_action": s.get("eval/policy_ms_per_action"),
-        "tactile_token_relative_error": s.get("train/tactile_token_relative_error"),
+        # the student's last figure: that of its action stage (the token stage's comes first)
+        "tactile_token_relative_error": s.get("actions/train/tactile_token_relative_error",
+                                              s.get("train/tactile_token_relative_error")),
     }
+
+
+def touched_peak_interval(run: Path) -> list[float] | None:
+    """A normal-approximation 95% interval of the mean episode peak over the episodes that
+    touched (from the run's per-episode document; None without it or with under two such)."""
+    path = run / EVAL_RESULTS_FILE
+    if not path.is_file():
+        return None
+    episodes = json.loads(path.read_text())["episode_results"]
+    peaks = np.array([e["peak_grasp_force"] for e in episodes
+                      if e.get("peak_grasp_force") is not None and e.get("mean_grasp_force")], float)
+    if len(peaks) < 2:
+        return None
+    half = 1.96 * peaks.std(ddof=1) / np.sqrt(len(peaks))
+    return [float(peaks.mean() - half), float(peaks.mean() + half)]
 
 
 def collect(folder: Path) -> list[dict]:
@@ -88,14 +111,16 @@ def table(rows: list[dict]) -> str:
         f"{rows[0]['task']}, {rows[0]['episodes']} held-out episodes each",
         "",
         "| policy | success (95% CI) | grasped | peak grasp force, N: mean / mean of episodes that "
-        "touched / max | in contact, N | ms per action |",
+        "touched (95% CI) / max | in contact, N | ms per action |",
         "|---|---|---:|---|---:|---:|",
     ]
     for r in rows:
         low, high = r["ci95"]
         grasped = "n/a" if r["grasped"] is None else f"{100 * r['grasped']:.0f}%"
-        peaks = " / ".join(_figure(r[k]) for k in ("peak_force_mean", "peak_force_mean_touched",
-                                                   "peak_force_max"))
+        touched = _figure(r["peak_force_mean_touched"])
+        if r["peak_force_mean_touched_ci95"]:
+            touched += " [{:.1f}, {:.1f}]".format(*r["peak_force_mean_touched_ci95"])
+        peaks = f"{_figure(r['peak_force_mean'])} / {touched} / {_figure(r['peak_force_max'])}"
         lines.append(f"| {r['policy']} | {100 * r['success_rate']:.0f}% [{100 * low:.0f}, {100 * high:.0f}] "
                      f"| {grasped} | {peaks} | {_figure(r['in_contact_force_mean'])} "
                      f"| {_figure(r['ms_per_action'], 2)} |")
