@@ -122,8 +122,9 @@ class TactileFlowExpertModel:
     image_pooling: str = "flatten"  # flatten (NatureCNN) | spatial_softmax (one keypoint per channel)
     hidden: int = 512
     inference_steps: int = 10  # Euler steps from noise to a chunk
-    #: what the decoder predicts: velocity (rectified flow's eps - x0) | sample (the clean chunk)
-    prediction_type: str = "velocity"
+    #: what the decoder predicts: sample (the clean chunk, as the diffusion expert) | velocity
+    #: (rectified flow's eps - x0, which underfits 32-action chunks: docs/experiments/tactile.md)
+    prediction_type: str = "sample"
     tactile_token_dim: int = 32  # width of the tactile token (what the student learns to predict)
     shift_pad: int = 4
     #: > 0: also predict the privileged object/goal poses from the image (training only)

@@ -31,10 +31,10 @@ class TactileExpertConfig(ActionExpertConfig):
     the Euler steps of a sample."""
 
     train_timesteps: int = 1000
-    #: what the decoder predicts: "velocity" (``eps - x0``, rectified flow's target) or "sample"
-    #: (the clean chunk ``x0``, as the diffusion expert's default; the velocity the Euler steps
-    #: follow is then ``(x - x0) / sigma``)
-    prediction_type: str = "velocity"
+    #: what the decoder predicts: "sample" (the clean chunk ``x0``, as the diffusion expert's
+    #: default; the velocity the Euler steps follow is then ``(x - x0) / sigma``) or "velocity"
+    #: (``eps - x0``, rectified flow's target)
+    prediction_type: str = "sample"
     tactile_dim: int = TACTILE_DIM
     #: width of the tactile token (the embedding the student predicts)
     tactile_token_dim: int = 32
