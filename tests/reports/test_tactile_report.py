@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vla_kd.commands.report import main as report
-from vla_kd.reports.tactile import PLOT_FILE, collect
+from vla_kd.reports.tactile import PLOT_FILE, collect, grasp_rate
 
 TASK = "maniskill/PickCube-v1"
 
@@ -60,6 +60,8 @@ def test_runs_that_cannot_share_a_table_are_refused(tmp_path):
     make_run(tmp_path / "b", "baseline", 0.2, [1.0], task="maniskill/StackCube-v1")
     with pytest.raises(UserError, match="different tasks"):
         collect(tmp_path)
+    stack = {"eval/milestones/is_cubeA_grasped": 0.1, "eval/milestones/is_cubeA_on_cubeB": 0.0}
+    assert grasp_rate(stack) == 0.1  # StackCube names its grasp flag after the cube
     make_run(tmp_path / "c", "student", 0.2, [1.0])
     with pytest.raises(UserError, match="two method=tactile runs of stage student"):
         collect(tmp_path)

@@ -61,7 +61,7 @@ def row(stage: str, run: Path) -> dict:
         "episodes": s["eval/episodes"],
         "success_rate": s["eval/success_rate"],
         "ci95": s["eval/ci95"],
-        "grasped": s.get("eval/milestones/is_grasped"),
+        "grasped": grasp_rate(s),
         "peak_force_mean": s.get("eval/grasp_force/peak_mean"),
         "peak_force_mean_touched": s.get("eval/grasp_force/peak_mean_touched"),
         "peak_force_mean_touched_ci95": touched_peak_interval(run),
@@ -72,6 +72,12 @@ def row(stage: str, run: Path) -> dict:
         "tactile_token_relative_error": s.get("actions/train/tactile_token_relative_error",
                                               s.get("train/tactile_token_relative_error")),
     }
+
+
+def grasp_rate(summary: dict) -> float | None:
+    """The task's grasp flag rate: ``is_grasped`` (PickCube), ``is_cubeA_grasped`` (StackCube)."""
+    rates = [v for k, v in summary.items() if k.startswith("eval/milestones/") and k.endswith("grasped")]
+    return rates[0] if len(rates) == 1 else None
 
 
 def touched_peak_interval(run: Path) -> list[float] | None:
