@@ -100,17 +100,22 @@ def episode_forces(forces: list[float]) -> dict[str, float | None]:
             "mean_grasp_force": float(touching.mean()) if len(touching) else 0.0}
 
 
+def touched_peaks(peaks: list[float | None], means: list[float | None]) -> list[float]:
+    """The episode peaks of the episodes that touched (an in-contact mean above 0)."""
+    return [p for p, m in zip(peaks, means, strict=True) if p is not None and m]
+
+
 def force_summary(peaks: list[float | None], means: list[float | None]) -> dict[str, float]:
     """Over episodes: the mean and the largest episode peak, the mean peak of the episodes that
     touched (a policy that rarely grasps has a low ``peak_mean`` for that reason alone; the
     touched mean compares how hard policies press when they do) and the mean of the episodes'
     in-contact means (episodes that touched only)."""
     peaks_known = [p for p in peaks if p is not None]
-    touched_peaks = [p for p, m in zip(peaks, means, strict=True) if p is not None and m]
+    peaks_touched = touched_peaks(peaks, means)
     touched = [m for m in means if m]
     return {
         "peak_mean": float(np.mean(peaks_known)) if peaks_known else 0.0,
         "peak_max": float(np.max(peaks_known)) if peaks_known else 0.0,
-        "peak_mean_touched": float(np.mean(touched_peaks)) if touched_peaks else 0.0,
+        "peak_mean_touched": float(np.mean(peaks_touched)) if peaks_touched else 0.0,
         "in_contact_mean": float(np.mean(touched)) if touched else 0.0,
     }

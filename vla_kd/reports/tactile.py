@@ -13,6 +13,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
+from vla_kd.envs.tactile import touched_peaks
 from vla_kd.errors import UserError
 from vla_kd.methods.runner import EVAL_RESULTS_FILE, SUMMARY_FILE
 from vla_kd.reporting import write_json_atomic
@@ -50,9 +51,11 @@ def row(stage: str, run: Path) -> dict:
     s = json.loads((run / SUMMARY_FILE).read_text())
     if "eval/success_rate" not in s:
         raise UserError(f"{run} was trained without a held-out evaluation (set eval.env=<task>)")
-    if (run / EVAL_RESULTS_FILE).is_file():
-        forces = json.loads((run / EVAL_RESULTS_FILE).read_text()).get("grasp_force", {})
-        s = {**s, **{f"eval/grasp_force/{k}": v for k, v in forces.items()}}
+    evaluation = (json.loads((run / EVAL_RESULTS_FILE).read_text())
+                  if (run / EVAL_RESULTS_FILE).is_file() else {})
+    s = {**s, **{f"eval/grasp_force/{k}": v for k, v in evaluation.get("grasp_force", {}).items()}}
+    episodes = evaluation.get("episode_results", [])
+    peaks = [e.get("peak_grasp_force") for e in episodes]
     return {
         "policy": ROWS.get(stage, stage),
         "stage": stage,
@@ -64,13 +67,16 @@ def row(stage: str, run: Path) -> dict:
         "grasped": grasp_rate(s),
         "peak_force_mean": s.get("eval/grasp_force/peak_mean"),
         "peak_force_mean_touched": s.get("eval/grasp_force/peak_mean_touched"),
-        "peak_force_mean_touched_ci95": touched_peak_interval(run),
+        "peak_force_mean_touched_ci95": mean_interval(
+            touched_peaks(peaks, [e.get("mean_grasp_force") for e in episodes])),
         "peak_force_max": s.get("eval/grasp_force/peak_max"),
         "in_contact_force_mean": s.get("eval/grasp_force/in_contact_mean"),
         "ms_per_action": s.get("eval/policy_ms_per_action"),
         # the student's last figure: that of its action stage (the token stage's comes first)
         "tactile_token_relative_error": s.get("actions/train/tactile_token_relative_error",
                                               s.get("train/tactile_token_relative_error")),
+        # every held-out episode's peak (the plot's points); None without the per-episode document
+        "episode_peak_forces": peaks if peaks and None not in peaks else None,
     }
 
 
@@ -80,19 +86,13 @@ def grasp_rate(summary: dict) -> float | None:
     return rates[0] if len(rates) == 1 else None
 
 
-def touched_peak_interval(run: Path) -> list[float] | None:
-    """A normal-approximation 95% interval of the mean episode peak over the episodes that
-    touched (from the run's per-episode document; None without it or with under two such)."""
-    path = run / EVAL_RESULTS_FILE
-    if not path.is_file():
+def mean_interval(values: list[float]) -> list[float] | None:
+    """A normal-approximation 95% interval of the mean of ``values`` (None under two)."""
+    if len(values) < 2:
         return None
-    episodes = json.loads(path.read_text())["episode_results"]
-    peaks = np.array([e["peak_grasp_force"] for e in episodes
-                      if e.get("peak_grasp_force") is not None and e.get("mean_grasp_force")], float)
-    if len(peaks) < 2:
-        return None
-    half = 1.96 * peaks.std(ddof=1) / np.sqrt(len(peaks))
-    return [float(peaks.mean() - half), float(peaks.mean() + half)]
+    values = np.asarray(values, float)
+    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
+    return [float(values.mean() - half), float(values.mean() + half)]
 
 
 def collect(folder: Path) -> list[dict]:
@@ -137,20 +137,9 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def episode_peaks(run: Path) -> list[float] | None:
-    """Every held-out episode's peak grasp force of a run, None without force figures."""
-    path = run / EVAL_RESULTS_FILE
-    if not path.is_file():
-        return None
-    peaks = [e.get("peak_grasp_force") for e in json.loads(path.read_text())["episode_results"]]
-    return None if any(p is None for p in peaks) else [float(p) for p in peaks]
-
-
 def plot(folder: Path, rows: list[dict]) -> Path | None:
     """Per policy, its episodes' peak grasp forces (box and points), success in the label."""
-    runs = tactile_runs(folder)
-    series = [(r, episode_peaks(runs[r["stage"]])) for r in rows]
-    series = [(r, peaks) for r, peaks in series if peaks]
+    series = [(r, r["episode_peak_forces"]) for r in rows if r["episode_peak_forces"]]
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(1.8 + 2.2 * len(series), 4))
