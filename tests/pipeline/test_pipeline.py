@@ -14,8 +14,9 @@ SETTINGS = ("pipeline", "experiment=pipeline_debug", "demos.workers=1", "eval.wo
 
 
 def test_pipeline_debug_end_to_end(tmp_path):
-    # demos and evaluations in the pipeline's own process: two toy episodes need no second core
-    proc = run_cli(*SETTINGS, f"hydra.run.dir={tmp_path}", timeout=900)
+    # demos and evaluations in the pipeline's own process: two toy episodes need no second core;
+    # the trainings after the teacher's two at a time in worker processes, as by default
+    proc = run_cli(*SETTINGS, "training_workers=2", f"hydra.run.dir={tmp_path}", timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["demos"]["attempts"] == 2 and doc["demos"]["recorded_success"] >= 1
@@ -46,14 +47,21 @@ def test_pipeline_debug_end_to_end(tmp_path):
     assert "| eval_align |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "success_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["protocol"]["eval_seeds_from"] >= 100000 and doc["protocol"]["demo_seeds"] == "0..1"
-    # every stage timed once, in the order it ran, together within the whole run's time
+    # every stage timed once: the teacher's training, the trainings side by side (in the order
+    # they finished), then the evaluations one after another, all within the whole run's time
     stages = doc["stage_seconds"]
-    assert list(stages) == [
-        "demos", "train_teacher", "eval_teacher", "train_action_expert", "eval_action_expert",
-        "train_rpd", "eval_rpd", "eval_rpd_sampled", "train_ceed", "eval_ceed",
-        "train_dysl", "eval_dysl", "train_align", "eval_align", "train_opd", "eval_opd",
-    ]
-    assert all(s > 0 for s in stages.values()) and sum(stages.values()) <= doc["wall_seconds"]
+    trainings = ["train_action_expert", "train_rpd", "train_ceed", "train_dysl", "train_align", "train_opd"]
+    evaluations = ["eval_teacher", "eval_action_expert", "eval_rpd", "eval_rpd_sampled", "eval_ceed",
+                   "eval_dysl", "eval_align", "eval_opd"]
+    assert list(stages)[:2] == ["demos", "train_teacher"] and list(stages)[-8:] == evaluations
+    assert sorted(list(stages)[2:-8]) == sorted(trainings)
+    assert list(stages).index("train_align") > list(stages).index("train_action_expert")  # it needs it
+    side_by_side = doc["side_by_side"]
+    assert side_by_side["stages"] == trainings and side_by_side["workers"] == 2
+    assert all(s > 0 for s in stages.values())
+    alone = sum(seconds for stage, seconds in stages.items() if stage not in trainings)
+    assert alone + side_by_side["wall_seconds"] <= doc["wall_seconds"]
+    assert "ran side by side, 2 at a time" in (tmp_path / "results.md").read_text()
 
     check_resume(tmp_path, doc)
     check_opd_refines_the_aligned_vla(tmp_path)
@@ -133,7 +141,7 @@ def check_resume(run_dir, first: dict) -> None:
     assert (teacher["samples"], teacher["success_rate"]) == (first_rows["teacher"]["samples"],
                                                              first_rows["teacher"]["success_rate"])
     stages = doc["stage_seconds"]
-    assert list(stages) == ["demos", "train_teacher", "eval_teacher", "train_action_expert",
-                            "eval_action_expert", "train_ceed", "eval_ceed"]
+    assert list(stages) == ["demos", "train_teacher", "train_action_expert", "train_ceed",
+                            "eval_teacher", "eval_action_expert", "eval_ceed"]
     for stage in ("demos", "train_action_expert", "eval_action_expert", "train_ceed", "eval_ceed"):
         assert stages[stage] == first["stage_seconds"][stage]

@@ -44,6 +44,9 @@ class PipelineCommandConfig:
     #: stages its pipeline_state.json records as finished
     resume: bool = False
     demos: DemoSettings = field(default_factory=DemoSettings)
+    #: after the teacher's training: the action expert's and the students' trainings run this many
+    #: at a time, each in a process of its own with one torch thread; 1: one after another here
+    training_workers: int = 2
     teacher: Any = MISSING  # the teacher's model node (trained with method=bc)
     #: teacher=hf_vla without teacher.checkpoint: the small VLM the pipeline builds to fine-tune
     vlm: VLMSpec = field(default_factory=VLMSpec)
@@ -68,6 +71,7 @@ class PipelineCommandConfig:
     libero: Any = MISSING
 
     def __post_init__(self) -> None:
+        at_least(self, 1, "training_workers")
         for name in self.students:  # a typo costs a line now, not the stages before it
             if name not in registry.names():
                 error = unknown_name("method", name, registry.names())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -11,7 +12,9 @@ from vla_kd.envs import check_task
 from vla_kd.errors import UserError
 from vla_kd.methods import registry
 from vla_kd.pipeline.report import write_results
+from vla_kd.pipeline.side_by_side import Stage, run_side_by_side
 from vla_kd.pipeline.stages import (
+    distil,
     evaluated_row,
     make_teacher_vlm,
     record_demos,
@@ -42,21 +45,34 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     if teacher_cfg.type == "hf_vla" and not teacher_cfg.get("checkpoint"):
         folder = state.run_stage("make_vlm", make_teacher_vlm, cfg, run_dir)
         teacher_cfg = OmegaConf.merge(teacher_cfg, {"checkpoint": folder})
-    rows = []
-    for name, model_cfg, trainer_cfg in (
-        ("teacher", teacher_cfg, cfg.teacher_trainer),
-        ("action_expert", cfg.action_expert, cfg.action_expert_trainer),
-    ):
-        if state.resuming:  # a training cut short continues from its last checkpoint
-            trainer_cfg = OmegaConf.merge(trainer_cfg, {"resume": True})
-        summary = state.run_stage(
-            f"train_{name}", train_base_model, cfg, name, model_cfg, trainer_cfg, run_dir, group
-        )
-        rows.append(evaluated_row(
-            cfg, run_dir, str(task), run_dir / name, key=name, name=name,
-            summary=summary, samples=summary["samples"], state=state,
-        ))
+    teacher_trainer = cfg.teacher_trainer
+    expert_trainer = cfg.action_expert_trainer
+    if state.resuming:  # a training cut short continues from its last checkpoint
+        teacher_trainer = OmegaConf.merge(teacher_trainer, {"resume": True})
+        expert_trainer = OmegaConf.merge(expert_trainer, {"resume": True})
+    # the teacher alone, at all threads: every student needs it
+    trained = {"teacher": state.run_stage(
+        "train_teacher", train_base_model, cfg, "teacher", teacher_cfg, teacher_trainer, run_dir, group
+    )}
+    trainings = [Stage("train_action_expert", train_base_model,
+                       (cfg, "action_expert", cfg.action_expert, expert_trainer, run_dir, group))]
     for method in cfg.students:
-        rows.extend(student_rows(cfg, str(method), str(task), run_dir, state, group))
+        needs = ("train_action_expert",) if "expert" in registry.get(str(method)).inputs else ()
+        trainings.append(
+            Stage(f"train_{method}", distil, (cfg, str(method), str(task), run_dir, group), needs)
+        )
+    started = time.perf_counter()
+    results = run_side_by_side(trainings, state, int(cfg.training_workers))
+    side_by_side = {"stages": [stage.name for stage in trainings], "workers": int(cfg.training_workers),
+                    "wall_seconds": time.perf_counter() - started}
+    trained["action_expert"] = results["train_action_expert"]
+    # evaluations one after another, on all cores: their ms per action are measured alike
+    rows = [
+        evaluated_row(cfg, run_dir, str(task), run_dir / name, key=name, name=name, summary=trained[name],
+                      samples=trained[name]["samples"], state=state)
+        for name in ("teacher", "action_expert")
+    ]
+    for method in cfg.students:
+        rows.extend(student_rows(cfg, str(method), str(task), run_dir, state, results[f"train_{method}"]))
     return write_results(cfg, run_dir, str(task), report, rows, state.stage_seconds, state.wall_seconds(),
-                         state.resuming, group)
+                         state.resuming, group, side_by_side)

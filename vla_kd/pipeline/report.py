@@ -25,16 +25,26 @@ def results_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_table(stage_seconds: dict[str, float], total_seconds: float) -> str:
-    """Where the run's wall time went, one row per stage in the order they ran."""
+def stage_table(stage_seconds: dict[str, float], total_seconds: float,
+                side_by_side: dict | None = None) -> str:
+    """Where the run's wall time went, one row per stage in the order they finished; the stages
+    that ran ``side_by_side`` are marked, with the wall time they took together."""
+    overlapped = set(side_by_side["stages"]) if side_by_side and side_by_side["workers"] > 1 else set()
     lines = ["| stage | minutes |", "|---|---:|"]
-    lines += [f"| {stage} | {seconds / 60:.1f} |" for stage, seconds in stage_seconds.items()]
+    lines += [f"| {stage}{' *' if stage in overlapped else ''} | {seconds / 60:.1f} |"
+              for stage, seconds in stage_seconds.items()]
     lines.append(f"| whole run | {total_seconds / 60:.1f} |")
+    if overlapped:
+        lines.append(
+            f"\n\\* ran side by side, {side_by_side['workers']} at a time with one torch thread each: "
+            f"{side_by_side['wall_seconds'] / 60:.1f} min of wall time together"
+        )
     return "\n".join(lines) + "\n"
 
 
 def write_results(cfg: DictConfig, run_dir: Path, task: str, report: DemoReport, rows: list[dict],
-                  stage_seconds: dict[str, float], wall_seconds: float, resumed: bool, group: str) -> dict:
+                  stage_seconds: dict[str, float], wall_seconds: float, resumed: bool, group: str,
+                  side_by_side: dict | None = None) -> dict:
     """``results.json``, ``results.md``, ``success_vs_latency.png`` and the W&B summary run; the
     results document."""
     table = results_table(rows)
@@ -50,10 +60,11 @@ def write_results(cfg: DictConfig, run_dir: Path, task: str, report: DemoReport,
         },
         "wall_seconds": wall_seconds,
         "stage_seconds": stage_seconds,
+        "side_by_side": side_by_side,
         "resumed": resumed,
     }
     write_json_atomic(doc, run_dir / "results.json")
-    (run_dir / "results.md").write_text(table + "\n" + stage_table(stage_seconds, wall_seconds))
+    (run_dir / "results.md").write_text(table + "\n" + stage_table(stage_seconds, wall_seconds, side_by_side))
     plot_policies_success_vs_latency(
         rows, run_dir / "success_vs_latency.png", title=f"{task}: {cfg.eval.episodes} held-out episodes each"
     )

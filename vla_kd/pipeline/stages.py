@@ -84,10 +84,10 @@ def evaluated_row(
 
 
 def student_rows(cfg: DictConfig, method: str, task: str, run_dir: Path, state: PipelineState,
-                 group: str) -> list[dict]:
-    """Distil the pipeline's teacher into ``students/<method>`` and evaluate it: one results row
-    per evaluation the method asks for (the RPD student: its mean action, and sampling)."""
-    trained = state.run_stage(f"train_{method}", distil, cfg, method, task, run_dir, group)
+                 trained: dict) -> list[dict]:
+    """Evaluate the ``method`` student that :func:`distil` ``trained`` into ``students/<method>``:
+    one results row per evaluation the method asks for (the RPD student: its mean action, and
+    sampling)."""
     return [
         evaluated_row(
             cfg, run_dir, task, run_dir / "students" / method, key=f"{method}{variant.suffix}",

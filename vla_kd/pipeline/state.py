@@ -28,8 +28,9 @@ from vla_kd.reporting import write_json_atomic
 log = logging.getLogger(__name__)
 
 STATE_FILE = "pipeline_state.json"
-#: settings a resumed run may change: they select stages or change only how progress is shown
-IGNORED = ("resume", "students", "tracker", "eval.progress")
+#: settings a resumed run may change: they select stages, or change only how progress is shown
+#: or how many trainings share the cores (one or two torch threads train bit-identical weights)
+IGNORED = ("resume", "students", "training_workers", "tracker", "eval.progress")
 
 
 def comparable_settings(cfg: DictConfig) -> dict:
@@ -91,21 +92,34 @@ class PipelineState:
             )
         return record
 
-    def run_stage(self, stage: str, work: Callable[..., dict], *args) -> dict:
-        """``work(*args)``, timed as ``stage`` and recorded (atomically, so a crash leaves the
-        previous record); when resuming a run that finished ``stage``, its recorded result."""
-        entry = self.record["stages"].get(stage)  # a fresh record has none
-        if entry is not None:
-            self.stage_seconds[stage] = float(entry["seconds"])
-            log.info("stage %s: finished by the earlier run, not repeated", stage)
-            return entry["result"]
-        started = time.perf_counter()
-        result = work(*args)
-        self.stage_seconds[stage] = time.perf_counter() - started
-        log.info("stage %s: %.0f s", stage, self.stage_seconds[stage])
-        self.record["stages"][stage] = {"result": result, "seconds": self.stage_seconds[stage]}
+    def finished(self, stage: str) -> bool:
+        """Whether an earlier invocation of this run finished ``stage`` (a fresh run: none)."""
+        return stage in self.record["stages"]
+
+    def replay(self, stage: str) -> Any:
+        """The recorded result of a finished ``stage``; its recorded time joins ``stage_seconds``."""
+        entry = self.record["stages"][stage]
+        self.stage_seconds[stage] = float(entry["seconds"])
+        log.info("stage %s: finished by the earlier run, not repeated", stage)
+        return entry["result"]
+
+    def keep(self, stage: str, result: Any, seconds: float) -> None:
+        """Record that ``stage`` finished with ``result`` in ``seconds`` (atomically, so a crash
+        leaves the previous record)."""
+        self.stage_seconds[stage] = seconds
+        log.info("stage %s: %.0f s", stage, seconds)
+        self.record["stages"][stage] = {"result": result, "seconds": seconds}
         self.record["wall_seconds"] = self.wall_seconds()
         write_json_atomic(self.record, self.path)
+
+    def run_stage(self, stage: str, work: Callable[..., Any], *args) -> Any:
+        """``work(*args)``, timed as ``stage`` and recorded; when resuming a run that finished
+        ``stage``, its recorded result."""
+        if self.finished(stage):
+            return self.replay(stage)
+        started = time.perf_counter()
+        result = work(*args)
+        self.keep(stage, result, time.perf_counter() - started)
         return result
 
     def wall_seconds(self) -> float:
