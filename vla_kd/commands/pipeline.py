@@ -53,8 +53,9 @@ class PipelineCommandConfig:
     action_expert: Any = MISSING  # the action expert's model node
     teacher_trainer: Any = MISSING
     action_expert_trainer: Any = MISSING
-    #: distilled from the teacher, in this order: any registered method
-    students: list[str] = field(default_factory=lambda: ["rpd", "ceed", "dysl", "align", "opd"])
+    #: distilled from the teacher: any registered method. Their trainings start in this order as
+    #: workers free up, so the longest come first (RPD, OPD) and the two workers finish together
+    students: list[str] = field(default_factory=lambda: ["rpd", "opd", "ceed", "dysl", "align"])
     rpd: Any = None  # the students' method nodes and trainers, as pipeline.yaml tunes them
     ceed: Any = None
     ceed_trainer: Any = None
