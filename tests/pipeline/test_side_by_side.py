@@ -68,6 +68,16 @@ def test_stages_run_two_at_a_time_in_worker_processes_after_what_they_need(tmp_p
     assert {name: again[name] for name in "abcd"} == results and again["e"]["pid"] == os.getpid()
 
 
+def test_two_stages_that_spread_never_run_side_by_side(tmp_path):
+    state = PipelineState(tmp_path, settings(), resume=False)
+    stages = [Stage("rl", timed_work, ("rl", 1.0), spreads=True),
+              Stage("rollouts", timed_work, ("rollouts", 0.2), spreads=True),
+              Stage("plain", timed_work, ("plain", 0.2))]
+    results = run_side_by_side(stages, state, workers=2)
+    assert results["rollouts"]["started"] >= results["rl"]["ended"]
+    assert results["plain"]["started"] < results["rl"]["ended"]  # it went ahead of the waiting one
+
+
 def test_a_failed_stage_is_raised_after_the_stage_beside_it_is_kept(tmp_path):
     state = PipelineState(tmp_path, settings(), resume=False)
     stages = [Stage("slow", timed_work, ("slow", 1.0)), Stage("fails", failing_work),

@@ -57,10 +57,12 @@ def run_pipeline(cfg: DictConfig, run_dir: Path) -> dict:
     trainings = [Stage("train_action_expert", train_base_model,
                        (cfg, "action_expert", cfg.action_expert, expert_trainer, run_dir, group))]
     for method in cfg.students:
-        needs = ("train_action_expert",) if "expert" in registry.get(str(method)).inputs else ()
-        trainings.append(
-            Stage(f"train_{method}", distil, (cfg, str(method), str(task), run_dir, group), needs)
-        )
+        inputs = registry.get(str(method)).inputs
+        trainings.append(Stage(
+            f"train_{method}", distil, (cfg, str(method), str(task), run_dir, group),
+            needs=("train_action_expert",) if "expert" in inputs else (),
+            spreads="env" in inputs,  # it rolls the task out in environment workers of its own
+        ))
     started = time.perf_counter()
     results = run_side_by_side(trainings, state, int(cfg.training_workers))
     side_by_side = {"stages": [stage.name for stage in trainings], "workers": int(cfg.training_workers),
