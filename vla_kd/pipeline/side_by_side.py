@@ -125,7 +125,9 @@ class _WorkerPool(ProcessPoolExecutor):
     """A process pool whose workers log through this process's root handlers."""
 
     def __init__(self, workers: int) -> None:
-        self._manager = multiprocessing.get_context("forkserver").Manager()
+        # forkserver: a fork of a process holding torch threads is not safe.
+        context = multiprocessing.get_context("forkserver")
+        self._manager = context.Manager()
         log_queue, lines = self._manager.Queue(), self._manager.Queue()
         for line in range(workers):
             lines.put(line)
@@ -133,8 +135,7 @@ class _WorkerPool(ProcessPoolExecutor):
             log_queue, *logging.getLogger().handlers, respect_handler_level=True
         )
         self._listener.start()
-        # forkserver: a fork of a process holding torch threads is not safe.
-        super().__init__(workers, mp_context=multiprocessing.get_context("forkserver"),
+        super().__init__(workers, mp_context=context,
                          initializer=_start_worker, initargs=(log_queue, lines))
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

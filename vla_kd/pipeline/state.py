@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "pipeline_state.json"
 #: settings a resumed run may change: they select stages, or change only how progress is shown
-#: or how many trainings share the cores (one or two torch threads train bit-identical weights)
+#: or how many trainings share the cores (a training at one torch thread instead of two differs
+#: at most by float rounding: docs/experiments/speed.md)
 IGNORED = ("resume", "students", "training_workers", "tracker", "eval.progress")
 
 
