@@ -9,10 +9,10 @@ full decode, is::
     ratio = p_full + p_skip * t_skip / t_full + p_rejected * (t_first + t_full) / t_full
 
 with the path times ``t_*`` measured on demo frames at batch 1 on one thread (as an evaluation
-worker decodes) and the path shares ``p_*`` from replaying the guidance at the demos' chunk
-boundaries with the demos' own executed actions as history (an episode's first call is always
-full). :func:`fit_post_threshold` raises the post threshold until the ratio is at most a limit;
-when even a post test that only rejects gripper flips cannot reach it, the guidance does not pay
+worker decodes), in the thread's CPU time, and the path shares ``p_*`` from replaying the guidance
+at the demos' chunk boundaries with the demos' own executed actions as history (an episode's first
+call is always full). :func:`fit_post_threshold` raises the post threshold until the ratio is at
+most a limit; when even a post test that only rejects gripper flips cannot reach it, the guidance does not pay
 and the student runs at full depth (``skipping="off"``).
 """
 
@@ -100,7 +100,11 @@ def guidance_statistics(student, dataset, frames: int, seed: int, batch_size: in
 @torch.no_grad()
 def path_times(student, dataset, frames: int = 24, seed: int = 0) -> PathTimes:
     """Median times of the three paths on ``frames`` demo frames at batch 1 and one torch thread,
-    measured interleaved frame by frame so that machine load hits all three alike."""
+    interleaved frame by frame. The time is the calling thread's CPU time (at one torch thread
+    every kernel runs in it), not the wall clock: beside another training (the pipeline's
+    trainings side by side) the wall clock also counts the time the process waited for a core,
+    and measured 3.3x the quiet full-decode time where the thread's CPU time measured 1.3x
+    (docs/experiments/speed.md)."""
     c = student.config
     full, cheap = with_settings(student, skipping="off"), with_settings(student, skipping="always")
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(frames, len(dataset)), replace=False)
@@ -118,9 +122,9 @@ def path_times(student, dataset, frames: int = 24, seed: int = 0) -> PathTimes:
             batch = torch.utils.data.default_collate([dataset[int(i)]])
             args = (student.camera_input(batch), batch["observation.state"], list(batch["task"]))
             for name, call in calls.items():
-                started = time.perf_counter()
+                started = time.thread_time()
                 call(*args)
-                seconds[name].append(time.perf_counter() - started)
+                seconds[name].append(time.thread_time() - started)
     finally:
         torch.set_num_threads(threads)
     # the first frame pays one-off allocations; the median ignores it
