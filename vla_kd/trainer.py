@@ -216,7 +216,7 @@ class Trainer:
             self.step += 1
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                last = {**metrics, "train/grad_norm": float(grad_norm),
+                last = {**metrics, **self.method.monitor(), "train/grad_norm": float(grad_norm),
                         "train/lr": self.scheduler.get_last_lr()[0],
                         "time/samples": self.samples,
                         "time/seconds": time.perf_counter() - started}

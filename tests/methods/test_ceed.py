@@ -114,6 +114,25 @@ def test_augmentation_changes_only_what_the_student_sees(dataset):
     assert float(augmented.loss(batch, 0)[0]) == pytest.approx(plain_eval, rel=1e-6)
 
 
+def test_the_monitor_decodes_the_students_passes_against_the_teachers_fixed_point(dataset):
+    teacher = tiny_teacher()
+    batch = batch_of(dataset, range(4))
+    assert ConsistencyDistillation(student_of(teacher), teacher).monitor() == {}
+    # An untrained copy decodes to the teacher's own fixed point (greedy decoding's tokens).
+    copy = ConsistencyDistillation(student_of(teacher), teacher, monitor_batch=batch)
+    copy.model.train()
+    metrics = copy.monitor()
+    assert copy.model.training, "the monitor leaves the student training"
+    assert metrics["val/teacher_token_agreement"] == 1.0
+    assert 1 <= metrics["val/jacobi_passes"] == metrics["val/jacobi_passes_to_fixed_point"]
+    assert metrics["val/jacobi_passes"] <= teacher.n_action_tokens - 1
+    # A student whose early exit stops after one pass: one pass, while its fixed point takes more.
+    capped = jacobi_student(teacher, CEEDConfig(exit_max_bin_change=None, exit_max_iterations=1))
+    metrics = ConsistencyDistillation(capped, teacher, monitor_batch=batch).monitor()
+    assert metrics["val/jacobi_passes"] == 1
+    assert metrics["val/jacobi_passes_to_fixed_point"] >= 2
+
+
 def test_token_corruption_replaces_about_the_given_fraction():
     from vla_kd.methods.bc import corrupt_tokens
 

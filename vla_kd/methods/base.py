@@ -24,6 +24,11 @@ class Method(abc.ABC):
     def loss(self, batch: dict, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss to minimise and metrics to log (namespaced ``losses/...``, ``train/...``)."""
 
+    def monitor(self) -> dict[str, float]:
+        """Metrics the trainer logs beside the loss's at every log step: the method's own
+        measurement of its model as it trains (CEED: the student's Jacobi passes); none by default."""
+        return {}
+
     def parameters(self):
         """The trainable parameters (all of the model's by default)."""
         return (p for p in self.model.parameters() if p.requires_grad)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,7 +31,7 @@ from vla_kd.methods.base import Method, frame_keys
 from vla_kd.methods.bc import corrupt_tokens, image_rows, noisy_state, vla_camera_input
 from vla_kd.methods.distiller import Distiller, RunContext, TrainResult, settings_for
 from vla_kd.methods.registry import register
-from vla_kd.nn.jacobi import INITS, initial_window, jacobi_trajectories
+from vla_kd.nn.jacobi import INITS, EarlyExit, initial_window, jacobi_decode, jacobi_trajectories
 from vla_kd.nn.layer_skip import token_kl
 from vla_kd.policies.registry import TOKEN_POLICY_TYPES
 from vla_kd.policies.token_policy import TokenPolicy
@@ -62,10 +63,13 @@ class CEEDConfig:
     exit_max_changed: int | None = None  # early exit: at most this many tokens changed in a pass
     exit_max_bin_change: int | None = 2  # early exit: every change within this many bins
     exit_max_iterations: int | None = None  # early exit: cap on passes
+    #: demo frames (drawn by the trainer's seed) on which the student's Jacobi passes are logged
+    #: at every log step (``val/jacobi_passes``: with the early exit above; 0 = off)
+    monitor_frames: int = 32
 
     def __post_init__(self) -> None:
         at_least(self, 0, "consistency_weight", "ar_weight", "fixed_point_weight", "label_threshold",
-                 "shift_pad", "state_noise", "exit_max_changed", "exit_max_bin_change")
+                 "shift_pad", "state_noise", "exit_max_changed", "exit_max_bin_change", "monitor_frames")
         at_least(self, 1, "windows_per_state", "exit_max_iterations")
         fraction(self, "token_corruption")
         one_of(self, "init", INITS)
@@ -100,6 +104,7 @@ class ConsistencyDistillation(Method):
         state_noise: float = 0.0,
         token_corruption: float = 0.0,
         fixed_point_weight: float = 0.0,
+        monitor_batch: dict | None = None,
     ) -> None:
         self.model, self.teacher = student, teacher.eval().requires_grad_(False)
         self.consistency_weight, self.ar_weight = consistency_weight, ar_weight
@@ -108,6 +113,8 @@ class ConsistencyDistillation(Method):
         self.fixed_point_weight = fixed_point_weight
         #: (episode, frame) -> (trajectory windows (k+1, n), teacher fixed-point logits (n, bins))
         self.trajectories: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        #: clean demo frames on which :meth:`monitor` decodes the student
+        self.monitor_batch = monitor_batch
 
     def collect(self, batch: dict) -> list[tuple[int, int]]:
         """Run the teacher's Jacobi decoding on the batch's states not seen yet; the rows' keys."""
@@ -180,6 +187,44 @@ class ConsistencyDistillation(Method):
         }
 
 
+    @torch.no_grad()
+    def monitor(self) -> dict[str, float]:
+        """The student decoding ``monitor_batch`` one frame per call, as a robot does: passes
+        with its early exit and to its fixed point, and the share of its early-exit tokens that
+        equal the teacher's fixed point (greedy decoding's tokens)."""
+        if not self.monitor_batch:
+            return {}
+        student, batch = self.model, self.monitor_batch
+        c = student.config
+        teacher_tokens = [self.trajectories[key][0][-1] for key in self.collect(batch)]
+        rule = EarlyExit(c.exit_max_changed, c.exit_max_bin_change, c.exit_max_iterations)
+        images = student.camera_input(batch)
+        was_training = student.training
+        student.eval()
+        early, full, agreement = [], [], []
+        for i, tokens in enumerate(teacher_tokens):
+            args = (image_rows(images, [i]), batch["observation.state"][i : i + 1], [batch["task"][i]])
+            decoded = jacobi_decode(student, *args, init=c.jacobi_init, early_exit=rule)
+            early.append(decoded.iterations)
+            full.append(jacobi_decode(student, *args, init=c.jacobi_init).iterations)
+            agreement.append(float((decoded.tokens[0] == tokens).float().mean()))
+        student.train(was_training)
+        return {
+            "val/jacobi_passes": sum(early) / len(early),
+            "val/jacobi_passes_to_fixed_point": sum(full) / len(full),
+            "val/teacher_token_agreement": sum(agreement) / len(agreement),
+        }
+
+
+def frames_to_monitor(dataset, count: int, seed: int) -> dict | None:
+    """``count`` demo frames drawn by ``seed``, collated (None for 0)."""
+    if count == 0:
+        return None
+    rng = np.random.default_rng([seed, 7])
+    picks = rng.choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    return torch.utils.data.default_collate([dataset[int(i)] for i in sorted(picks)])
+
+
 def jacobi_student(teacher: TokenPolicy, c: CEEDConfig) -> TokenPolicy:
     """A trainable copy of ``teacher`` set to decode by Jacobi iteration with ``c``'s early exit."""
     return teacher.copy_with(
@@ -208,7 +253,10 @@ class CEED(Distiller):
         seed_initial_weights(ctx.trainer.seed)
         student = jacobi_student(teacher, ctx.config)
         settings = settings_for(ConsistencyDistillation, ctx.config)
-        method = ConsistencyDistillation(student, teacher, **settings)
+        method = ConsistencyDistillation(
+            student, teacher, **settings,
+            monitor_batch=frames_to_monitor(dataset, ctx.config.monitor_frames, ctx.trainer.seed),
+        )
         trainer = Trainer(method, dataset, ctx.trainer, ctx.run_dir, ctx.tracker)
         metrics = trainer.fit()
         samples = trainer.samples
