@@ -117,3 +117,28 @@ def test_bench_plot_points_keep_evaluated_decoders_at_the_smallest_batch():
         ("ar (chunk 8)", 10.0, 0.8),  # batch 4 dropped; ceed was not evaluated
         ("dysl (chunk 8)", 6.0, 0.6),  # the mean, since a guided student's cost varies
     ]
+
+
+def test_timed_calls_cycle_through_the_frames_and_every_decoder_sees_the_same_ones():
+    from types import SimpleNamespace
+
+    from vla_kd.benchmarks.decoding import time_decoders
+
+    class Recorder:
+        """A decoder whose pass count is the frame's number, so the passes show what it saw."""
+
+        def __init__(self, horizon: int = 2) -> None:
+            self.config = SimpleNamespace(horizon=horizon)
+            self.n_action_tokens, self.seen = 4, []
+
+        def predict_action_chunk(self, obs):
+            self.seen.append(int(obs["state"][0, 0]))
+            self.last_iterations = self.seen[-1]
+
+    frames = [{"state": np.full((1, 3), i, dtype=np.float32)} for i in range(3)]
+    decoders = {"ar": Recorder(), "jacobi": Recorder()}
+    results = time_decoders(decoders, frames, calls=6, warmup=2)
+    assert decoders["ar"].seen == decoders["jacobi"].seen == [0, 1, 2, 0, 1, 2, 0, 1]
+    # the passes are the timed calls' (frames 2, 0, 1, 2, 0, 1), not the warm-up's
+    assert {r.decoder: r.iterations_mean for r in results} == {"ar": 1.0, "jacobi": 1.0}
+    assert all(r.iterations_max == 2 and r.calls == 6 for r in results)

@@ -123,7 +123,7 @@ def test_the_monitor_decodes_the_students_passes_against_the_teachers_fixed_poin
     copy.model.train()
     metrics = copy.monitor()
     assert copy.model.training, "the monitor leaves the student training"
-    assert metrics["val/teacher_token_agreement"] == 1.0
+    assert metrics["val/teacher_token_agreement"] == 1.0 and metrics["val/teacher_bin_error"] == 0.0
     assert 1 <= metrics["val/jacobi_passes"] == metrics["val/jacobi_passes_to_fixed_point"]
     assert metrics["val/jacobi_passes"] <= teacher.n_action_tokens - 1
     # A student whose early exit stops after one pass: one pass, while its fixed point takes more.

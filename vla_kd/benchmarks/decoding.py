@@ -66,18 +66,21 @@ def action_values(model) -> int:
     return int(getattr(model, "n_action_tokens", model.config.horizon * 7))
 
 
-def time_decoders(decoders: dict, obs: dict, calls: int = 50, warmup: int = 5) -> list[DecoderResult]:
-    """Round-robin timing of ``decoders`` (name -> TokenVLA view) on the batch ``obs``."""
+def time_decoders(decoders: dict, obs: list[dict], calls: int = 50, warmup: int = 5) -> list[DecoderResult]:
+    """Round-robin timing of ``decoders`` (name -> TokenVLA view) on the batches ``obs`` in turn:
+    round ``r`` decodes ``obs[r % len(obs)]`` with every decoder, so all of them see the same
+    frames (a Jacobi decoder's passes depend on the frame: a resting arm's chunk converges in
+    fewer passes than a moving one's)."""
     passes: dict[str, list[int]] = {name: [] for name in decoders}
 
     def call(name: str, model) -> None:
-        model.predict_action_chunk(obs)
+        model.predict_action_chunk(obs[len(passes[name]) % len(obs)])
         passes[name].append(getattr(model, "last_iterations", 1))  # a continuous student: one pass
 
     times = round_robin_seconds(
         {name: partial(call, name, model) for name, model in decoders.items()}, calls, warmup
     )
-    batch = len(obs["state"])
+    batch = len(obs[0]["state"])
     results = []
     for name, model in decoders.items():
         median, p10, p90 = spread_ms(times[name])

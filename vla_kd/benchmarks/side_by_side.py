@@ -31,24 +31,31 @@ from vla_kd.reporting import plot_policies_success_vs_latency, write_json_atomic
 log = logging.getLogger(__name__)
 
 
-def observations(cfg: DictConfig, data, cameras: tuple[str, ...], image_size: int, batch: int) -> dict:
-    """A contract batch of ``batch`` different observations, with each of ``cameras``: frames of
-    the dataset ``data``, or (None) env resets."""
+def observations(cfg: DictConfig, data, cameras: tuple[str, ...], image_size: int, batch: int,
+                 count: int = 1) -> list[dict]:
+    """``count`` contract batches of ``batch`` different observations each, with each of
+    ``cameras``: frames spread evenly over the dataset ``data``, or (None) env resets at
+    consecutive held-out seeds."""
     if data is not None:
-        rows = [data[int(i)] for i in np.linspace(0, len(data) - 1, batch).astype(int)]
-        obs = {name: np.stack([r[f"observation.images.{name}"].numpy() for r in rows]) for name in cameras}
-        obs.update(state=np.stack([r["observation.state"].numpy() for r in rows]),
-                   instruction=[r["task"] for r in rows])
-        return obs
-    kwargs = env_kwargs(cfg, str(cfg.env), "rgb", image_size=image_size, wrist_camera="wrist_rgb" in cameras)
-    env = make_env(str(cfg.env), **kwargs)
-    try:
-        frames = [env.reset(seed=int(cfg.seed) + i)[0] for i in range(batch)]
-    finally:
-        env.close()
-    obs = {name: np.stack([f[name] for f in frames]) for name in cameras}
-    obs.update(state=np.stack([f["state"] for f in frames]), instruction=[env.instruction] * batch)
-    return obs
+        rows = [data[int(i)] for i in np.linspace(0, len(data) - 1, batch * count).astype(int)]
+        frames = [{**{name: r[f"observation.images.{name}"].numpy() for name in cameras},
+                   "state": r["observation.state"].numpy(), "instruction": r["task"]} for r in rows]
+    else:
+        kwargs = env_kwargs(cfg, str(cfg.env), "rgb", image_size=image_size,
+                            wrist_camera="wrist_rgb" in cameras)
+        env = make_env(str(cfg.env), **kwargs)
+        try:
+            frames = [{**env.reset(seed=int(cfg.seed) + i)[0], "instruction": env.instruction}
+                      for i in range(batch * count)]
+        finally:
+            env.close()
+    batches = []
+    for start in range(0, batch * count, batch):
+        rows = frames[start : start + batch]
+        obs = {name: np.stack([f[name] for f in rows]) for name in (*cameras, "state")}
+        obs["instruction"] = [f["instruction"] for f in rows]
+        batches.append(obs)
+    return batches
 
 
 def load_pair(teacher: str, student: str | None):
@@ -110,7 +117,9 @@ def run_bench(cfg: DictConfig) -> dict:
         if data is not None:
             data.cameras(cameras, "the benchmarked policies' cameras")
         for batch in cfg.batch_sizes:
-            obs = observations(cfg, data, cameras, int(teacher.config.image_size), int(batch))
+            obs = observations(
+                cfg, data, cameras, int(teacher.config.image_size), int(batch), int(cfg.frames)
+            )
             torch.set_num_threads(int(cfg.threads))
             results = time_decoders(decoders, obs, calls=int(cfg.calls), warmup=int(cfg.warmup))
             rows.extend(dataclasses.asdict(r) for r in results)

@@ -59,6 +59,9 @@ class BenchCommandConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     calls: int = 50  # timed calls per decoder (after warm-up), none dropped
     warmup: int = 5
+    #: observations the timed calls cycle through (each round, every decoder decodes the same one):
+    #: dataset frames spread over the demos, or env resets at consecutive seeds
+    frames: int = 20
     dataset: str | None = None  # observations from this LeRobot dataset (else env resets)
     env: str = "maniskill/PushCube-v1"  # observation source (resets at held-out seeds) and evaluation task
     episodes: int = 0  # > 0: also evaluate each decoder on env (held-out seeds) for the plot
@@ -69,7 +72,8 @@ class BenchCommandConfig:
     output_json: str = "${hydra:runtime.output_dir}/bench.json"
 
     def __post_init__(self) -> None:
-        at_least(self, 1, "replay_calls", "batch_sizes", "calls", "max_episode_steps", "workers", "threads")
+        at_least(self, 1, "replay_calls", "batch_sizes", "calls", "max_episode_steps", "workers", "threads",
+                 "frames")
         at_least(self, 0, "warmup", "episodes", "seed")
         for q in self.dysl_quantiles:
             if not 0 <= q <= 1:

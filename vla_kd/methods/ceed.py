@@ -190,8 +190,8 @@ class ConsistencyDistillation(Method):
     @torch.no_grad()
     def monitor(self) -> dict[str, float]:
         """The student decoding ``monitor_batch`` one frame per call, as a robot does: passes
-        with its early exit and to its fixed point, and the share of its early-exit tokens that
-        equal the teacher's fixed point (greedy decoding's tokens)."""
+        with its early exit and to its fixed point; the share of its early-exit tokens that equal
+        the teacher's fixed point (greedy decoding's tokens), and their mean distance in bins."""
         if not self.monitor_batch:
             return {}
         student, batch = self.model, self.monitor_batch
@@ -201,18 +201,20 @@ class ConsistencyDistillation(Method):
         images = student.camera_input(batch)
         was_training = student.training
         student.eval()
-        early, full, agreement = [], [], []
+        early, full, agreement, bins = [], [], [], []
         for i, tokens in enumerate(teacher_tokens):
             args = (image_rows(images, [i]), batch["observation.state"][i : i + 1], [batch["task"][i]])
             decoded = jacobi_decode(student, *args, init=c.jacobi_init, early_exit=rule)
             early.append(decoded.iterations)
             full.append(jacobi_decode(student, *args, init=c.jacobi_init).iterations)
             agreement.append(float((decoded.tokens[0] == tokens).float().mean()))
+            bins.append(float((decoded.tokens[0] - tokens).abs().float().mean()))
         student.train(was_training)
         return {
             "val/jacobi_passes": sum(early) / len(early),
             "val/jacobi_passes_to_fixed_point": sum(full) / len(full),
             "val/teacher_token_agreement": sum(agreement) / len(agreement),
+            "val/teacher_bin_error": sum(bins) / len(bins),
         }
 
 
