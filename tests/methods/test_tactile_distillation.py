@@ -203,6 +203,27 @@ def test_the_student_predicts_the_token_without_touch(tiny_datasets, tmp_path):
     assert np.array_equal(loaded.predict_action_chunk(observation(dataset, rows, tactile=False)), chunk)
 
 
+def test_an_hf_vla_student_learns_the_token_and_acts_without_touch(tiny_datasets, tmp_path):
+    from vla_kd.policies.hf_vla import HFVLA, HFVLAConfig
+    from vla_kd.policies.vlm_maker import VLMSpec, make_vlm
+
+    dataset = LeRobotDataset(tiny_datasets(tactile=True, episodes=2), action_horizon=2)
+    teacher = tiny_teacher(dataset).eval()
+    folder = make_vlm(tmp_path / "vlm", VLMSpec(architecture="idefics3", image_size=64, hidden=64,
+                                                 vision_hidden=64, heads=2, kv_heads=1, vision_heads=2))
+    torch.manual_seed(0)
+    student = HFVLA.from_checkpoint(folder, HFVLAConfig(state_dim=5, horizon=2, image_size=64,
+                                                        tactile_token_dim=teacher.config.tactile_token_dim))
+    student.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, dataset.states)
+    batch = batch_of(dataset, range(8))
+    first, last = fit(TactileTokenAlignment(student.train(), teacher, shift_pad=0), batch, 40, 3e-3)
+    assert last < 0.5 * first
+    _, logs = TactileTokenBC(student, teacher, token_weight=1.0, shift_pad=0).loss(batch, 0)
+    assert {"losses/token_ce", "losses/tactile_token_mse"} <= set(logs)
+    chunk = student.eval().predict_action_chunk(observation(dataset, [0, 5], tactile=False))
+    assert chunk.shape == (2, 2, 7)
+
+
 def test_weighted_token_bc_counts_rows_by_their_weights(tiny_datasets):
     """A row of weight 0 drops out: the loss on two rows weighted (1, 0) is the loss on the first."""
     dataset = LeRobotDataset(tiny_datasets(tactile=True, episodes=2), action_horizon=2)
@@ -245,6 +266,17 @@ def test_the_three_stages_through_vla_kd_train(tiny_datasets, tmp_path):
         config = json.loads((run / "policy" / "config.json").read_text())["config"]
         assert config["tactile_token_dim"] == (32 if stage == "student" else 0)
         assert json.loads((run / "train_summary.json").read_text())["steps"] == 2 + 4
+    # the hf_vla student: a small VLM built here
+    from vla_kd.policies.vlm_maker import VLMSpec, make_vlm
+
+    vlm = make_vlm(tmp_path / "vlm", VLMSpec(architecture="idefics3", image_size=64, hidden=64,
+                                              vision_hidden=64, heads=2, kv_heads=1, vision_heads=2))
+    run = tmp_path / "hf_student"
+    proc = run_cli("train", "method=tactile", "method.stage=student", "method.stage1_steps=2",
+                   f"teacher={teacher / 'policy'}", "model=hf_vla", f"model.checkpoint={vlm}", *common,
+                   f"hydra.run.dir={run}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "policy" / "config.json").read_text())["config"]["tactile_token_dim"] == 32
     plain = tiny_datasets(episodes=2)
     proc = run_cli("train", "method=tactile", "method.stage=teacher", "model=tactile_flow_expert",
                    "trainer=debug", "tracker=none", f"dataset={plain}",

@@ -136,6 +136,31 @@ def test_save_load_round_trip_is_exact(vlm_folders, arch, tmp_path):
     assert loaded.act(obs).shape == (3, 7)
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_predicted_tactile_token_enters_the_prompt_and_round_trips(vlm_folders, arch, tmp_path):
+    plain = make_policy(vlm_folders[arch])
+    policy = make_policy(vlm_folders[arch], tactile_token_dim=4)
+    rgb, state, texts = observations()
+    inputs, summary = policy.encode(rgb, state, texts)
+    assert inputs["input_ids"].shape[1] == plain.encode(rgb, state, texts)[0]["input_ids"].shape[1] + 1
+    assert summary.shape[0] == 3, "the tactile head reads the image at inference too"
+    # the cached decoders and teacher forcing see the same prompt: Jacobi and forcing reach greedy's tokens
+    greedy = policy.generate_tokens(rgb, state, texts)
+    assert torch.equal(jacobi_decode(policy, rgb, state, texts).tokens, greedy)
+    with torch.no_grad():
+        assert torch.equal(policy.token_logits(rgb, state, texts, greedy).argmax(-1), greedy)
+        # the token's embedding reaches the actions
+        tokens = torch.zeros(3, policy.n_action_tokens, dtype=torch.long)
+        base = policy.token_logits(rgb, state, texts, tokens)[:, 0]
+        policy.tactile_proj.bias.add_(1.0)
+        moved = policy.token_logits(rgb, state, texts, tokens)[:, 0]
+    assert (base - moved).abs().max() > 1e-4
+    policy.save_pretrained(tmp_path / "tactile")
+    loaded = HFVLA.from_pretrained(tmp_path / "tactile")
+    assert loaded.config.tactile_token_dim == 4
+    assert torch.equal(loaded.generate_tokens(rgb, state, texts), policy.generate_tokens(rgb, state, texts))
+
+
 def fixed_batch(policy: HFVLA, seed: int = 0) -> dict:
     rgb, state, texts = observations(seed=seed)
     actions = torch.rand(3, 2, 7, generator=torch.Generator().manual_seed(seed)) * 1.6 - 0.8

@@ -47,7 +47,8 @@ def chosen_state_features(model, state_dim: int) -> tuple[int, ...] | None:
 
 def build_model(model, dataset: LeRobotDataset, tactile_token_dim: int = 0) -> PretrainedPolicy:
     """The policy the ``model`` node describes (one of ``MODEL_SCHEMAS``), sized and normalised
-    from ``dataset``; ``tactile_token_dim`` gives a token_vla HapticVLA's predicted tactile token."""
+    from ``dataset``; ``tactile_token_dim`` gives a token_vla or hf_vla HapticVLA student's
+    predicted tactile token."""
     cameras = [k for k in dataset.camera_keys if k.endswith(".rgb")]
     image_size = dataset.info["features"][cameras[0]]["shape"][0] if cameras else 128
     state_dim = dataset.states.shape[1]
@@ -81,7 +82,7 @@ def build_model(model, dataset: LeRobotDataset, tactile_token_dim: int = 0) -> P
         policy.set_normalization(state_stats, dataset.actions, aux_stats)
         return policy
     if model.type == "hf_vla":
-        return build_hf_vla(model, dataset, state_dim, features, aux_dim, aux_stats)
+        return build_hf_vla(model, dataset, state_dim, features, aux_dim, aux_stats, tactile_token_dim)
     if model.type == "diffusion_action_expert":
         expert_cameras, expert_image_size = dataset.cameras(model.cameras)
         policy = DiffusionActionExpert(ActionExpertConfig(
@@ -99,7 +100,8 @@ def build_model(model, dataset: LeRobotDataset, tactile_token_dim: int = 0) -> P
 
 
 def build_hf_vla(
-    model, dataset: LeRobotDataset, state_dim: int, features, aux_dim: int, aux_stats: dict | None
+    model, dataset: LeRobotDataset, state_dim: int, features, aux_dim: int, aux_stats: dict | None,
+    tactile_token_dim: int = 0,
 ) -> HFVLA:
     """A user's pretrained VLM (``model.checkpoint``) as an ``hf_vla`` policy for the dataset."""
     if not model.checkpoint:
@@ -111,6 +113,7 @@ def build_hf_vla(
         state_features=features, prompt=model.prompt, trust_remote_code=model.trust_remote_code,
         dtype=model.dtype, lora_rank=model.lora_rank, lora_alpha=model.lora_alpha,
         lora_dropout=model.lora_dropout, lora_targets=tuple(model.lora_targets), aux_state_dim=aux_dim,
+        tactile_token_dim=tactile_token_dim,
     ))
     policy.set_normalization(dataset.feature_stats("observation.state"), dataset.actions, dataset.states,
                              aux_stats)

@@ -40,6 +40,7 @@ from vla_kd.policies.base import views_by_camera
 from vla_kd.policies.hf_checkpoint import action_vocab_end, load_vlm
 from vla_kd.policies.model_configs import OPENVLA_PROMPT
 from vla_kd.policies.pretrained import CONFIG_NAME, read_config
+from vla_kd.policies.prompt_embedding import append_embedding, model_inputs
 from vla_kd.policies.token_policy import CameraImages, DecodingSession, TokenPolicy, TrunkShape
 from vla_kd.policies.vlm_session import VLMSession, positions
 
@@ -81,6 +82,10 @@ class HFVLAConfig:
     #: width of the privileged vector (object/goal poses) that an auxiliary head predicts from
     #: the image features while training; 0: no head
     aux_state_dim: int = 0
+    #: width of the tactile token it predicts from the image features and proprio (HapticVLA's
+    #: student, vla_kd.methods.tactile); the token's embedding enters the prompt after the state
+    #: tokens, in place of one placeholder id; 0: none
+    tactile_token_dim: int = 0
 
     @property
     def state_tokens(self) -> int:
@@ -105,10 +110,14 @@ class HFVLA(TokenPolicy):
         #: the arguments its forward takes by name (architectures differ: token_type_ids, ...)
         self.accepted_inputs = set(inspect.signature(self.hf_model.forward).parameters)
         self.prefix_length = 0
+        width = self.hf_model.config.get_text_config().hidden_size
         if config.aux_state_dim:
-            width = self.hf_model.config.get_text_config().hidden_size
             self.aux_head = nn.Linear(width, config.aux_state_dim)
             self.aux_norm = Standardizer(config.aux_state_dim)
+        if config.tactile_token_dim:
+            self.tactile_head = nn.Sequential(nn.Linear(width + config.state_dim, width), nn.GELU(),
+                                              nn.Linear(width, config.tactile_token_dim))
+            self.tactile_proj = nn.Linear(config.tactile_token_dim, width)
 
     # ------------------------------------------------------------- construction
     @classmethod
@@ -212,7 +221,12 @@ class HFVLA(TokenPolicy):
             if position_ids is None:
                 position_ids = positions(inputs["attention_mask"])
             kwargs["position_ids"] = position_ids
-        return self.vlm(**inputs, **kwargs)
+        return self.vlm(**model_inputs(inputs, self.hf_model.get_input_embeddings()), **kwargs)
+
+    def predicted_tactile(self, image_summary: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """``(B, tactile_token_dim)``: the tactile token predicted from the image summary (of
+        :meth:`encode`) and proprio, as the prompt carries it."""
+        return self.tactile_head(torch.cat([image_summary, self.state_norm(state)], dim=-1))
 
     def own_state(self) -> dict[str, torch.Tensor]:
         """The tensors that are the policy's own, not the VLM's: the bins, a student's added layers."""
@@ -223,8 +237,16 @@ class HFVLA(TokenPolicy):
         self, rgb: CameraImages, state: torch.Tensor, instructions: list[str]
     ) -> tuple[dict, torch.Tensor | None]:
         inputs = self.prompt(rgb, state, instructions)
-        # the auxiliary head's input only while it trains: it runs the vision tower once more
-        summary = self.image_summary(inputs) if self.config.aux_state_dim and self.training else None
+        c = self.config
+        # the auxiliary head's input only while it trains, the tactile head's always: each runs
+        # the vision tower once more
+        summary = None
+        if c.tactile_token_dim or (c.aux_state_dim and self.training):
+            summary = self.image_summary(inputs)
+        if c.tactile_token_dim:  # its embedding in place of one placeholder id after the state tokens
+            token = self.predicted_tactile(summary, state.to(summary.device))
+            placeholder = self.bin_token_ids(torch.zeros_like(token[:, :1], dtype=torch.long))
+            inputs = append_embedding(inputs, self.tactile_proj(token), placeholder, self.extend)
         return inputs, summary
 
     def image_summary(self, inputs: dict) -> torch.Tensor:
@@ -283,8 +305,8 @@ class HFVLA(TokenPolicy):
         inputs = self.encode(rgb, state, instructions)[0]
         backbone = self.hf_model.model
         cache = DynamicCache()
-        backbone(**inputs, position_ids=positions(inputs["attention_mask"]), past_key_values=cache,
-                 use_cache=True)
+        backbone(**model_inputs(inputs, self.hf_model.get_input_embeddings()),
+                 position_ids=positions(inputs["attention_mask"]), past_key_values=cache, use_cache=True)
         mask = torch.cat([inputs["attention_mask"], torch.ones(extra.shape[:2], dtype=torch.long,
                                                                device=extra.device)], dim=1)
         position_ids = positions(mask)[:, -extra.shape[1]:]

@@ -20,7 +20,7 @@ from vla_kd.policies.registry import TACTILE_POLICY_TYPES
 from vla_kd.trainer import Trainer, run_stages, seed_initial_weights
 
 #: the student architectures with a tactile token
-STUDENT_MODELS = ("token_vla",)
+STUDENT_MODELS = ("token_vla", "hf_vla")
 
 
 @register
