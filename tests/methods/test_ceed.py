@@ -63,6 +63,17 @@ def test_consistency_kl_by_hand():
     assert float(consistency_kl(t, s, torch.ones(1, 1))) == pytest.approx(expected, rel=1e-6)
 
 
+def test_after_error_marks_the_positions_that_read_a_wrong_guess():
+    from vla_kd.methods.ceed import after_error
+
+    fixed = torch.tensor([[1, 2, 3, 4, 5], [1, 2, 3, 4, 7]])
+    window = torch.tensor([[1, 2, 9, 4, 5], [1, 2, 3, 4, 5]])
+    # row 0: token 2 is wrong, so positions 3 and 4 read it; row 1: only the last token is wrong
+    assert after_error(window, fixed).tolist() == [[False, False, False, True, True], [False] * 5]
+    with pytest.raises(ValueError, match="consistency_positions"):
+        CEEDConfig(consistency_positions="wrong")
+
+
 def test_mixed_labels_follow_the_teacher_only_near_the_data():
     teacher = torch.tensor([[10, 50, 200]])
     data = torch.tensor([[12, 80, 199]])

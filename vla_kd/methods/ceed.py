@@ -37,6 +37,8 @@ from vla_kd.policies.registry import TOKEN_POLICY_TYPES
 from vla_kd.policies.token_policy import TokenPolicy
 from vla_kd.trainer import Trainer, seed_initial_weights
 
+CONSISTENCY_POSITIONS = ("all", "after_error")
+
 
 @dataclass
 class CEEDConfig:
@@ -53,6 +55,10 @@ class CEEDConfig:
     #: starting guess of the collected Jacobi trajectories: random | repeat | middle | zeros
     init: str = "repeat"
     windows_per_state: int = 2  # intermediate windows drawn per state per step
+    #: where the consistency KL is taken: all positions, or after_error, only the positions whose
+    #: input window holds a wrong token before them (the jumps a pass must learn; a position with
+    #: a right prefix already predicts the fixed point's token when the student is the teacher)
+    consistency_positions: str = "all"
     # What the student sees (the targets stay the clean frame's), as in the teacher's own
     # training (model=token_vla); 0 = off.
     shift_pad: int = 4  # random-shift image augmentation, pixels
@@ -74,6 +80,7 @@ class CEEDConfig:
         fraction(self, "token_corruption")
         one_of(self, "init", INITS)
         one_of(self, "jacobi_init", INITS)
+        one_of(self, "consistency_positions", CONSISTENCY_POSITIONS)
 
 
 def consistency_kl(
@@ -81,6 +88,13 @@ def consistency_kl(
 ) -> torch.Tensor:
     """Mean over kept tokens of KL(q_T || q_S); logits ``(B, n, bins)``, ``keep`` ``(B, n)``."""
     return token_kl(teacher_logits, student_logits, keep)
+
+
+def after_error(window: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+    """``(B, n)`` True where an earlier token of ``window`` differs from the fixed point's: the
+    positions whose prediction conditions on a wrong guess (position ``i`` reads tokens ``< i``)."""
+    errors = (window != fixed).long().cumsum(dim=1)
+    return F.pad(errors[:, :-1], (1, 0)) > 0
 
 
 def mixed_labels(teacher_tokens: torch.Tensor, data_tokens: torch.Tensor, threshold: int) -> torch.Tensor:
@@ -104,13 +118,14 @@ class ConsistencyDistillation(Method):
         state_noise: float = 0.0,
         token_corruption: float = 0.0,
         fixed_point_weight: float = 0.0,
+        consistency_positions: str = "all",
         monitor_batch: dict | None = None,
     ) -> None:
         self.model, self.teacher = student, teacher.eval().requires_grad_(False)
         self.consistency_weight, self.ar_weight = consistency_weight, ar_weight
         self.label_threshold, self.init, self.windows_per_state = label_threshold, init, windows_per_state
         self.shift_pad, self.state_noise, self.token_corruption = shift_pad, state_noise, token_corruption
-        self.fixed_point_weight = fixed_point_weight
+        self.fixed_point_weight, self.consistency_positions = fixed_point_weight, consistency_positions
         #: (episode, frame) -> (trajectory windows (k+1, n), teacher fixed-point logits (n, bins))
         self.trajectories: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         #: clean demo frames on which :meth:`monitor` decodes the student
@@ -157,8 +172,9 @@ class ConsistencyDistillation(Method):
         kl_terms = []
         for _ in range(self.windows_per_state):
             picks = torch.stack([w[torch.randint(0, max(1, len(w) - 1), ())] for w in windows])
+            where = keep * after_error(picks, fixed) if self.consistency_positions == "after_error" else keep
             kl_terms.append(
-                consistency_kl(teacher_logits, student.token_logits(rgb, state, tasks, picks), keep)
+                consistency_kl(teacher_logits, student.token_logits(rgb, state, tasks, picks), where)
             )
         consistency = torch.stack(kl_terms).mean()
         # Optionally the fixed point itself too: the teacher's soft distributions on its own
