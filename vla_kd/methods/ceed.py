@@ -202,7 +202,6 @@ class ConsistencyDistillation(Method):
             "train/jacobi_passes": float(sum(len(w) - 1 for w in windows) / len(windows)),
         }
 
-
     @torch.no_grad()
     def monitor(self) -> dict[str, float]:
         """The student decoding ``monitor_batch`` one frame per call, as a robot does: passes
@@ -220,11 +219,15 @@ class ConsistencyDistillation(Method):
         early, full, agreement, bins = [], [], [], []
         for i, tokens in enumerate(teacher_tokens):
             args = (image_rows(images, [i]), batch["observation.state"][i : i + 1], [batch["task"][i]])
-            decoded = jacobi_decode(student, *args, init=c.jacobi_init, early_exit=rule)
-            early.append(decoded.iterations)
-            full.append(jacobi_decode(student, *args, init=c.jacobi_init).iterations)
-            agreement.append(float((decoded.tokens[0] == tokens).float().mean()))
-            bins.append(float((decoded.tokens[0] - tokens).abs().float().mean()))
+            # one decode to the fixed point; the early exit stops at its first pass the rule accepts
+            decoded = jacobi_decode(student, *args, init=c.jacobi_init, record=True)
+            window = decoded.trajectory
+            passes = next((p for p in range(1, decoded.iterations + 1)
+                           if rule.satisfied(window[p - 1], window[p], p)), decoded.iterations)
+            early.append(passes)
+            full.append(decoded.iterations)
+            agreement.append(float((window[passes][0] == tokens).float().mean()))
+            bins.append(float((window[passes][0] - tokens).abs().float().mean()))
         student.train(was_training)
         return {
             "val/jacobi_passes": sum(early) / len(early),
